@@ -1,0 +1,195 @@
+//! Wiring: opening the store, the shared state handlers see, and serving with a
+//! graceful stop (readiness turns 503 at once, requests in flight are answered).
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tower::Service as _;
+
+use crate::auth::{Accounts, token};
+use crate::clock::Clock;
+use crate::config::Settings;
+use crate::store::{Backend, Store, sqlite::SqliteStore};
+
+/// A client that has not sent its request headers by then is disconnected.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful stop waits for requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
+
+/// What every handler can reach; cheap to clone.
+#[derive(Clone)]
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
+    pub store: Arc<dyn Store>,
+    pub accounts: Accounts,
+    pub clock: Arc<dyn Clock>,
+    /// Set when a stop has begun, so `/readyz` sends load elsewhere.
+    pub draining: AtomicBool,
+}
+
+impl Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub async fn open_store(backend: &Backend) -> anyhow::Result<Arc<dyn Store>> {
+    match backend {
+        Backend::Sqlite(path) => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
+            Ok(Arc::new(store))
+        }
+        Backend::Postgres(_) => anyhow::bail!("PostgreSQL is not supported by this build yet"),
+    }
+}
+
+impl AppState {
+    /// Opens the store, settles the signing secret and assembles the state.
+    pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let store = open_store(&settings.backend).await?;
+        Self::with_store(settings, store, clock).await
+    }
+
+    pub async fn with_store(settings: &Settings, store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
+        let secret = match &settings.jwt_secret {
+            Some(secret) => secret.clone(),
+            None => store.signing_secret(token::new_secret()).await?,
+        };
+        tracing::info!(durability = %store.durability().await?, tzdb = crate::domain::input::tzdb_version(), "store open");
+        let accounts = Accounts::new(
+            store.clone(),
+            &secret,
+            settings.signin_failures_per_hour,
+            settings.default_daily_limit,
+            settings.default_timezone.clone(),
+        );
+        Ok(AppState(Arc::new(Shared { store, accounts, clock, draining: AtomicBool::new(false) })))
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds `addr` and serves `state` until `stop`.
+    pub async fn start(state: AppState, addr: SocketAddr) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let router = crate::http::router(state.clone());
+        let task = tokio::spawn(accept_loop(listener, router, state, stopped));
+        Ok(Server { addr, stop, task })
+    }
+
+    /// Begins a graceful stop and waits for it to finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Serves until the task ends (after `stop`).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A handle that can begin the stop from elsewhere (a signal handler).
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, router: Router, state: AppState, mut stopped: watch::Receiver<bool>) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    let builder = Arc::new(builder);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, remote) = match accepted {
+                    Ok(conn) => conn,
+                    Err(e) => {
+                        // Usually out of file descriptors: back off rather than spin.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let router = router.clone();
+                let service = hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(ConnectInfo(remote));
+                    router.clone().call(req)
+                });
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                tokio::spawn(async move {
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    if let Err(e) = watcher.watch(conn).await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stopped.changed() => break,
+        }
+    }
+    state.draining.store(true, Ordering::Relaxed);
+    drop(listener);
+    tracing::info!(connections = graceful.count(), "stopping: answering requests in flight");
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
+        tracing::warn!("stopping: gave up waiting for requests in flight");
+    }
+}
+
+/// Serves until SIGTERM or Ctrl-C, then stops gracefully.
+pub async fn serve(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
+    let state = AppState::build(&settings, clock).await?;
+    let server = Server::start(state.clone(), settings.bind)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", settings.bind))?;
+    tracing::info!(addr = %server.addr, "listening");
+    let stop = server.stopper();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("signal received");
+        state.draining.store(true, Ordering::Relaxed);
+        let _ = stop.send(true);
+    });
+    server.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(term) => term,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

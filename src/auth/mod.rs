@@ -1,0 +1,200 @@
+//! Accounts: sign-up, sign-in, refresh, sign-out and the signed-in user's settings.
+//! The HTTP layer (both `/v1` and the seed's routes) calls these and nothing else.
+
+pub mod password;
+pub mod throttle;
+pub mod token;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use jiff::{SignedDuration, Timestamp};
+use uuid::Uuid;
+
+use self::password::Hasher;
+use self::throttle::Throttle;
+use self::token::{Access, Tokens};
+use crate::domain::{FieldError, Password, Role, TimeZoneName, User, UserZone, Username};
+use crate::store::{NewUser, Refreshed, Store, StoreError, UserChanges};
+
+/// Why an account operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("invalid input")]
+    Invalid(Vec<FieldError>),
+    #[error("username taken")]
+    UsernameTaken,
+    /// Wrong password, unknown user, or a bad, spent or revoked token: one answer.
+    #[error("invalid credentials")]
+    Unauthorized,
+    #[error("too many failed sign-ins")]
+    Throttled { retry_after: u64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// What a client gets on sign-in and refresh.
+pub struct Session {
+    pub access_token: String,
+    pub expires_in: i64,
+    pub refresh_token: String,
+}
+
+pub struct Accounts {
+    store: Arc<dyn Store>,
+    hasher: Hasher,
+    tokens: Tokens,
+    throttle: Throttle,
+    default_limit: u32,
+    default_zone: TimeZoneName,
+}
+
+impl Accounts {
+    pub fn new(
+        store: Arc<dyn Store>,
+        secret: &[u8],
+        max_failures_per_hour: u32,
+        default_limit: u32,
+        default_zone: TimeZoneName,
+    ) -> Self {
+        Self {
+            store,
+            hasher: Hasher::default(),
+            tokens: Tokens::new(secret),
+            throttle: Throttle::new(max_failures_per_hour),
+            default_limit,
+            default_zone,
+        }
+    }
+
+    pub async fn sign_up(
+        &self,
+        username: &str,
+        password: String,
+        timezone: Option<&str>,
+        role: Role,
+        now: Timestamp,
+    ) -> Result<User, AuthError> {
+        let username = Username::parse(username);
+        let password = Password::parse(password);
+        let zone = timezone.map_or_else(|| Ok(self.default_zone.clone()), TimeZoneName::parse);
+        let (username, password, zone) = match (username, password, zone) {
+            (Ok(u), Ok(p), Ok(z)) => (u, p, z),
+            (u, p, z) => {
+                let errors = [u.err(), p.err(), z.err()].into_iter().flatten().collect();
+                return Err(AuthError::Invalid(errors));
+            }
+        };
+        let password_hash = self.hasher.hash(&password).await?;
+        let user = NewUser {
+            username,
+            password_hash,
+            role,
+            daily_limit: self.default_limit,
+            zone: UserZone { current: zone, pending: None },
+        };
+        match self.store.create_user(user, now).await {
+            Err(StoreError::Conflict(_)) => Err(AuthError::UsernameTaken),
+            other => Ok(other?),
+        }
+    }
+
+    /// Checks the password (throttled per account and per client) and opens a session.
+    pub async fn sign_in(
+        &self,
+        username: &str,
+        password: &str,
+        client: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Result<Session, AuthError> {
+        let username = Username::parse(username).ok();
+        let account_key = format!("user:{}", username.as_ref().map_or(username_fallback(), Username::as_str));
+        let client_key = client.map(|ip| format!("ip:{ip}"));
+        self.throttle.try_acquire(&account_key, now).map_err(|retry_after| AuthError::Throttled { retry_after })?;
+        if let Some(key) = &client_key
+            && let Err(retry_after) = self.throttle.try_acquire(key, now)
+        {
+            self.throttle.refund(&account_key);
+            return Err(AuthError::Throttled { retry_after });
+        }
+        let found = match &username {
+            Some(name) => self.store.user_credentials(name).await?,
+            None => None,
+        };
+        let (user, hash) = found.map_or((None, None), |(u, h)| (Some(u), Some(h)));
+        if !self.hasher.verify(password, hash).await? {
+            return Err(AuthError::Unauthorized);
+        }
+        self.throttle.refund(&account_key);
+        if let Some(key) = &client_key {
+            self.throttle.refund(key);
+        }
+        let user = user.ok_or(AuthError::Unauthorized)?;
+        let (refresh_token, refresh_hash) = token::new_refresh_token();
+        let session_id = self.store.create_session(user.id, refresh_hash, now, refresh_expiry(now)).await?;
+        self.session(Access { user_id: user.id, session_id }, refresh_token, now)
+    }
+
+    /// Spends `refresh_token` for a new pair; a token spent before revokes its family.
+    pub async fn refresh(&self, refresh_token: &str, now: Timestamp) -> Result<Session, AuthError> {
+        let (new_token, new_hash) = token::new_refresh_token();
+        let old_hash = token::hash_refresh_token(refresh_token);
+        match self.store.rotate_refresh(old_hash, new_hash, now, refresh_expiry(now)).await? {
+            Refreshed::Rotated { user_id, session_id } => self.session(Access { user_id, session_id }, new_token, now),
+            Refreshed::Reused => {
+                tracing::warn!("a spent refresh token was reused; its session is revoked");
+                Err(AuthError::Unauthorized)
+            }
+            Refreshed::Invalid => Err(AuthError::Unauthorized),
+        }
+    }
+
+    pub async fn sign_out(&self, session_id: Uuid, now: Timestamp) -> Result<(), AuthError> {
+        Ok(self.store.revoke_session(session_id, now).await?)
+    }
+
+    /// The user behind a bearer token, if it is valid and its session is live.
+    pub async fn authenticate(&self, bearer: &str, now: Timestamp) -> Result<(User, Uuid), AuthError> {
+        let access = self.tokens.verify(bearer, now).ok_or(AuthError::Unauthorized)?;
+        let user = self.store.session_user(access.session_id, access.user_id).await?.ok_or(AuthError::Unauthorized)?;
+        Ok((user, access.session_id))
+    }
+
+    /// Applies the signed-in user's own changes: a new zone (effective at the old
+    /// zone's next midnight) and a new password.
+    pub async fn update_me(
+        &self,
+        user: &User,
+        timezone: Option<&str>,
+        password: Option<String>,
+        now: Timestamp,
+    ) -> Result<User, AuthError> {
+        let zone = timezone.map(TimeZoneName::parse).transpose();
+        let password = password.map(Password::parse).transpose();
+        let (zone, password) = match (zone, password) {
+            (Ok(z), Ok(p)) => (z, p),
+            (z, p) => return Err(AuthError::Invalid([z.err(), p.err()].into_iter().flatten().collect())),
+        };
+        let password_hash = match password {
+            Some(p) => Some(self.hasher.hash(&p).await?),
+            None => None,
+        };
+        let changes = UserChanges { zone: zone.map(|z| user.zone.change_to(z, now)), password_hash };
+        self.store.update_user(user.id, changes).await?.ok_or(AuthError::Unauthorized)
+    }
+
+    fn session(&self, access: Access, refresh_token: String, now: Timestamp) -> Result<Session, AuthError> {
+        Ok(Session { access_token: self.tokens.issue(access, now)?, expires_in: token::ACCESS_TTL_SECS, refresh_token })
+    }
+}
+
+/// Names that cannot be usernames still get an account key, so throttling holds.
+fn username_fallback() -> &'static str {
+    "(invalid)"
+}
+
+fn refresh_expiry(now: Timestamp) -> Timestamp {
+    now.checked_add(SignedDuration::from_secs(token::REFRESH_TTL_SECS)).unwrap_or(now)
+}

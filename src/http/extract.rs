@@ -1,0 +1,195 @@
+//! Extractors that turn a request into validated input, or into a problem document:
+//! the JSON body, the bearer token, the admin role.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use uuid::Uuid;
+
+use super::error::ApiError;
+use crate::app::AppState;
+use crate::domain::{FieldError, Role, User};
+
+/// A JSON request body, refused with 415 (not JSON), 413 (too large), 400 (not
+/// well-formed) or 422 (wrong shape, naming the field).
+pub struct JsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = body_bytes(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// The body's bytes, within the body limit.
+pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(ApiError::from)
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        match r.status() {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+            _ => ApiError::BadRequest(format!("could not read the body: {}", r.body_text())),
+        }
+    }
+}
+
+pub fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else { return false };
+    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+/// Parses `bytes` as `T`, telling malformed JSON (400) from a body of the wrong shape
+/// (422, with the field's path).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest("the body is empty; a JSON object is expected".into()));
+    }
+    // Well-formedness first (syntax, UTF-8, nesting depth: 400), then shape (422).
+    let value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let message = e.inner().to_string();
+        let path = e.path().to_string();
+        let field = named_in(&message).unwrap_or(if path == "." { "body".into() } else { path });
+        ApiError::Validation(vec![FieldError { field: leak_field(field), message }])
+    })
+}
+
+/// The field a serde message names in backticks ("unknown field `role`").
+fn named_in(message: &str) -> Option<String> {
+    if !(message.starts_with("unknown field") || message.starts_with("missing field")) {
+        return None;
+    }
+    let start = message.find('`')? + 1;
+    let end = start + message[start..].find('`')?;
+    Some(message[start..end].to_owned())
+}
+
+/// Field names in problem documents are `&'static str`; a client-chosen name is mapped
+/// to one of a fixed set so that clients cannot grow memory.
+fn leak_field(field: String) -> &'static str {
+    const KNOWN: &[&str] = &[
+        "username",
+        "password",
+        "timezone",
+        "content",
+        "done",
+        "daily_limit",
+        "role",
+        "refresh_token",
+        "id",
+        "user_id",
+        "created_at",
+        "updated_at",
+        "day",
+        "body",
+    ];
+    KNOWN.iter().find(|k| **k == field).copied().unwrap_or("body")
+}
+
+/// A signed-in user, with the instant this request was decided at.
+pub struct Authed {
+    pub user: User,
+    pub session_id: Uuid,
+    pub now: Timestamp,
+}
+
+/// The token of `Authorization: Bearer <token>`, or of the seed's `Bearer: <token>`.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let scheme = scheme.strip_suffix(':').unwrap_or(scheme);
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<AppState> for Authed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let now = state.clock.now();
+        let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let (user, session_id) = state.accounts.authenticate(token, now).await?;
+        Ok(Authed { user, session_id, now })
+    }
+}
+
+/// A signed-in user with the admin role (read from the database, so a change of role
+/// applies at once).
+pub struct Admin(pub Authed);
+
+impl FromRequestParts<AppState> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let authed = Authed::from_request_parts(parts, state).await?;
+        if authed.user.role != Role::Admin {
+            return Err(ApiError::Forbidden);
+        }
+        Ok(Admin(authed))
+    }
+}
+
+/// The client's address, from the socket (proxies' headers are not trusted).
+pub struct ClientIp(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientIp(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[expect(dead_code)]
+    struct Body {
+        content: String,
+    }
+
+    fn status_and_field(bytes: &[u8]) -> (u16, String) {
+        let (status, _, problem) = parse_json::<Body>(bytes).unwrap_err().parts();
+        let field = problem.extensions.get("errors").map(|e| e[0]["field"].to_string()).unwrap_or_default();
+        (status.as_u16(), field)
+    }
+
+    #[test]
+    fn malformed_json_is_a_400_and_a_wrong_shape_a_422_naming_the_field() {
+        assert_eq!(status_and_field(b"{\"content\": ").0, 400);
+        assert_eq!(status_and_field(b"").0, 400);
+        assert_eq!(status_and_field(b"{\"content\": \"\xff\"}").0, 400);
+        assert_eq!(status_and_field(&vec![b'['; 100_000]).0, 400);
+        assert_eq!(status_and_field(b"{\"content\": 1}"), (422, "\"content\"".into()));
+        assert_eq!(status_and_field(b"{\"content\": \"x\", \"role\": \"admin\"}"), (422, "\"role\"".into()));
+        assert_eq!(status_and_field(b"{}"), (422, "\"content\"".into()));
+    }
+
+    #[test]
+    fn both_bearer_spellings_are_read() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::AUTHORIZATION, "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "Bearer: abc".parse().unwrap());
+        assert_eq!(bearer(&headers), Some("abc"));
+        headers.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&headers), None);
+    }
+}

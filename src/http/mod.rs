@@ -1,0 +1,67 @@
+//! The HTTP API: one module per resource, merged here, with the layers every request
+//! passes through (request id and log line, body limit, problem documents for 404/405).
+
+pub mod accounts;
+pub mod admin;
+pub mod error;
+pub mod extract;
+pub mod ops;
+pub mod seed;
+pub mod tasks;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::HeaderValue;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tracing::Instrument;
+
+use self::error::ApiError;
+use crate::app::AppState;
+
+/// Large enough for a 10,000-character task in any script, small enough to refuse junk.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(accounts::router())
+        .merge(tasks::router())
+        .merge(admin::router())
+        .merge(seed::router())
+        .merge(ops::router())
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async {
+            let (_, headers, mut problem) = ApiError::NotFound.parts();
+            problem.status = 405;
+            problem.title = "Method not allowed";
+            problem.detail = "this route does not answer that method".into();
+            (axum::http::StatusCode::METHOD_NOT_ALLOWED, headers, axum::Json(problem))
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(request_context))
+        .with_state(state)
+}
+
+/// Gives each request an id (the client's `x-request-id` if sane), runs it inside a
+/// span carrying that id, logs one line when it is answered, and echoes the id.
+async fn request_context(req: Request, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .filter(|v| (1..=64).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::try_from(uuid::Uuid::now_v7().simple().to_string()).unwrap_or(HeaderValue::from_static("-"))
+        });
+    let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
+    let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let started = Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await.into_response();
+    span.in_scope(|| {
+        tracing::info!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "answered");
+    });
+    response.headers_mut().insert("x-request-id", id);
+    response
+}

@@ -1,0 +1,159 @@
+//! `/v1/tasks`: task CRUD, with the quota checked and consumed on create.
+
+use std::collections::HashMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::error::{ApiError, quota_headers};
+use super::extract::{Authed, JsonBody};
+use crate::app::AppState;
+use crate::domain::{FieldError, QuotaStatus, Task, TaskContent};
+use crate::store::{Created, TaskFilter, TaskPatch};
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tasks", post(create).get(list))
+        .route("/v1/tasks/{id}", get(read).patch(update).delete(remove))
+}
+
+#[derive(Serialize)]
+pub struct TaskView {
+    pub id: String,
+    pub content: String,
+    pub done: bool,
+    pub day: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Task> for TaskView {
+    fn from(t: Task) -> Self {
+        TaskView {
+            id: t.id.to_string(),
+            content: t.content,
+            done: t.done,
+            day: t.day.to_string(),
+            created_at: t.created_at.to_string(),
+            updated_at: t.updated_at.to_string(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewTask {
+    pub content: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Changes {
+    content: Option<String>,
+    done: Option<bool>,
+}
+
+#[derive(Serialize)]
+struct Page {
+    items: Vec<TaskView>,
+    next_cursor: Option<String>,
+}
+
+/// Creates a task for the signed-in user, or says why not; `/v1` and the seed's
+/// `/task` both come here.
+pub async fn create_task(state: &AppState, auth: &Authed, content: String) -> Result<(Task, QuotaStatus), ApiError> {
+    let content = TaskContent::parse(content)?;
+    match state.store.create_task(auth.user.id, content, auth.now).await? {
+        Created::Task(task, status) => Ok((task, status)),
+        Created::OverLimit(status) => Err(ApiError::QuotaExceeded(Box::new(status), auth.now)),
+    }
+}
+
+async fn create(State(state): State<AppState>, auth: Authed, JsonBody(body): JsonBody<NewTask>) -> Response {
+    match create_task(&state, &auth, body.content).await {
+        Ok((task, status)) => {
+            let location = format!("/v1/tasks/{}", task.id);
+            (
+                StatusCode::CREATED,
+                [(header::LOCATION, location)],
+                quota_headers(&status, auth.now),
+                Json(TaskView::from(task)),
+            )
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn list(
+    State(state): State<AppState>,
+    auth: Authed,
+    Query(params): Query<HashMap<String, String>>,
+) -> Result<Json<Page>, ApiError> {
+    let filter = parse_filter(&params)?;
+    let limit = filter.limit as usize;
+    let mut tasks = state.store.list_tasks(auth.user.id, TaskFilter { limit: filter.limit + 1, ..filter }).await?;
+    let next_cursor = (tasks.len() > limit).then(|| tasks[limit - 1].id.to_string());
+    tasks.truncate(limit);
+    Ok(Json(Page { items: tasks.into_iter().map(TaskView::from).collect(), next_cursor }))
+}
+
+fn parse_filter(params: &HashMap<String, String>) -> Result<TaskFilter, ApiError> {
+    let mut errors = Vec::new();
+    let mut filter = TaskFilter { limit: 50, ..TaskFilter::default() };
+    for (key, value) in params {
+        match key.as_str() {
+            "day" => match value.parse() {
+                Ok(day) => filter.day = Some(day),
+                Err(_) => errors.push(FieldError::new("day", "must be a date, YYYY-MM-DD")),
+            },
+            "done" => match value.as_str() {
+                "true" => filter.done = Some(true),
+                "false" => filter.done = Some(false),
+                _ => errors.push(FieldError::new("done", "must be true or false")),
+            },
+            "limit" => match value.parse::<u32>() {
+                Ok(n @ 1..=100) => filter.limit = n,
+                _ => errors.push(FieldError::new("limit", "must be a whole number from 1 to 100")),
+            },
+            "cursor" => match Uuid::parse_str(value) {
+                Ok(id) => filter.before = Some(id),
+                Err(_) => errors.push(FieldError::new("cursor", "is not a cursor this service gave out")),
+            },
+            _ => errors.push(FieldError::new("query", format!("unknown parameter {key:?}"))),
+        }
+    }
+    if errors.is_empty() { Ok(filter) } else { Err(ApiError::Validation(errors)) }
+}
+
+/// A task id from the path; an id that cannot exist answers 404 like a missing one.
+fn task_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
+async fn read(State(state): State<AppState>, auth: Authed, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
+    let task = state.store.task(auth.user.id, task_id(&id)?).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(task.into()))
+}
+
+async fn update(
+    State(state): State<AppState>,
+    auth: Authed,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Changes>,
+) -> Result<Json<TaskView>, ApiError> {
+    let id = task_id(&id)?;
+    let patch = TaskPatch { content: body.content.map(TaskContent::parse).transpose()?, done: body.done };
+    let task = state.store.update_task(auth.user.id, id, patch, auth.now).await?.ok_or(ApiError::NotFound)?;
+    Ok(Json(task.into()))
+}
+
+async fn remove(State(state): State<AppState>, auth: Authed, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    let deleted = state.store.delete_task(auth.user.id, task_id(&id)?).await?;
+    if deleted { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound) }
+}

@@ -1,0 +1,13 @@
+//! quotask: a todo-task HTTP API where every user may create at most N tasks per day,
+//! the day being the user's own calendar day in their time zone.
+//!
+//! Layout: `domain` holds the pure rules (no I/O, `now` passed in), `store` the SQL
+//! behind one trait, `auth` passwords and tokens, `http` the routes, `app` the wiring.
+
+pub mod app;
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod store;

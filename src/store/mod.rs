@@ -1,0 +1,166 @@
+//! Persistence behind one trait, with an embedded SQLite and a PostgreSQL
+//! implementation chosen by the database URL's scheme. The quota's check-and-consume
+//! lives here, in the same transaction as the insert it guards (QUOTA.md item 2).
+
+pub mod sqlite;
+
+use std::sync::{LazyLock, Mutex};
+
+use async_trait::async_trait;
+use jiff::{Timestamp, civil::Date};
+use uuid::{Uuid, timestamp::context::ContextV7};
+
+use crate::domain::{AuditEntry, QuotaStatus, Role, Task, TaskContent, User, UserZone, Username};
+
+/// Why a store call failed. Callers map these onto HTTP; none carries client detail.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (the username is taken).
+    #[error("conflict on {0}")]
+    Conflict(&'static str),
+    /// The database cannot be reached or is overloaded; worth retrying later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A user to create.
+pub struct NewUser {
+    pub username: Username,
+    pub password_hash: String,
+    pub role: Role,
+    pub daily_limit: u32,
+    pub zone: UserZone,
+}
+
+/// What happens when a user with these settings changes them.
+pub struct UserChanges {
+    pub zone: Option<UserZone>,
+    pub password_hash: Option<String>,
+}
+
+/// An administrator's change to a user; every field set is audited.
+pub struct AdminChanges {
+    pub daily_limit: Option<u32>,
+    pub role: Option<Role>,
+}
+
+/// A task creation: one unit of quota and one row, or neither.
+pub enum Created {
+    Task(Task, QuotaStatus),
+    OverLimit(QuotaStatus),
+}
+
+/// What a refresh token turned out to be.
+pub enum Refreshed {
+    /// Spent now, replaced by the new one in the same family.
+    Rotated { user_id: Uuid, session_id: Uuid },
+    /// Spent before: its whole family is now revoked.
+    Reused,
+    /// Unknown, expired or revoked.
+    Invalid,
+}
+
+#[derive(Default)]
+pub struct TaskFilter {
+    pub day: Option<Date>,
+    pub done: Option<bool>,
+    /// Only tasks older than this id (ids are UUIDv7, so they sort by creation).
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+pub struct TaskPatch {
+    pub content: Option<TaskContent>,
+    pub done: Option<bool>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether the database answers; for `/readyz`.
+    async fn ping(&self) -> Result<()>;
+    /// A one-line description of durability settings, read back from the database.
+    async fn durability(&self) -> Result<String>;
+    /// The signing secret kept in the database; `candidate` is stored if none is yet.
+    async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>>;
+
+    async fn create_user(&self, user: NewUser, now: Timestamp) -> Result<User>;
+    /// The user and their password hash.
+    async fn user_credentials(&self, username: &Username) -> Result<Option<(User, String)>>;
+    async fn user(&self, id: Uuid) -> Result<Option<User>>;
+    /// The user behind an access token, if its session is still live.
+    async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>>;
+    async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>>;
+    /// Users after `after` in id order, each with the quota used on their current day.
+    async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>>;
+    async fn admin_update_user(
+        &self,
+        actor: Option<Uuid>,
+        target: Uuid,
+        changes: AdminChanges,
+        now: Timestamp,
+    ) -> Result<Option<User>>;
+    async fn audit_trail(&self, target: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<AuditEntry>>;
+
+    /// Opens a session (a refresh-token family) with its first refresh token.
+    async fn create_session(
+        &self,
+        user_id: Uuid,
+        refresh_hash: [u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Uuid>;
+    /// Spends a refresh token and records its successor, atomically.
+    async fn rotate_refresh(
+        &self,
+        old_hash: [u8; 32],
+        new_hash: [u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Refreshed>;
+    async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()>;
+
+    /// Checks and consumes one unit of the user's quota for the day of `now` and
+    /// inserts the task, as one atomic step.
+    async fn create_task(&self, user_id: Uuid, content: TaskContent, now: Timestamp) -> Result<Created>;
+    async fn quota(&self, user_id: Uuid, now: Timestamp) -> Result<Option<QuotaStatus>>;
+    async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>>;
+    async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>>;
+    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>>;
+    async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool>;
+}
+
+/// Which database a URL names.
+pub enum Backend {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("QUOTASK_DATABASE_URL: sqlite:// needs a file path".into());
+            }
+            Ok(Backend::Sqlite(path.into()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres(url.to_owned()))
+        } else {
+            let scheme = url.split("://").next().unwrap_or(url);
+            Err(format!("QUOTASK_DATABASE_URL: unknown scheme {scheme:?} (use sqlite:// or postgres://)"))
+        }
+    }
+}
+
+/// A UUIDv7 for `now`, so that ids sort by the (possibly injected) clock; the shared
+/// context keeps ids made in the same millisecond in order.
+pub fn new_id(now: Timestamp) -> Uuid {
+    static CONTEXT: LazyLock<Mutex<ContextV7>> = LazyLock::new(|| Mutex::new(ContextV7::new()));
+    let secs = u64::try_from(now.as_second()).unwrap_or(0);
+    let nanos = u32::try_from(now.subsec_nanosecond()).unwrap_or(0);
+    let context = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
+    Uuid::new_v7(uuid::Timestamp::from_unix(&*context, secs, nanos))
+}

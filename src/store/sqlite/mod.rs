@@ -1,0 +1,531 @@
+//! The embedded store: SQLite in WAL mode with `synchronous=FULL`, written through one
+//! group-committing writer (see `pool`).
+
+mod pool;
+
+use std::path::Path;
+
+use async_trait::async_trait;
+use jiff::{Timestamp, civil::Date};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use uuid::Uuid;
+
+use self::pool::Pool;
+use super::{
+    AdminChanges, Created, NewUser, Refreshed, Result, Store, StoreError, TaskFilter, TaskPatch, UserChanges, new_id,
+};
+use crate::domain::{AuditEntry, QuotaStatus, Role, Task, TaskContent, TimeZoneName, User, UserZone, Username};
+
+const MIGRATIONS: &[&str] = &[include_str!("migrations.sql")];
+
+const USER_COLUMNS: &str =
+    "u.id, u.username, u.role, u.daily_limit, u.timezone, u.pending_timezone, u.timezone_effective_at, u.created_at";
+const TASK_COLUMNS: &str = "id, content, done, day, created_at, updated_at";
+
+pub struct SqliteStore {
+    pool: Pool,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> anyhow::Result<Self> {
+        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        Ok(Self { pool: Pool::open(path, readers, MIGRATIONS)? })
+    }
+}
+
+fn internal(e: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::Internal(e.into())
+}
+
+fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+fn from_micros(us: i64) -> rusqlite::Result<Timestamp> {
+    Timestamp::from_microsecond(us).map_err(|e| conversion(e.into()))
+}
+
+fn conversion(e: anyhow::Error) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
+}
+
+fn uuid_at(row: &Row, i: usize) -> rusqlite::Result<Uuid> {
+    let text: String = row.get(i)?;
+    Uuid::parse_str(&text).map_err(|e| conversion(e.into()))
+}
+
+fn zone_at(row: &Row, i: usize) -> rusqlite::Result<TimeZoneName> {
+    let name: String = row.get(i)?;
+    TimeZoneName::parse(&name).map_err(|e| conversion(anyhow::anyhow!(e.message)))
+}
+
+fn user_from_row(row: &Row) -> rusqlite::Result<User> {
+    let role: String = row.get(2)?;
+    let pending = match row.get::<_, Option<String>>(5)? {
+        Some(_) => Some((zone_at(row, 5)?, from_micros(row.get(6)?)?)),
+        None => None,
+    };
+    Ok(User {
+        id: uuid_at(row, 0)?,
+        username: row.get(1)?,
+        role: Role::parse(&role).ok_or_else(|| conversion(anyhow::anyhow!("unknown role {role}")))?,
+        daily_limit: row.get(3)?,
+        zone: UserZone { current: zone_at(row, 4)?, pending },
+        created_at: from_micros(row.get(7)?)?,
+    })
+}
+
+fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
+    let day: String = row.get(3)?;
+    Ok(Task {
+        id: uuid_at(row, 0)?,
+        content: row.get(1)?,
+        done: row.get(2)?,
+        day: day.parse().map_err(|e: jiff::Error| conversion(e.into()))?,
+        created_at: from_micros(row.get(4)?)?,
+        updated_at: from_micros(row.get(5)?)?,
+    })
+}
+
+fn load_user(conn: &Connection, id: Uuid) -> Result<Option<User>> {
+    conn.prepare_cached(&format!("select {USER_COLUMNS} from users u where u.id = ?1"))
+        .and_then(|mut s| s.query_row([id.to_string()], user_from_row).optional())
+        .map_err(internal)
+}
+
+fn used_on(conn: &Connection, user_id: Uuid, day: Date) -> Result<u32> {
+    conn.prepare_cached("select used from usage where user_id = ?1 and day = ?2")
+        .and_then(|mut s| s.query_row(params![user_id.to_string(), day.to_string()], |r| r.get(0)).optional())
+        .map(Option::unwrap_or_default)
+        .map_err(internal)
+}
+
+fn status_of(conn: &Connection, user: &User, now: Timestamp) -> Result<QuotaStatus> {
+    let window = user.zone.window(now);
+    Ok(QuotaStatus {
+        limit: user.daily_limit,
+        used: used_on(conn, user.id, window.day)?,
+        timezone: user.zone.effective(now).clone(),
+        window,
+    })
+}
+
+fn load_task(conn: &Connection, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
+    conn.prepare_cached(&format!("select {TASK_COLUMNS} from tasks where id = ?1 and user_id = ?2"))
+        .and_then(|mut s| s.query_row([id.to_string(), user_id.to_string()], task_from_row).optional())
+        .map_err(internal)
+}
+
+fn is_unique_violation(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+        || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+}
+
+fn save_zone(conn: &Connection, id: Uuid, zone: &UserZone) -> Result<()> {
+    let (pending, at) = match &zone.pending {
+        Some((tz, at)) => (Some(tz.as_str()), Some(micros(*at))),
+        None => (None, None),
+    };
+    conn.prepare_cached(
+        "update users set timezone = ?2, pending_timezone = ?3, timezone_effective_at = ?4 where id = ?1",
+    )
+    .and_then(|mut s| s.execute(params![id.to_string(), zone.current.as_str(), pending, at]))
+    .map(drop)
+    .map_err(internal)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        self.pool.read(|c| c.query_row("select 1", [], |_| Ok(())).map_err(internal)).await
+    }
+
+    async fn durability(&self) -> Result<String> {
+        self.pool
+            .write(|c| {
+                let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0)).map_err(internal)?;
+                let sync: i64 = c.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(internal)?;
+                let sync = ["OFF", "NORMAL", "FULL", "EXTRA"].get(sync as usize).copied().unwrap_or("?");
+                Ok(format!("sqlite journal_mode={mode} synchronous={sync}"))
+            })
+            .await
+    }
+
+    async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>> {
+        self.pool
+            .write(move |c| {
+                c.execute(
+                    "insert into settings (key, value) values ('jwt_secret', ?1) on conflict (key) do nothing",
+                    [candidate],
+                )
+                .map_err(internal)?;
+                c.query_row("select value from settings where key = 'jwt_secret'", [], |r| r.get(0)).map_err(internal)
+            })
+            .await
+    }
+
+    async fn create_user(&self, user: NewUser, now: Timestamp) -> Result<User> {
+        self.pool
+            .write(move |c| {
+                let id = new_id(now);
+                let inserted = c.execute(
+                    "insert into users (id, username, password_hash, role, daily_limit, timezone, created_at)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![
+                        id.to_string(),
+                        user.username.as_str(),
+                        user.password_hash,
+                        user.role.as_str(),
+                        user.daily_limit,
+                        user.zone.current.as_str(),
+                        micros(now)
+                    ],
+                );
+                match inserted {
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict("username")),
+                    other => other.map_err(internal)?,
+                };
+                load_user(c, id)?.ok_or_else(|| internal(anyhow::anyhow!("user vanished after insert")))
+            })
+            .await
+    }
+
+    async fn user_credentials(&self, username: &Username) -> Result<Option<(User, String)>> {
+        let username = username.as_str().to_owned();
+        self.pool
+            .read(move |c| {
+                c.prepare_cached(&format!("select {USER_COLUMNS}, u.password_hash from users u where u.username = ?1"))
+                    .and_then(|mut s| s.query_row([username], |r| Ok((user_from_row(r)?, r.get(8)?))).optional())
+                    .map_err(internal)
+            })
+            .await
+    }
+
+    async fn user(&self, id: Uuid) -> Result<Option<User>> {
+        self.pool.read(move |c| load_user(c, id)).await
+    }
+
+    async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>> {
+        self.pool
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "select {USER_COLUMNS} from sessions s join users u on u.id = s.user_id
+                     where s.id = ?1 and s.user_id = ?2 and s.revoked_at is null"
+                ))
+                .and_then(|mut s| s.query_row([session_id.to_string(), user_id.to_string()], user_from_row).optional())
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>> {
+        self.pool
+            .write(move |c| {
+                if let Some(zone) = &changes.zone {
+                    save_zone(c, id, zone)?;
+                }
+                if let Some(hash) = &changes.password_hash {
+                    c.execute("update users set password_hash = ?2 where id = ?1", params![id.to_string(), hash])
+                        .map_err(internal)?;
+                }
+                load_user(c, id)
+            })
+            .await
+    }
+
+    async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>> {
+        self.pool
+            .read(move |c| {
+                let users = c
+                    .prepare_cached(&format!(
+                        "select {USER_COLUMNS} from users u where ?1 is null or u.id > ?1 order by u.id limit ?2"
+                    ))
+                    .and_then(|mut s| {
+                        s.query_map(params![after.map(|a| a.to_string()), limit], user_from_row)?
+                            .collect::<Result<Vec<_>, _>>()
+                    })
+                    .map_err(internal)?;
+                users
+                    .into_iter()
+                    .map(|u| {
+                        let used = used_on(c, u.id, u.zone.window(now).day)?;
+                        Ok((u, used))
+                    })
+                    .collect()
+            })
+            .await
+    }
+
+    async fn admin_update_user(
+        &self,
+        actor: Option<Uuid>,
+        target: Uuid,
+        changes: AdminChanges,
+        now: Timestamp,
+    ) -> Result<Option<User>> {
+        self.pool
+            .write(move |c| {
+                let Some(before) = load_user(c, target)? else { return Ok(None) };
+                let audit = |field: &str, old: String, new: String| {
+                    c.execute(
+                        "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
+                         values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                        params![
+                            new_id(now).to_string(),
+                            actor.map(|a| a.to_string()),
+                            target.to_string(),
+                            field,
+                            old,
+                            new,
+                            micros(now)
+                        ],
+                    )
+                    .map(drop)
+                    .map_err(internal)
+                };
+                if let Some(limit) = changes.daily_limit {
+                    c.execute("update users set daily_limit = ?2 where id = ?1", params![target.to_string(), limit])
+                        .map_err(internal)?;
+                    audit("daily_limit", before.daily_limit.to_string(), limit.to_string())?;
+                }
+                if let Some(role) = changes.role {
+                    c.execute("update users set role = ?2 where id = ?1", params![target.to_string(), role.as_str()])
+                        .map_err(internal)?;
+                    audit("role", before.role.as_str().to_owned(), role.as_str().to_owned())?;
+                }
+                load_user(c, target)
+            })
+            .await
+    }
+
+    async fn audit_trail(&self, target: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.pool
+            .read(move |c| {
+                c.prepare_cached(
+                    "select id, actor_id, target_id, field, old_value, new_value, at from audit
+                     where target_id = ?1 and (?2 is null or id > ?2) order by id limit ?3",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![target.to_string(), after.map(|a| a.to_string()), limit], |r| {
+                        let actor: Option<String> = r.get(1)?;
+                        Ok(AuditEntry {
+                            id: uuid_at(r, 0)?,
+                            actor_id: actor.and_then(|a| Uuid::parse_str(&a).ok()),
+                            target_id: uuid_at(r, 2)?,
+                            field: r.get(3)?,
+                            old_value: r.get(4)?,
+                            new_value: r.get(5)?,
+                            at: from_micros(r.get(6)?)?,
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn create_session(
+        &self,
+        user_id: Uuid,
+        refresh_hash: [u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Uuid> {
+        self.pool
+            .write(move |c| {
+                let id = new_id(now);
+                c.execute(
+                    "insert into sessions (id, user_id, created_at) values (?1, ?2, ?3)",
+                    params![id.to_string(), user_id.to_string(), micros(now)],
+                )
+                .and_then(|_| {
+                    c.execute(
+                        "insert into refresh_tokens (hash, session_id, user_id, expires_at) values (?1, ?2, ?3, ?4)",
+                        params![refresh_hash, id.to_string(), user_id.to_string(), micros(expires_at)],
+                    )
+                })
+                .map_err(internal)?;
+                Ok(id)
+            })
+            .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old_hash: [u8; 32],
+        new_hash: [u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Refreshed> {
+        self.pool
+            .write(move |c| {
+                let found = c
+                    .query_row(
+                        "select r.session_id, r.user_id, r.expires_at, r.spent_at, s.revoked_at
+                         from refresh_tokens r join sessions s on s.id = r.session_id where r.hash = ?1",
+                        [old_hash],
+                        |r| {
+                            Ok((
+                                uuid_at(r, 0)?,
+                                uuid_at(r, 1)?,
+                                r.get::<_, i64>(2)?,
+                                r.get::<_, Option<i64>>(3)?,
+                                r.get::<_, Option<i64>>(4)?,
+                            ))
+                        },
+                    )
+                    .optional()
+                    .map_err(internal)?;
+                let Some((session_id, user_id, expires, spent, revoked)) = found else { return Ok(Refreshed::Invalid) };
+                if revoked.is_some() {
+                    return Ok(Refreshed::Invalid);
+                }
+                if spent.is_some() {
+                    c.execute("update sessions set revoked_at = ?2 where id = ?1", params![session_id.to_string(), micros(now)])
+                        .map_err(internal)?;
+                    return Ok(Refreshed::Reused);
+                }
+                if expires <= micros(now) {
+                    return Ok(Refreshed::Invalid);
+                }
+                c.execute("update refresh_tokens set spent_at = ?2 where hash = ?1", params![old_hash, micros(now)])
+                    .and_then(|_| {
+                        c.execute(
+                            "insert into refresh_tokens (hash, session_id, user_id, expires_at) values (?1, ?2, ?3, ?4)",
+                            params![new_hash, session_id.to_string(), user_id.to_string(), micros(expires_at)],
+                        )
+                    })
+                    .map_err(internal)?;
+                Ok(Refreshed::Rotated { user_id, session_id })
+            })
+            .await
+    }
+
+    async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()> {
+        self.pool
+            .write(move |c| {
+                c.execute(
+                    "update sessions set revoked_at = ?2 where id = ?1 and revoked_at is null",
+                    params![session_id.to_string(), micros(now)],
+                )
+                .map(drop)
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn create_task(&self, user_id: Uuid, content: TaskContent, now: Timestamp) -> Result<Created> {
+        self.pool
+            .write(move |c| {
+                let user = load_user(c, user_id)?.ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
+                let window = user.zone.window(now);
+                let day = window.day.to_string();
+                let used: Option<u32> = c
+                    .prepare_cached(
+                        "insert into usage (user_id, day, used) select ?1, ?2, 1 where ?3 > 0
+                         on conflict (user_id, day) do update set used = used + 1 where used < ?3
+                         returning used",
+                    )
+                    .and_then(|mut s| {
+                        s.query_row(params![user_id.to_string(), day, user.daily_limit], |r| r.get(0)).optional()
+                    })
+                    .map_err(internal)?;
+                let timezone = user.zone.effective(now).clone();
+                let Some(used) = used else {
+                    let used = used_on(c, user_id, window.day)?;
+                    return Ok(Created::OverLimit(QuotaStatus { limit: user.daily_limit, used, window, timezone }));
+                };
+                let task = Task {
+                    id: new_id(now),
+                    content: content.into_string(),
+                    done: false,
+                    day: window.day,
+                    created_at: now,
+                    updated_at: now,
+                };
+                c.prepare_cached(
+                    "insert into tasks (id, user_id, content, done, day, created_at, updated_at)
+                     values (?1, ?2, ?3, 0, ?4, ?5, ?5)",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![task.id.to_string(), user_id.to_string(), task.content, day, micros(now)])
+                })
+                .map_err(internal)?;
+                Ok(Created::Task(task, QuotaStatus { limit: user.daily_limit, used, window, timezone }))
+            })
+            .await
+    }
+
+    async fn quota(&self, user_id: Uuid, now: Timestamp) -> Result<Option<QuotaStatus>> {
+        self.pool
+            .read(move |c| match load_user(c, user_id)? {
+                Some(user) => status_of(c, &user, now).map(Some),
+                None => Ok(None),
+            })
+            .await
+    }
+
+    async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {
+        self.pool
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "select {TASK_COLUMNS} from tasks where user_id = ?1 and (?2 is null or day = ?2)
+                     and (?3 is null or done = ?3) and (?4 is null or id < ?4) order by id desc limit ?5"
+                ))
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![
+                            user_id.to_string(),
+                            filter.day.map(|d| d.to_string()),
+                            filter.done,
+                            filter.before.map(|b| b.to_string()),
+                            filter.limit
+                        ],
+                        task_from_row,
+                    )?
+                    .collect()
+                })
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
+        self.pool.read(move |c| load_task(c, user_id, id)).await
+    }
+
+    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>> {
+        self.pool
+            .write(move |c| {
+                let changed = c
+                    .execute(
+                        "update tasks set content = coalesce(?3, content), done = coalesce(?4, done), updated_at = ?5
+                         where id = ?1 and user_id = ?2",
+                        params![
+                            id.to_string(),
+                            user_id.to_string(),
+                            patch.content.as_ref().map(TaskContent::as_str),
+                            patch.done,
+                            micros(now)
+                        ],
+                    )
+                    .map_err(internal)?;
+                if changed == 0 {
+                    return Ok(None);
+                }
+                load_task(c, user_id, id)
+            })
+            .await
+    }
+
+    async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        self.pool
+            .write(move |c| {
+                c.execute("delete from tasks where id = ?1 and user_id = ?2", [id.to_string(), user_id.to_string()])
+                    .map(|n| n > 0)
+                    .map_err(internal)
+            })
+            .await
+    }
+}

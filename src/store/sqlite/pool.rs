@@ -1,0 +1,190 @@
+//! SQLite's connections: one writer thread that commits in groups, and a few readers.
+//!
+//! SQLite allows one writer at a time, and with `synchronous=FULL` every commit waits
+//! for the disk. So all writes go to one thread, which takes every job waiting, runs
+//! each in its own savepoint (a failing job is rolled back alone), commits once, and
+//! only then answers them all: group commit. Reads run on their own connections on the
+//! blocking pool and never queue behind the writer (WAL lets them read meanwhile).
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use crate::store::{Result, StoreError};
+
+/// The most jobs one commit carries; bounds a batch's latency.
+const MAX_BATCH: usize = 256;
+/// Jobs that may wait for the writer before senders wait too (backpressure).
+const QUEUE: usize = 4096;
+
+type Reply = Box<dyn FnOnce(Result<()>) + Send>;
+type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+pub struct Pool {
+    writer: mpsc::Sender<Job>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Pool {
+    /// Opens the database, applies `migrations` (each once, tracked by `user_version`)
+    /// and starts the writer thread.
+    pub fn open(path: &Path, readers: usize, migrations: &[&str]) -> anyhow::Result<Self> {
+        create_private(path)?;
+        let mut conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "full")?;
+        configure(&conn)?;
+        migrate(&mut conn, migrations)?;
+        let readers = (0..readers.max(1))
+            .map(|_| {
+                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+                configure(&conn)?;
+                conn.pragma_update(None, "query_only", true)?;
+                Ok(conn)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || run_writer(conn, rx))?;
+        Ok(Self {
+            permits: Arc::new(Semaphore::new(readers.len())),
+            readers: Arc::new(Mutex::new(readers)),
+            writer: tx,
+        })
+    }
+
+    /// Runs `f` inside the next group commit; answers after the commit is on disk.
+    pub async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            let result = f(conn);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let _ = tx.send(commit.and(result));
+            });
+            (ok, reply)
+        });
+        self.writer.send(job).await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+    }
+
+    /// Runs `f` on a reader connection, off the async threads.
+    pub async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Unavailable("closed".into()))?;
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
+            let Some(conn) = conn else {
+                return Err(StoreError::Internal(anyhow::anyhow!("reader pool empty despite a permit")));
+            };
+            let result = f(&conn);
+            readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.into()))?
+    }
+}
+
+/// Creates the database file readable by its owner only (it holds the signing secret);
+/// SQLite gives its `-wal` and `-shm` files the same mode.
+fn create_private(path: &Path) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path).map(drop)
+}
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "foreign_keys", true)?;
+    conn.pragma_update(None, "busy_timeout", 5000)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection, migrations: &[&str]) -> anyhow::Result<()> {
+    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in migrations.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let replies = commit_batch(&conn, batch.drain(..));
+        let (replies, outcome) = match replies {
+            Ok(replies) => (replies, Ok(())),
+            Err((replies, e)) => (replies, Err(e)),
+        };
+        if let Err(e) = &outcome {
+            tracing::error!(error = %e, jobs = replies.len(), "group commit failed");
+        }
+        for reply in replies {
+            reply(outcome.as_ref().map(|_| ()).map_err(|e| StoreError::Unavailable(e.to_string())));
+        }
+    }
+}
+
+/// Runs a batch in one transaction. On failure every reply is still handed back, so
+/// each caller hears of it.
+fn commit_batch(
+    conn: &Connection,
+    jobs: impl Iterator<Item = Job>,
+) -> std::result::Result<Vec<Reply>, (Vec<Reply>, rusqlite::Error)> {
+    let mut replies = Vec::with_capacity(MAX_BATCH);
+    let mut failure = conn.execute_batch("begin immediate").err();
+    for job in jobs {
+        if failure.is_some() {
+            let (_, reply) = job_failed();
+            replies.push(reply);
+            continue;
+        }
+        if let Err(e) = conn.execute_batch("savepoint job") {
+            failure = Some(e);
+            replies.push(job_failed().1);
+            continue;
+        }
+        let (ok, reply) = job(conn);
+        let end = if ok { "release job" } else { "rollback to job; release job" };
+        if let Err(e) = conn.execute_batch(end) {
+            failure = Some(e);
+        }
+        replies.push(reply);
+    }
+    match failure.map_or_else(|| conn.execute_batch("commit").err(), Some) {
+        None => Ok(replies),
+        Some(e) => {
+            let _ = conn.execute_batch("rollback");
+            Err((replies, e))
+        }
+    }
+}
+
+/// A stand-in for a job that never ran because the batch had already failed; its real
+/// reply channel is dropped with the job, which its caller reads as "unavailable".
+fn job_failed() -> (bool, Reply) {
+    (false, Box::new(|_| {}))
+}
