@@ -8,6 +8,7 @@ pub mod extract;
 pub mod ops;
 pub mod seed;
 pub mod tasks;
+pub mod web;
 
 use std::time::Instant;
 
@@ -31,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .merge(admin::router())
         .merge(seed::router())
         .merge(ops::router())
+        .merge(web::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async {
             let (_, headers, mut problem) = ApiError::NotFound.parts();

@@ -1,0 +1,555 @@
+// The quotask web page: sign up or in, then today's tasks and the daily allowance.
+// Plain DOM, no build step. Anything that came from a user or the server is written
+// with textContent or as an attribute, never parsed as markup.
+'use strict';
+
+(() => {
+  const ACCESS = 'quotask.access_token';
+  const REFRESH = 'quotask.refresh_token';
+  /** How a field named in a problem document is called on this page. */
+  const FIELD_LABELS = { username: 'Username', password: 'Password', timezone: 'Time zone', content: 'Task' };
+
+  const byId = (id) => document.getElementById(id);
+  const ui = {
+    account: byId('account'),
+    whoName: byId('who-name'),
+    signOut: byId('sign-out'),
+    message: byId('message'),
+    loading: byId('loading'),
+    authView: byId('auth-view'),
+    authTitle: byId('auth-title'),
+    authIntro: byId('auth-intro'),
+    authForm: byId('auth-form'),
+    username: byId('username'),
+    usernameHint: byId('username-hint'),
+    password: byId('password'),
+    passwordHint: byId('password-hint'),
+    timezoneField: byId('timezone-field'),
+    timezone: byId('timezone'),
+    authSubmit: byId('auth-submit'),
+    switchText: byId('switch-text'),
+    authSwitch: byId('auth-switch'),
+    tasksView: byId('tasks-view'),
+    quotaText: byId('quota-text'),
+    quotaBar: byId('quota-bar'),
+    limitMessage: byId('limit-message'),
+    addForm: byId('add-form'),
+    newTask: byId('new-task'),
+    addButton: byId('add-button'),
+    todayDate: byId('today-date'),
+    taskList: byId('task-list'),
+    empty: byId('empty'),
+  };
+
+  /** What the page currently shows. */
+  const state = { mode: 'signin', day: null, resetTimer: 0 };
+
+  /** An answer other than 2xx, with its problem document (or `{}`). */
+  class Problem extends Error {
+    constructor(status, doc) {
+      super(doc.detail || doc.title || `HTTP ${status}`);
+      this.status = status;
+      this.doc = doc;
+    }
+  }
+
+  /** The stored session is gone or refused, and refreshing it did not help. */
+  class SignedOut extends Error {}
+
+  const tokens = {
+    get access() {
+      return localStorage.getItem(ACCESS);
+    },
+    get refresh() {
+      return localStorage.getItem(REFRESH);
+    },
+    save(pair) {
+      localStorage.setItem(ACCESS, pair.access_token);
+      localStorage.setItem(REFRESH, pair.refresh_token);
+    },
+    clear() {
+      localStorage.removeItem(ACCESS);
+      localStorage.removeItem(REFRESH);
+    },
+  };
+
+  // ---- talking to the API ------------------------------------------------------
+
+  async function send(method, path, body, access) {
+    const headers = { Accept: 'application/json, application/problem+json' };
+    if (body !== undefined) headers['Content-Type'] = 'application/json';
+    if (access) headers.Authorization = `Bearer ${access}`;
+    try {
+      return await fetch(path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        cache: 'no-store',
+      });
+    } catch {
+      throw new Problem(0, { detail: 'The service could not be reached. Check the connection and try again.' });
+    }
+  }
+
+  async function readJson(res) {
+    const text = res.status === 204 ? '' : await res.text();
+    if (!text) return null;
+    try {
+      return JSON.parse(text);
+    } catch {
+      return null;
+    }
+  }
+
+  /**
+   * Calls the API. With `auth`, a 401 is answered by one refresh of the session and
+   * one retry; if that fails too, SignedOut is thrown.
+   */
+  async function api(method, path, body, { auth = true } = {}) {
+    let access = null;
+    if (auth) {
+      access = tokens.access;
+      if (!access) throw new SignedOut();
+    }
+    let res = await send(method, path, body, access);
+    if (auth && res.status === 401) {
+      access = await renewedAccess(access);
+      if (!access) throw new SignedOut();
+      res = await send(method, path, body, access);
+      if (res.status === 401) throw new SignedOut();
+    }
+    const doc = await readJson(res);
+    if (!res.ok) throw new Problem(res.status, doc !== null && typeof doc === 'object' ? doc : {});
+    return doc;
+  }
+
+  let refreshing = null;
+
+  /**
+   * An access token to use instead of `stale`, or null if the session is over. Only
+   * one refresh runs at a time: a refresh token is spent on use, and spending it twice
+   * would end the session. If another tab already refreshed, its token is taken.
+   */
+  function renewedAccess(stale) {
+    const current = tokens.access;
+    if (current && current !== stale) return Promise.resolve(current);
+    if (!refreshing) {
+      refreshing = refreshSession().finally(() => {
+        refreshing = null;
+      });
+    }
+    return refreshing;
+  }
+
+  async function refreshSession() {
+    const refreshToken = tokens.refresh;
+    if (!refreshToken) return null;
+    const res = await send('POST', '/v1/auth/refresh', { refresh_token: refreshToken });
+    if (res.ok) {
+      const pair = await res.json();
+      tokens.save(pair);
+      return pair.access_token;
+    }
+    // A refused token ends the session; an outage does not.
+    if (res.status >= 500) throw new Problem(res.status, (await readJson(res)) || {});
+    return null;
+  }
+
+  // ---- messages ----------------------------------------------------------------
+
+  function clearMessage() {
+    ui.message.hidden = true;
+    ui.message.replaceChildren();
+    for (const input of document.querySelectorAll('[aria-invalid="true"]')) input.removeAttribute('aria-invalid');
+  }
+
+  /** Shows `lead` and, below it, a list of `lines`; `kind` is "error" or "info". */
+  function say(lead, lines = [], kind = 'error') {
+    const p = document.createElement('p');
+    p.textContent = lead;
+    const parts = [p];
+    if (lines.length) {
+      const ul = document.createElement('ul');
+      for (const line of lines) {
+        const li = document.createElement('li');
+        li.textContent = line;
+        ul.append(li);
+      }
+      parts.push(ul);
+    }
+    ui.message.replaceChildren(...parts);
+    ui.message.dataset.kind = kind;
+    ui.message.hidden = false;
+  }
+
+  /** Shows a problem document: its field errors if it lists any, else its detail. */
+  function sayProblem(problem) {
+    const doc = problem.doc || {};
+    const errors = Array.isArray(doc.errors) ? doc.errors : [];
+    if (errors.length === 0) {
+      say(doc.detail || doc.title || `The request failed (HTTP ${problem.status}).`);
+      return;
+    }
+    const lines = errors.map((e) => {
+      const label = FIELD_LABELS[e.field] || e.field || '';
+      const input = byId(e.field === 'content' ? 'new-task' : String(e.field));
+      if (input && input.form) input.setAttribute('aria-invalid', 'true');
+      return label ? `${label} ${e.message}` : String(e.message);
+    });
+    say(doc.title ? `${doc.title}:` : 'Please check:', lines);
+  }
+
+  /** The one place errors end up: a lost session goes back to sign-in. */
+  function fail(err) {
+    if (err instanceof SignedOut) {
+      tokens.clear();
+      showAuth('signin');
+      say('Your session has ended. Please sign in again.', [], 'info');
+      ui.username.focus();
+    } else if (err instanceof Problem) {
+      sayProblem(err);
+    } else {
+      console.error(err);
+      say('Something went wrong on this page. Reloading it may help.');
+    }
+  }
+
+  // ---- formatting --------------------------------------------------------------
+
+  /** `iso` as HH:MM on the clock of `zone`, with the zone actually used. */
+  function clockTime(iso, zone) {
+    const when = new Date(iso);
+    if (Number.isNaN(when.getTime())) return { time: '--:--', zone: zone || 'UTC' };
+    const format = (timeZone) =>
+      new Intl.DateTimeFormat('en-GB', { hour: '2-digit', minute: '2-digit', hourCycle: 'h23', timeZone }).format(
+        when,
+      );
+    try {
+      return { time: format(zone), zone };
+    } catch {
+      return { time: format('UTC'), zone: 'UTC' }; // a zone newer than this browser's data
+    }
+  }
+
+  /** A calendar day `YYYY-MM-DD` in words, in the reader's language. */
+  function dayInWords(day) {
+    const date = new Date(`${day}T12:00:00Z`);
+    if (Number.isNaN(date.getTime())) return day;
+    return new Intl.DateTimeFormat(undefined, {
+      weekday: 'long',
+      day: 'numeric',
+      month: 'long',
+      timeZone: 'UTC',
+    }).format(date);
+  }
+
+  // ---- views -------------------------------------------------------------------
+
+  function showAuth(mode) {
+    clearTimeout(state.resetTimer);
+    state.day = null;
+    ui.taskList.replaceChildren();
+    ui.limitMessage.hidden = true;
+    ui.loading.hidden = true;
+    ui.tasksView.hidden = true;
+    ui.account.hidden = true;
+    ui.whoName.textContent = '';
+    setMode(mode);
+    ui.authView.hidden = false;
+  }
+
+  function showTasks() {
+    ui.loading.hidden = true;
+    ui.authView.hidden = true;
+    ui.account.hidden = false;
+    ui.tasksView.hidden = false;
+  }
+
+  function setMode(mode) {
+    state.mode = mode;
+    const signUp = mode === 'signup';
+    ui.authTitle.textContent = signUp ? 'Create an account' : 'Sign in';
+    ui.authSubmit.textContent = signUp ? 'Create account' : 'Sign in';
+    ui.switchText.textContent = signUp ? 'Already have an account?' : 'New here?';
+    ui.authSwitch.textContent = signUp ? 'Sign in instead' : 'Create an account';
+    ui.timezoneField.hidden = !signUp;
+    ui.usernameHint.hidden = !signUp;
+    ui.passwordHint.hidden = !signUp;
+    ui.password.autocomplete = signUp ? 'new-password' : 'current-password';
+    for (const [input, hint, min] of [
+      [ui.username, ui.usernameHint, 3],
+      [ui.password, ui.passwordHint, 8],
+    ]) {
+      if (signUp) {
+        input.minLength = min;
+        input.setAttribute('aria-describedby', hint.id);
+      } else {
+        input.removeAttribute('minlength');
+        input.removeAttribute('aria-describedby');
+      }
+    }
+    if (signUp) fillTimeZones();
+  }
+
+  /** The zones this browser knows, the browser's own selected. */
+  function fillTimeZones() {
+    if (ui.timezone.options.length > 0) return;
+    let own = 'UTC';
+    try {
+      own = Intl.DateTimeFormat().resolvedOptions().timeZone || 'UTC';
+    } catch {
+      // keep UTC
+    }
+    let zones = [];
+    try {
+      zones = Intl.supportedValuesOf('timeZone');
+    } catch {
+      // an older browser: offer its own zone and UTC
+    }
+    const all = [...new Set([...zones, own, 'UTC'])].sort();
+    for (const zone of all) ui.timezone.add(new Option(zone.replaceAll('_', ' '), zone));
+    ui.timezone.value = own;
+  }
+
+  function renderQuota(quota) {
+    const reset = clockTime(quota.resets_at, quota.timezone);
+    ui.quotaText.textContent = `${quota.remaining} of ${quota.limit} left today, resets at ${reset.time} (${reset.zone})`;
+    const usedShare = quota.limit > 0 ? Math.min(1, quota.used / quota.limit) : 1;
+    ui.quotaBar.style.width = `${Math.round(usedShare * 100)}%`;
+    ui.quotaBar.parentElement.classList.toggle('full', quota.remaining === 0);
+    if (quota.remaining > 0) ui.limitMessage.hidden = true;
+    scheduleDayChange(quota.resets_at);
+  }
+
+  /** At the user's midnight the page moves to the new day by itself. */
+  function scheduleDayChange(resetsAt) {
+    clearTimeout(state.resetTimer);
+    const wait = new Date(resetsAt).getTime() - Date.now() + 1000;
+    if (wait > 0 && wait < 2 ** 31 - 1) state.resetTimer = setTimeout(() => loadAll().catch(fail), wait);
+  }
+
+  function showLimit(doc) {
+    const reset = clockTime(doc.resets_at, doc.timezone);
+    const strong = document.createElement('strong');
+    strong.textContent = 'Daily limit reached.';
+    const rest = ` You have added all ${doc.limit} tasks allowed today. New ones can be added from ${reset.time} (${reset.zone}).`;
+    ui.limitMessage.replaceChildren(strong, rest);
+    ui.limitMessage.hidden = false;
+  }
+
+  function renderTasks(tasks) {
+    ui.taskList.replaceChildren(...tasks.map(taskItem));
+    updateEmpty();
+  }
+
+  function updateEmpty() {
+    ui.empty.hidden = ui.taskList.children.length > 0;
+  }
+
+  function taskItem(task) {
+    const li = document.createElement('li');
+    li.className = 'task';
+    li.dataset.id = task.id;
+    li.classList.toggle('done', task.done);
+
+    const box = document.createElement('input');
+    box.type = 'checkbox';
+    box.id = `task-${task.id}`;
+    box.checked = task.done;
+
+    const label = document.createElement('label');
+    label.htmlFor = box.id;
+    label.textContent = task.content;
+
+    const remove = document.createElement('button');
+    remove.type = 'button';
+    remove.className = 'delete';
+    remove.textContent = 'Delete';
+    const short = task.content.length > 60 ? `${task.content.slice(0, 60)}…` : task.content;
+    remove.setAttribute('aria-label', `Delete “${short}”`);
+
+    box.addEventListener('change', () => toggleDone(task, li, box));
+    remove.addEventListener('click', () => deleteTask(task, li));
+    li.append(box, label, remove);
+    return li;
+  }
+
+  // ---- actions -----------------------------------------------------------------
+
+  /** Loads who is signed in, today's allowance and today's tasks. */
+  async function loadAll() {
+    const [me, quota] = await Promise.all([api('GET', '/v1/me'), api('GET', '/v1/me/quota')]);
+    const tasks = [];
+    let cursor = null;
+    do {
+      const query = new URLSearchParams({ day: quota.day, limit: '100' });
+      if (cursor) query.set('cursor', cursor);
+      const page = await api('GET', `/v1/tasks?${query}`);
+      tasks.push(...page.items);
+      cursor = page.next_cursor;
+    } while (cursor && tasks.length < 10000);
+
+    ui.whoName.textContent = me.username;
+    state.day = quota.day;
+    ui.todayDate.textContent = dayInWords(quota.day);
+    ui.todayDate.dateTime = quota.day;
+    renderQuota(quota);
+    renderTasks(tasks);
+    showTasks();
+  }
+
+  async function refreshQuota() {
+    const quota = await api('GET', '/v1/me/quota');
+    if (quota.day !== state.day) await loadAll();
+    else renderQuota(quota);
+  }
+
+  /** Marks a form as working, so a second Enter or click does not send twice. */
+  async function busy(form, work) {
+    if (form.getAttribute('aria-busy') === 'true') return;
+    form.setAttribute('aria-busy', 'true');
+    try {
+      await work();
+    } finally {
+      form.removeAttribute('aria-busy');
+    }
+  }
+
+  async function submitAuth(event) {
+    event.preventDefault();
+    await busy(ui.authForm, async () => {
+      clearMessage();
+      const username = ui.username.value.trim();
+      const password = ui.password.value;
+      try {
+        if (state.mode === 'signup') {
+          await api('POST', '/v1/auth/signup', { username, password, timezone: ui.timezone.value }, { auth: false });
+          setMode('signin'); // the account exists now, whatever happens next
+        }
+        const pair = await api('POST', '/v1/auth/signin', { username, password }, { auth: false });
+        tokens.save(pair);
+        ui.password.value = '';
+        await loadAll();
+        ui.newTask.focus();
+      } catch (err) {
+        if (err instanceof Problem && err.status === 401) {
+          say('That username and password do not match an account.');
+          ui.password.focus();
+        } else {
+          fail(err);
+        }
+      }
+    });
+  }
+
+  async function addTask(event) {
+    event.preventDefault();
+    await busy(ui.addForm, async () => {
+      clearMessage();
+      try {
+        const task = await api('POST', '/v1/tasks', { content: ui.newTask.value });
+        ui.newTask.value = '';
+        if (task.day === state.day) {
+          ui.taskList.prepend(taskItem(task));
+          updateEmpty();
+          await refreshQuota();
+        } else {
+          await loadAll(); // midnight passed while the page was open
+        }
+      } catch (err) {
+        const type = err instanceof Problem ? String(err.doc.type || '') : '';
+        if (err.status === 429 && type.endsWith('/quota-exceeded')) {
+          showLimit(err.doc);
+          await refreshQuota().catch(fail);
+        } else {
+          fail(err);
+        }
+      }
+      ui.newTask.focus();
+    });
+  }
+
+  async function toggleDone(task, li, box) {
+    // Not disabled while saving: that would throw the keyboard focus away.
+    if (li.getAttribute('aria-busy') === 'true') {
+      box.checked = task.done;
+      return;
+    }
+    clearMessage();
+    li.setAttribute('aria-busy', 'true');
+    try {
+      const saved = await api('PATCH', `/v1/tasks/${encodeURIComponent(task.id)}`, { done: box.checked });
+      task.done = saved.done;
+    } catch (err) {
+      fail(err);
+    } finally {
+      box.checked = task.done;
+      li.classList.toggle('done', task.done);
+      li.removeAttribute('aria-busy');
+    }
+  }
+
+  async function deleteTask(task, li) {
+    if (li.getAttribute('aria-busy') === 'true') return;
+    clearMessage();
+    li.setAttribute('aria-busy', 'true');
+    try {
+      await api('DELETE', `/v1/tasks/${encodeURIComponent(task.id)}`);
+      const next = li.nextElementSibling || li.previousElementSibling;
+      li.remove();
+      updateEmpty();
+      (next ? next.querySelector('input') : ui.newTask).focus();
+    } catch (err) {
+      li.removeAttribute('aria-busy');
+      if (err instanceof Problem && err.status === 404) {
+        li.remove(); // already gone, e.g. deleted in another tab
+        updateEmpty();
+      } else {
+        fail(err);
+      }
+    }
+  }
+
+  async function signOut() {
+    try {
+      await api('POST', '/v1/auth/signout');
+    } catch (err) {
+      // Signed out here all the same; a lost session needs no telling.
+      if (!(err instanceof SignedOut)) console.warn('sign-out was not confirmed', err);
+    }
+    tokens.clear();
+    showAuth('signin');
+    clearMessage();
+    say('You are signed out.', [], 'info');
+    ui.username.focus();
+  }
+
+  // ---- wiring ------------------------------------------------------------------
+
+  ui.authForm.addEventListener('submit', submitAuth);
+  ui.addForm.addEventListener('submit', addTask);
+  ui.signOut.addEventListener('click', signOut);
+  ui.authSwitch.addEventListener('click', () => {
+    clearMessage();
+    setMode(state.mode === 'signin' ? 'signup' : 'signin');
+    ui.username.focus();
+  });
+
+  // Back on the page after a while: the day may have turned.
+  document.addEventListener('visibilitychange', () => {
+    if (!document.hidden && state.day) refreshQuota().catch(fail);
+  });
+
+  // Signed out (or in) in another tab.
+  window.addEventListener('storage', (event) => {
+    if (event.key !== ACCESS) return;
+    if (!event.newValue && state.day) showAuth('signin');
+    else if (event.newValue && !state.day) loadAll().catch(fail);
+  });
+
+  if (tokens.access) {
+    loadAll().catch(fail);
+  } else {
+    showAuth('signin');
+  }
+})();
