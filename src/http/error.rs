@@ -29,6 +29,8 @@ pub enum ApiError {
     Forbidden,
     #[error("not found")]
     NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("quota exceeded")]
@@ -119,7 +121,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Payload too large",
-                "the body is larger than 64 KiB".into(),
+                "the body is larger than 128 KiB".into(),
             ),
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -134,6 +136,12 @@ impl ApiError {
                 (StatusCode::FORBIDDEN, "forbidden", "Forbidden", "this needs the admin role".into())
             }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "no such resource".into()),
+            ApiError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this route does not answer that method".into(),
+            ),
             ApiError::Conflict(why) => (StatusCode::CONFLICT, "conflict", "Conflict", why.clone()),
             ApiError::QuotaExceeded(status, now) => {
                 let retry = status.window.seconds_until_reset(*now);

@@ -22,8 +22,9 @@ use tracing::Instrument;
 use self::error::ApiError;
 use crate::app::AppState;
 
-/// Large enough for a 10,000-character task in any script, small enough to refuse junk.
-pub const BODY_LIMIT: usize = 64 * 1024;
+/// Large enough for a 10,000-character task in any script and escaping, small enough
+/// to refuse junk cheaply.
+pub const BODY_LIMIT: usize = 128 * 1024;
 
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -34,13 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ops::router())
         .merge(web::router())
         .fallback(|| async { ApiError::NotFound })
-        .method_not_allowed_fallback(|| async {
-            let (_, headers, mut problem) = ApiError::NotFound.parts();
-            problem.status = 405;
-            problem.title = "Method not allowed";
-            problem.detail = "this route does not answer that method".into();
-            (axum::http::StatusCode::METHOD_NOT_ALLOWED, headers, axum::Json(problem))
-        })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(request_context))
         .with_state(state)

@@ -1,0 +1,84 @@
+//! The admin API: roles, limits, the audit trail.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::TestApp;
+
+#[tokio::test]
+async fn non_admins_get_403_on_every_admin_route() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    let id = app.me(&ann).await["id"].as_str().unwrap().to_owned();
+
+    let list = app.get("/v1/admin/users", &ann.access).await;
+    let patch = app.patch(&format!("/v1/admin/users/{id}"), &json!({"daily_limit": 1000}), &ann.access).await;
+    let audit = app.get(&format!("/v1/admin/users/{id}/audit"), &ann.access).await;
+
+    assert_eq!(list.status(), StatusCode::FORBIDDEN);
+    assert_eq!(patch.status(), StatusCode::FORBIDDEN);
+    assert_eq!(audit.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.me(&ann).await["daily_limit"], 5);
+}
+
+#[tokio::test]
+async fn every_admin_change_is_in_the_audit_trail() {
+    let app = TestApp::spawn().await;
+    let root = app.admin("root").await;
+    let root_id = app.me(&root).await["id"].as_str().unwrap().to_owned();
+    let user = app.sign_up("ann").await;
+    let id = user["id"].as_str().unwrap();
+
+    let res =
+        app.patch(&format!("/v1/admin/users/{id}"), &json!({"daily_limit": 20, "role": "admin"}), &root.access).await;
+
+    assert_eq!(res.status(), StatusCode::OK);
+    let updated: Value = res.json().await.unwrap();
+    assert_eq!((updated["daily_limit"].as_u64(), updated["role"].as_str()), (Some(20), Some("admin")));
+    let audit: Value = app.get(&format!("/v1/admin/users/{id}/audit"), &root.access).await.json().await.unwrap();
+    let entries = audit["items"].as_array().unwrap();
+    assert_eq!(entries.len(), 2);
+    assert_eq!(entries[0]["field"], "daily_limit");
+    assert_eq!(entries[0]["old_value"], "5");
+    assert_eq!(entries[0]["new_value"], "20");
+    assert_eq!(entries[0]["actor_id"], root_id.as_str());
+    assert_eq!(entries[0]["at"], "2026-06-15T12:00:00Z");
+    assert_eq!(entries[1]["field"], "role");
+    assert_eq!(entries[1]["new_value"], "admin");
+}
+
+#[tokio::test]
+async fn the_user_list_shows_todays_use_and_pages() {
+    let app = TestApp::spawn().await;
+    let root = app.admin("root").await;
+    let ann = app.user("ann").await;
+    app.create_task(&ann, "x").await;
+    app.create_task(&ann, "y").await;
+
+    let page: Value = app.get("/v1/admin/users?limit=1", &root.access).await.json().await.unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    let cursor = page["next_cursor"].as_str().unwrap();
+    let next: Value = app.get(&format!("/v1/admin/users?cursor={cursor}"), &root.access).await.json().await.unwrap();
+
+    let all: Vec<&Value> = page["items"].as_array().unwrap().iter().chain(next["items"].as_array().unwrap()).collect();
+    let ann_row = all.iter().find(|u| u["username"] == "ann").unwrap();
+    assert_eq!(ann_row["used"], 2);
+    assert!(ann_row.get("password_hash").is_none());
+    assert_eq!(next["next_cursor"], Value::Null);
+}
+
+#[tokio::test]
+async fn an_admin_limit_outside_zero_to_a_million_is_refused() {
+    let app = TestApp::spawn().await;
+    let root = app.admin("root").await;
+    let id = app.sign_up("ann").await["id"].as_str().unwrap().to_owned();
+
+    for bad in [json!(-1), json!(1_000_000_000_000_i64), json!(1.5), json!("10")] {
+        let res = app.patch(&format!("/v1/admin/users/{id}"), &json!({"daily_limit": bad}), &root.access).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["errors"][0]["field"], "daily_limit", "{bad}");
+    }
+    let audit: Value = app.get(&format!("/v1/admin/users/{id}/audit"), &root.access).await.json().await.unwrap();
+    assert!(audit["items"].as_array().unwrap().is_empty(), "nothing changed, nothing audited");
+}

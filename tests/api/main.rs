@@ -1,0 +1,14 @@
+//! Black-box tests over real HTTP: one server per test, on port 0, with its own database.
+
+#![expect(clippy::unwrap_used, reason = "a test fails loudly at the first surprise")]
+
+mod helpers;
+
+mod accounts;
+mod admin;
+mod input;
+mod quota;
+mod restart;
+mod security;
+mod seed;
+mod tasks;

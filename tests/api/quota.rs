@@ -1,0 +1,219 @@
+//! The daily quota end to end: limits, headers, concurrency, midnight and DST.
+
+use jiff::SignedDuration;
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::{TestApp, header, problem, ts};
+
+#[tokio::test]
+async fn create_task_returns_429_after_the_daily_limit_with_honest_headers() {
+    let app = TestApp::spawn_at(ts("2026-06-15T20:00:00Z")).await;
+    let alice = app.user("alice").await;
+
+    for i in 1..=5 {
+        let res = app.create_task(&alice, &format!("task {i}")).await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        assert_eq!(header(&res, "ratelimit-policy"), "\"daily\";q=5;w=86400");
+        assert_eq!(header(&res, "ratelimit"), format!("\"daily\";r={};t=14400", 5 - i));
+    }
+    let res = app.create_task(&alice, "one too many").await;
+
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(header(&res, "retry-after"), "14400");
+    assert_eq!(header(&res, "ratelimit"), "\"daily\";r=0;t=14400");
+    let body = problem(res).await;
+    assert_eq!(body["type"], "https://quotask.dev/problems/quota-exceeded");
+    assert_eq!(body["limit"], 5);
+    assert_eq!(body["day"], "2026-06-15");
+    assert_eq!(body["resets_at"], "2026-06-16T00:00:00Z");
+    assert_eq!(app.all_tasks(&alice).await.len(), 5);
+}
+
+#[tokio::test]
+async fn the_quota_endpoint_agrees_with_the_next_create_and_uses_nothing() {
+    let app = TestApp::spawn().await;
+    let bob = app.user("bob").await;
+    app.create_task(&bob, "one").await;
+
+    let quota = app.quota(&bob).await;
+    let again = app.quota(&bob).await;
+
+    assert_eq!(quota, again, "reading the quota uses none");
+    assert_eq!(quota["limit"], 5);
+    assert_eq!(quota["used"], 1);
+    assert_eq!(quota["remaining"], 4);
+    assert_eq!(quota["day"], "2026-06-15");
+    assert_eq!(quota["timezone"], "UTC");
+    assert_eq!(quota["resets_at"], "2026-06-16T00:00:00Z");
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_creates_for_a_limit_of_ten_give_exactly_ten() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin("root").await;
+    let user = app.sign_up("carol").await;
+    app.set_limit(&admin, user["id"].as_str().unwrap(), 10).await;
+    let carol = app.sign_in("carol").await;
+
+    let contents: Vec<String> = (0..200).map(|i| format!("task {i}")).collect();
+    let requests = contents.iter().map(|c| app.create_task(&carol, c));
+    let statuses: Vec<StatusCode> = futures::future::join_all(requests).await.iter().map(|r| r.status()).collect();
+
+    let created = statuses.iter().filter(|s| **s == StatusCode::CREATED).count();
+    let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((created, refused), (10, 190), "{statuses:?}");
+    assert_eq!(app.all_tasks(&carol).await.len(), 10);
+    assert_eq!(app.quota(&carol).await["used"], 10);
+}
+
+#[tokio::test]
+async fn a_limit_changed_mid_day_applies_at_once_up_and_down() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin("root").await;
+    let user = app.sign_up("dave").await;
+    let id = user["id"].as_str().unwrap();
+    let dave = app.sign_in("dave").await;
+    for _ in 0..3 {
+        assert_eq!(app.create_task(&dave, "x").await.status(), StatusCode::CREATED);
+    }
+
+    assert_eq!(app.set_limit(&admin, id, 2).await.status(), StatusCode::OK);
+    assert_eq!(app.quota(&dave).await["remaining"], 0);
+    assert_eq!(app.create_task(&dave, "x").await.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    assert_eq!(app.set_limit(&admin, id, 4).await.status(), StatusCode::OK);
+    assert_eq!(app.create_task(&dave, "x").await.status(), StatusCode::CREATED);
+    assert_eq!(app.create_task(&dave, "x").await.status(), StatusCode::TOO_MANY_REQUESTS);
+
+    assert_eq!(app.set_limit(&admin, id, 0).await.status(), StatusCode::OK);
+    app.clock.advance(SignedDuration::from_hours(24));
+    let dave = app.sign_in("dave").await;
+    assert_eq!(app.create_task(&dave, "x").await.status(), StatusCode::TOO_MANY_REQUESTS, "a limit of 0 allows none");
+}
+
+#[tokio::test]
+async fn deleting_a_task_gives_no_quota_back() {
+    let app = TestApp::spawn().await;
+    let erin = app.user("erin").await;
+    let res = app.create_task(&erin, "x").await;
+    let location = header(&res, "location");
+
+    assert_eq!(app.delete(&location, &erin.access).await.status(), StatusCode::NO_CONTENT);
+
+    assert_eq!(app.quota(&erin).await["used"], 1);
+}
+
+/// Creates up to the limit just before `boundary` and just after it, in `zone`.
+async fn n_before_and_n_after(zone: &str, boundary: &str) {
+    let boundary = ts(boundary);
+    let app = TestApp::spawn_at(boundary - SignedDuration::from_secs(60)).await;
+    app.post(
+        "/v1/auth/signup",
+        &json!({"username": "tzuser", "password": crate::helpers::PASSWORD, "timezone": zone}),
+        None,
+    )
+    .await;
+    let user = app.sign_in("tzuser").await;
+    for _ in 0..5 {
+        assert_eq!(app.create_task(&user, "before").await.status(), StatusCode::CREATED, "{zone}");
+    }
+    let res = app.create_task(&user, "before").await;
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS, "{zone}: never N+1");
+    assert_eq!(header(&res, "retry-after"), "60", "{zone}: Retry-After points at the first instant of the day");
+
+    app.clock.set(boundary);
+    for _ in 0..5 {
+        assert_eq!(app.create_task(&user, "after").await.status(), StatusCode::CREATED, "{zone}");
+    }
+    assert_eq!(app.create_task(&user, "after").await.status(), StatusCode::TOO_MANY_REQUESTS, "{zone}");
+}
+
+#[tokio::test]
+async fn kiritimati_and_niue_reset_at_their_own_midnights() {
+    n_before_and_n_after("Pacific/Kiritimati", "2026-06-15T10:00:00Z").await;
+    n_before_and_n_after("Pacific/Niue", "2026-06-15T11:00:00Z").await;
+}
+
+#[tokio::test]
+async fn st_johns_resets_on_the_half_hour() {
+    n_before_and_n_after("America/St_Johns", "2026-01-15T03:30:00Z").await;
+}
+
+#[tokio::test]
+async fn lord_howe_resets_at_midnight_on_its_short_and_long_days() {
+    // 4 October 2026 is 23.5 hours long; 5 April 2026 is 24.5 hours long.
+    n_before_and_n_after("Australia/Lord_Howe", "2026-10-04T13:00:00Z").await;
+    n_before_and_n_after("Australia/Lord_Howe", "2026-04-05T13:30:00Z").await;
+}
+
+#[tokio::test]
+async fn a_day_without_a_midnight_starts_at_one_in_havana_and_santiago() {
+    n_before_and_n_after("America/Havana", "2026-03-08T05:00:00Z").await;
+    n_before_and_n_after("America/Santiago", "2026-09-06T04:00:00Z").await;
+}
+
+#[tokio::test]
+async fn santiagos_twenty_five_hour_day_is_one_day() {
+    // 4 April 2026 in Santiago: 00:00 -03 (03:00Z) to 00:00 -04 on the 5th (04:00Z).
+    n_before_and_n_after("America/Santiago", "2026-04-05T04:00:00Z").await;
+}
+
+#[tokio::test]
+async fn a_time_zone_change_waits_for_the_old_zones_midnight_and_mints_nothing() {
+    // Noon UTC: already the 16th in Kiritimati, still the 15th in UTC.
+    let app = TestApp::spawn_at(ts("2026-06-15T12:00:00Z")).await;
+    let frank = app.user("frank").await;
+    for _ in 0..5 {
+        app.create_task(&frank, "x").await;
+    }
+
+    let res = app.patch("/v1/me", &json!({"timezone": "Pacific/Kiritimati"}), &frank.access).await;
+
+    assert_eq!(res.status(), StatusCode::OK);
+    let me: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(me["timezone"], "UTC");
+    assert_eq!(me["pending_timezone"], "Pacific/Kiritimati");
+    assert_eq!(me["timezone_effective_at"], "2026-06-16T00:00:00Z");
+    assert_eq!(app.create_task(&frank, "x").await.status(), StatusCode::TOO_MANY_REQUESTS, "no fresh day yet");
+
+    app.clock.set(ts("2026-06-16T00:00:00Z"));
+    let frank = app.sign_in("frank").await;
+    let quota = app.quota(&frank).await;
+    assert_eq!(quota["timezone"], "Pacific/Kiritimati");
+    assert_eq!(quota["day"], "2026-06-16");
+    assert_eq!(quota["resets_at"], "2026-06-16T10:00:00Z");
+    assert_eq!(app.create_task(&frank, "x").await.status(), StatusCode::CREATED);
+}
+
+#[tokio::test]
+async fn moving_west_across_the_date_line_reenters_a_used_day_without_new_quota() {
+    let app = TestApp::spawn_at(ts("2026-06-01T05:00:00Z")).await;
+    app.post(
+        "/v1/auth/signup",
+        &json!({"username": "gina", "password": crate::helpers::PASSWORD, "timezone": "Pacific/Kiritimati"}),
+        None,
+    )
+    .await;
+    let gina = app.sign_in("gina").await;
+    // 05:00Z is 19:00 on 1 June in Kiritimati; use the whole quota of 1 June.
+    for _ in 0..5 {
+        app.create_task(&gina, "x").await;
+    }
+    app.patch("/v1/me", &json!({"timezone": "Pacific/Niue"}), &gina.access).await;
+
+    // At Kiritimati's midnight it is 23:00 on 31 May in Niue: Niue's day, newly begun.
+    app.clock.set(ts("2026-06-01T10:00:00Z"));
+    let gina = app.sign_in("gina").await;
+    let quota = app.quota(&gina).await;
+    assert_eq!(quota["timezone"], "Pacific/Niue");
+    assert_eq!(quota["day"], "2026-05-31");
+
+    // Niue's 1 June is the day already used up in Kiritimati: still nothing left.
+    app.clock.set(ts("2026-06-01T11:00:00Z"));
+    let gina = app.sign_in("gina").await;
+    let quota = app.quota(&gina).await;
+    assert_eq!(quota["day"], "2026-06-01");
+    assert_eq!(quota["remaining"], 0);
+    assert_eq!(app.create_task(&gina, "x").await.status(), StatusCode::TOO_MANY_REQUESTS);
+}

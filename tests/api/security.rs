@@ -1,0 +1,203 @@
+//! Tokens that must not work, secrets, password storage, brute force, usernames.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestApp, header, problem};
+
+async fn secret(app: &TestApp) -> Vec<u8> {
+    app.state.store.signing_secret(vec![0; 32]).await.unwrap()
+}
+
+fn claims(app: &TestApp, me: &Value) -> Value {
+    let now = app.clock.now_for_tests();
+    json!({
+        "sub": me["id"], "sid": "00000000-0000-7000-8000-000000000000",
+        "iat": now, "nbf": now, "exp": now + 900, "iss": "quotask", "aud": "quotask"
+    })
+}
+
+trait NowForTests {
+    fn now_for_tests(&self) -> i64;
+}
+
+impl NowForTests for quotask::clock::ManualClock {
+    fn now_for_tests(&self) -> i64 {
+        quotask::clock::Clock::now(self).as_second()
+    }
+}
+
+fn sign(header: Header, claims: &Value, secret: &[u8]) -> String {
+    jsonwebtoken::encode(&header, claims, &EncodingKey::from_secret(secret)).unwrap()
+}
+
+fn at_jwt(alg: Algorithm) -> Header {
+    Header { typ: Some("at+jwt".into()), ..Header::new(alg) }
+}
+
+#[tokio::test]
+async fn forged_and_altered_tokens_answer_401_never_5xx() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    let me = app.me(&ann).await;
+    let key = secret(&app).await;
+    // The real session id, so that only the forgery is wrong.
+    let real: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(ann.access.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let mut good = claims(&app, &me);
+    good["sid"] = real["sid"].clone();
+    assert_eq!(app.get("/v1/me", &sign(at_jwt(Algorithm::HS256), &good, &key)).await.status(), StatusCode::OK);
+
+    let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&good).unwrap());
+    let none = format!("{}.{body}.", URL_SAFE_NO_PAD.encode(r#"{"alg":"none","typ":"at+jwt"}"#));
+    let hs512 = sign(at_jwt(Algorithm::HS512), &good, &key);
+    let rs256 = {
+        let header = URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"at+jwt"}"#);
+        let real_sig = ann.access.rsplit('.').next().unwrap();
+        format!("{header}.{body}.{real_sig}")
+    };
+    let wrong_secret = sign(at_jwt(Algorithm::HS256), &good, &[9; 32]);
+    let mut flipped = ann.access.clone().into_bytes();
+    let i = flipped.len() / 2;
+    flipped[i] = if flipped[i] == b'A' { b'B' } else { b'A' };
+    let flipped = String::from_utf8(flipped).unwrap();
+
+    for (name, token) in
+        [("none", none), ("HS512", hs512), ("RS256", rs256), ("wrong secret", wrong_secret), ("flipped", flipped)]
+    {
+        let res = app.get("/v1/me", &token).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{name}");
+        assert_eq!(header(&res, "www-authenticate"), "Bearer", "{name}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_with_bad_claims_answer_401() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    let me = app.me(&ann).await;
+    let key = secret(&app).await;
+    let real: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(ann.access.split('.').nth(1).unwrap()).unwrap()).unwrap();
+    let now = app.clock.now_for_tests();
+    let variant = |f: &dyn Fn(&mut Value)| {
+        let mut c = claims(&app, &me);
+        c["sid"] = real["sid"].clone();
+        f(&mut c);
+        c
+    };
+    let cases = [
+        ("expired beyond the leeway", variant(&|c| c["exp"] = json!(now - 6)), at_jwt(Algorithm::HS256)),
+        ("not yet valid", variant(&|c| c["nbf"] = json!(now + 60)), at_jwt(Algorithm::HS256)),
+        ("no exp", variant(&|c| drop(c.as_object_mut().unwrap().remove("exp"))), at_jwt(Algorithm::HS256)),
+        ("wrong iss", variant(&|c| c["iss"] = json!("evil")), at_jwt(Algorithm::HS256)),
+        ("wrong aud", variant(&|c| c["aud"] = json!("other")), at_jwt(Algorithm::HS256)),
+        ("wrong typ", variant(&|_| {}), Header { typ: Some("JWT".into()), ..Header::new(Algorithm::HS256) }),
+    ];
+
+    for (name, claims, header) in cases {
+        let res = app.get("/v1/me", &sign(header, &claims, &key)).await;
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "{name}");
+    }
+    let within_leeway = variant(&|c| c["exp"] = json!(now - 4));
+    let res = app.get("/v1/me", &sign(at_jwt(Algorithm::HS256), &within_leeway, &key)).await;
+    assert_eq!(res.status(), StatusCode::OK, "a token 4 s past expiry is within the leeway");
+}
+
+#[tokio::test]
+async fn the_secret_is_kept_in_the_database_and_another_installs_tokens_fail() {
+    let app = TestApp::spawn().await;
+    let other = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    other.sign_up("ann").await;
+
+    let key = secret(&app).await;
+    let db = rusqlite::Connection::open(app.dir.path().join("quotask.db")).unwrap();
+    let stored: Vec<u8> =
+        db.query_row("select value from settings where key = 'jwt_secret'", [], |r| r.get(0)).unwrap();
+
+    assert_eq!(stored, key);
+    assert!(stored.len() >= 32 && stored.iter().any(|b| *b != 0), "32 random bytes");
+    assert_ne!(key, secret(&other).await);
+    assert_eq!(other.get("/v1/me", &ann.access).await.status(), StatusCode::UNAUTHORIZED);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(app.dir.path().join("quotask.db")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "the database holds the secret: owner only");
+    }
+}
+
+#[tokio::test]
+async fn passwords_are_stored_as_argon2id_with_unique_salts_and_never_truncated() {
+    let app = TestApp::spawn().await;
+    let long = "пароль-".repeat(12); // 84 characters, 156 bytes: past bcrypt's 72.
+    app.post("/v1/auth/signup", &json!({"username": "ann", "password": long}), None).await;
+    app.post("/v1/auth/signup", &json!({"username": "bob", "password": long}), None).await;
+
+    let db = rusqlite::Connection::open(app.dir.path().join("quotask.db")).unwrap();
+    let hashes: Vec<String> = db
+        .prepare("select password_hash from users order by username")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+
+    assert_eq!(hashes.len(), 2);
+    for hash in &hashes {
+        assert!(hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{hash}");
+    }
+    assert_ne!(hashes[0], hashes[1], "unique salts");
+    let ok = app.post("/v1/auth/signin", &json!({"username": "ann", "password": long}), None).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    let mut changed_at_the_end = long.clone();
+    changed_at_the_end.push('!');
+    let res = app.post("/v1/auth/signin", &json!({"username": "ann", "password": changed_at_the_end}), None).await;
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "every character counts");
+}
+
+#[tokio::test]
+async fn after_a_hundred_failures_an_account_is_throttled_whatever_x_forwarded_for_says() {
+    let app = TestApp::spawn().await;
+    app.sign_up("victim").await;
+
+    let mut statuses = Vec::new();
+    for i in 0..150 {
+        let res = app
+            .client
+            .post(app.url("/v1/auth/signin"))
+            .header("x-forwarded-for", format!("10.0.{}.{}", i / 256, i % 256))
+            .json(&json!({"username": "victim", "password": format!("wrong password {i}")}))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status());
+        if res.status() == StatusCode::TOO_MANY_REQUESTS {
+            assert!(header(&res, "retry-after").parse::<u64>().unwrap() > 0);
+            assert_eq!(problem(res).await["type"], "https://quotask.dev/problems/sign-in-throttled");
+        }
+    }
+
+    let evaluated = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+    let throttled = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+    assert_eq!((evaluated, throttled), (100, 50));
+}
+
+#[tokio::test]
+async fn usernames_have_one_canonical_form_and_look_alikes_are_refused() {
+    let app = TestApp::spawn().await;
+    assert_eq!(app.sign_up("Admin").await["username"], "admin");
+    assert_eq!(app.sign_up("E\u{301}lodie").await["username"], "élodie");
+
+    let taken = app.post("/v1/auth/signup", &json!({"username": "ADMIN", "password": PASSWORD}), None).await;
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    for bad in ["ａｄｍｉｎ", "adm\u{0}in", "ad\u{7}min", "p\u{430}ypal", "admin\u{200b}"] {
+        let res = app.post("/v1/auth/signup", &json!({"username": bad, "password": PASSWORD}), None).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad:?}");
+        assert_eq!(problem(res).await["errors"][0]["field"], "username");
+    }
+}
