@@ -1,0 +1,333 @@
+#!/usr/bin/env bash
+# bench/run.sh: quotask's throughput, latency, memory and start-up benchmark.
+#
+#   cargo build --release && bench/run.sh                   # embedded SQLite
+#   cargo build --release && bench/run.sh postgres://...    # and then PostgreSQL
+#
+# Starts target/release/quotask itself on a free loopback port with a fresh data dir,
+# makes BENCH_USERS users with very high limits (through the HTTP API and the CLI),
+# and drives it with wrk (installed from Debian if missing) on this same machine.
+# It reports the figures and PASS/MISS per target; it never fails on a MISS, only
+# when it cannot measure at all. See bench/README.md for what each figure means.
+#
+# Settings (environment):
+#   BENCH_DURATION=10      seconds per scenario
+#   BENCH_CONNECTIONS=64   concurrent connections (and pgbench clients)
+#   BENCH_THREADS=2        wrk threads (and pgbench -j)
+#   BENCH_USERS=64         users whose tokens are spread over the connections
+#   BENCH_WARMUP=2         seconds of unmeasured GET /healthz first
+#   BENCH_STARTS=3         start-ups measured on the existing database
+#   BENCH_KEEP=1           keep the temp dir (database, logs, wrk output)
+#   QUOTASK_BIN=...        the binary (default target/release/quotask)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BENCH="$ROOT/bench"
+BIN=${QUOTASK_BIN:-$ROOT/target/release/quotask}
+DURATION=${BENCH_DURATION:-10}
+CONNECTIONS=${BENCH_CONNECTIONS:-64}
+THREADS=${BENCH_THREADS:-2}
+USERS=${BENCH_USERS:-64}
+WARMUP=${BENCH_WARMUP:-2}
+STARTS=${BENCH_STARTS:-3}
+PG_URL=${1:-}
+LIMIT=1000000
+
+# Targets (issue 4).
+TARGET_CREATE_RATIO=0.3333
+TARGET_QUOTA_RATIO=0.5
+TARGET_CREATE_P99_MS=5
+TARGET_RSS_MIB=64
+TARGET_STARTUP_MS=200
+TARGET_PG_RATIO=0.70
+
+# The caller's own settings must not leak into the servers started here.
+while read -r name; do unset "$name"; done < <(compgen -e | grep '^QUOTASK_' || true)
+export RUST_LOG=warn
+
+die() { echo "bench: $*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- prerequisites
+ensure_wrk() {
+    command -v wrk >/dev/null && return
+    echo "bench: wrk is missing; installing it from Debian's packages" >&2
+    command -v apt-get >/dev/null || die "no wrk and no apt-get: install wrk (https://github.com/wg/wrk) yourself"
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null 2>&1 ||
+        { $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null &&
+          $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq wrk >/dev/null; } ||
+        die "could not install wrk"
+    command -v wrk >/dev/null || die "wrk is still missing"
+}
+
+ensure_pg_tools() {
+    command -v psql >/dev/null && command -v pgbench >/dev/null && return
+    echo "bench: psql/pgbench missing; installing postgresql-client from Debian's packages" >&2
+    local sudo=""
+    [[ $(id -u) -eq 0 ]] || sudo="sudo"
+    $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql-client >/dev/null 2>&1 ||
+        { $sudo apt-get -o DPkg::Lock::Timeout=600 update -qq >/dev/null &&
+          $sudo apt-get -o DPkg::Lock::Timeout=600 install -y -qq postgresql-client >/dev/null; } ||
+        die "could not install postgresql-client (psql, pgbench)"
+}
+
+[[ -x $BIN ]] || die "no $BIN: run 'cargo build --release' first"
+command -v python3 >/dev/null || die "python3 is needed"
+command -v curl >/dev/null || die "curl is needed"
+ensure_wrk
+[[ -n $PG_URL ]] && ensure_pg_tools
+
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/quotask-bench.XXXXXX")
+SERVER_PID=""
+SAMPLER_PID=""
+cleanup() {
+    [[ -n $SAMPLER_PID ]] && kill "$SAMPLER_PID" 2>/dev/null || true
+    if [[ -n $SERVER_PID ]] && kill -0 "$SERVER_PID" 2>/dev/null; then
+        kill -TERM "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    if [[ ${BENCH_KEEP:-0} == 1 ]]; then
+        echo "bench: kept $TMP" >&2
+    else
+        rm -rf "$TMP"
+    fi
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------- helpers
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# start_server LOG VAR=VALUE...: starts the binary with those settings; sets SERVER_PID.
+start_server() {
+    local log=$1; shift
+    env "$@" "$BIN" >"$log" 2>&1 &
+    SERVER_PID=$!
+}
+
+# wait_ready URL LOG: polls /readyz for up to 20 s; fails if the server exits.
+wait_ready() {
+    local url=$1 log=$2 i
+    for ((i = 0; i < 2000; i++)); do
+        kill -0 "$SERVER_PID" 2>/dev/null || { SERVER_PID=""; return 1; }
+        curl -fsS -o /dev/null --max-time 2 "$url/readyz" 2>/dev/null && return 0
+        sleep 0.01
+    done
+    return 1
+}
+
+stop_server() {
+    [[ -n $SERVER_PID ]] || return 0
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+}
+
+# kib PID FIELD: a VmXXX field of /proc/PID/status, in KiB.
+kib() {
+    local key value _
+    while read -r key value _; do
+        [[ $key == "$2:" ]] && { echo "$value"; return; }
+    done <"/proc/$1/status"
+    echo 0
+}
+
+# The largest VmRSS seen every 50 ms while a scenario runs, written to a file.
+start_sampler() {
+    local pid=$1 out=$2
+    (
+        max=0
+        while [[ -r /proc/$pid/status ]]; do
+            v=$(kib "$pid" VmRSS 2>/dev/null || echo 0)
+            ((v > max)) && { max=$v; echo "$max" >"$out"; }
+            sleep 0.05
+        done
+    ) &
+    SAMPLER_PID=$!
+}
+stop_sampler() {
+    [[ -n $SAMPLER_PID ]] && { kill "$SAMPLER_PID" 2>/dev/null || true; wait "$SAMPLER_PID" 2>/dev/null || true; }
+    SAMPLER_PID=""
+}
+
+declare -A R   # results: R[label.key]
+
+# scenario LABEL URL METHOD PATH TOKENS BODY: one wrk run, results into R[LABEL.*].
+scenario() {
+    local label=$1 url=$2 method=$3 path=$4 tokens=$5 body=${6:-}
+    local out="$TMP/$label.wrk" rss="$TMP/$label.rss" kv
+    echo "0" >"$rss"
+    start_sampler "$SERVER_PID" "$rss"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s -s "$BENCH/wrk.lua" "$url" \
+        -- "$method" "$path" "$tokens" "$body" >"$out" 2>&1 || true
+    stop_sampler
+    grep -q '^BENCH ' "$out" || { cat "$out" >&2; die "wrk failed for $label"; }
+    for kv in $(grep '^BENCH ' "$out" | cut -d' ' -f2-); do
+        R[$label.${kv%%=*}]=${kv#*=}
+    done
+    R[$label.rss_kib]=$(cat "$rss")
+    R[$label.errors]=$((R[$label.non2xx] + R[$label.err_connect] + R[$label.err_read] + R[$label.err_write] + R[$label.err_timeout]))
+    # Successful answers per second (2xx only), over wrk's measured duration.
+    R[$label.ok_per_s]=$(awk -v n="${R[$label.status_2xx]}" -v us="${R[$label.duration_us]}" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
+}
+
+ms() { awk -v us="$1" 'BEGIN { printf "%.2f", us / 1000 }'; }
+mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "0" }'; }
+# verdict VALUE OP TARGET: PASS or MISS
+verdict() { awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >= t : (op == "<=") ? v <= t : v < t; print ok ? "PASS" : "MISS" }'; }
+
+print_table() {
+    local label
+    printf '%-16s %10s %9s %9s %9s %14s %13s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" "non-2xx/errors" "peak RSS MiB"
+    for label in "$@"; do
+        printf '%-16s %10s %9s %9s %9s %14s %13s\n' "$label" "${R[$label.ok_per_s]}" \
+            "$(ms "${R[$label.p50_us]}")" "$(ms "${R[$label.p90_us]}")" "$(ms "${R[$label.p99_us]}")" \
+            "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")"
+    done
+}
+
+# bench_backend NAME PREFIX ENV...: the three scenarios against one server, the
+# task-count check and the start-up time. Results under R[NAME-*].
+bench_backend() {
+    local name=$1 prefix=$2; shift 2
+    local env=("$@")
+    local port url log="$TMP/$name-server.log" tokens="$TMP/$name-tokens.txt" i t0 t1
+    port=$(free_port)
+    url="http://127.0.0.1:$port"
+    env+=("QUOTASK_BIND=127.0.0.1:$port" "RUST_LOG=warn")
+
+    echo "== $name: starting $BIN on $url"
+    start_server "$log" "${env[@]}"
+    if ! wait_ready "$url" "$log"; then
+        echo "the server did not become ready; its log ends with:"
+        tail -n 5 "$log" | sed 's/^/    /'
+        return 1
+    fi
+
+    t0=$(date +%s.%N)
+    python3 "$BENCH/helpers.py" users "$url" "$prefix" "$USERS" "$tokens"
+    t1=$(date +%s.%N)
+    printf '   %d users signed up and in (%.1f s)\n' "$USERS" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')"
+    for ((i = 1; i <= USERS; i++)); do
+        env "${env[@]}" "$BIN" user set-limit "$prefix$i" "$LIMIT" >/dev/null ||
+            die "quotask user set-limit $prefix$i failed"
+    done
+    t0=$(date +%s.%N)
+    printf '   their limits raised to %d with "quotask user set-limit" (%.1f s)\n' "$LIMIT" "$(awk -v a="$t1" -v b="$t0" 'BEGIN { print b - a }')"
+    R[$name.setup_hwm_kib]=$(kib "$SERVER_PID" VmHWM)
+
+    if ((WARMUP > 0)); then
+        wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$url/healthz" >/dev/null 2>&1 || true
+    fi
+    local body='{"content":"bench task"}'
+    echo "   load: $(cut -d' ' -f1-3 /proc/loadavg) before GET /healthz"
+    scenario "$name-healthz" "$url" GET /healthz - ""
+    echo "   load: $(cut -d' ' -f1-3 /proc/loadavg) before POST /v1/tasks"
+    scenario "$name-create" "$url" POST /v1/tasks "$tokens" "$body"
+    echo "   load: $(cut -d' ' -f1-3 /proc/loadavg) before GET /v1/me/quota"
+    scenario "$name-quota" "$url" GET /v1/me/quota "$tokens" ""
+    R[$name.hwm_kib]=$(kib "$SERVER_PID" VmHWM)
+    R[$name.rss_end_kib]=$(kib "$SERVER_PID" VmRSS)
+    stop_server
+    echo
+
+    print_table "$name-healthz" "$name-create" "$name-quota"
+    echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; quota ${R[$name-quota.codes]}"
+    printf 'server memory: VmHWM %s MiB over its whole life (%s MiB after user setup, which hashes passwords), VmRSS %s MiB at the end\n' \
+        "$(mib "${R[$name.hwm_kib]}")" "$(mib "${R[$name.setup_hwm_kib]}")" "$(mib "${R[$name.rss_end_kib]}")"
+
+    # Every 201 is a stored task, and every stored task used one unit of quota. wrk
+    # abandons the requests in flight when its time is up; the server may still have
+    # committed those, so the stored count may exceed the 201s by at most that many.
+    local counts stored used created inflight
+    if [[ $name == sqlite ]]; then
+        counts=$(python3 "$BENCH/helpers.py" sqlite-count "$DATA_DIR/quotask.db")
+    else
+        counts=$(python3 "$BENCH/helpers.py" pg-count "$PG_URL" "$prefix")
+    fi
+    read -r stored used <<<"$counts"
+    created=${R[$name-create.status_201]}
+    inflight=$((R[$name-create.generated] - R[$name-create.requests]))
+    local check=MISS
+    if ((stored >= created && stored <= created + inflight && used == stored)); then check=PASS; fi
+    R[$name.count_check]=$check
+    echo "tasks stored: $stored; 201 answers: $created; abandoned in flight by wrk at stop: $inflight;" \
+        "quota used (sum of usage): $used  -> $check (201s <= stored <= 201s + in flight, used == stored)"
+
+    # Start-up to ready on the database just filled.
+    local starts
+    if starts=$(env "${env[@]}" python3 "$BENCH/helpers.py" startup "$STARTS" "$url" "$BIN"); then
+        R[$name.starts]=$starts
+        R[$name.start_max]=$(tr ' ' '\n' <<<"$starts" | sort -n | tail -n1)
+        echo "start-up to ready on the existing database (ms, $STARTS starts): $starts"
+    else
+        R[$name.start_max]=""
+        echo "start-up measurement failed"
+    fi
+    echo
+    return 0
+}
+
+# ---------------------------------------------------------------- run
+echo "quotask benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r)"
+echo "binary: $BIN ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ', src modified'))"
+echo "load generator: $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), $THREADS threads, $CONNECTIONS connections, ${DURATION} s per scenario, $USERS users; same machine"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+DATA_DIR="$TMP/sqlite-data"
+bench_backend sqlite bench_u QUOTASK_DATA_DIR="$DATA_DIR" || die "the SQLite server did not start"
+
+H=${R[sqlite-healthz.ok_per_s]}
+C=${R[sqlite-create.ok_per_s]}
+Q=${R[sqlite-quota.ok_per_s]}
+CR=$(ratio "$C" "$H")
+QR=$(ratio "$Q" "$H")
+P99=$(ms "${R[sqlite-create.p99_us]}")
+HWM=$(mib "${R[sqlite.hwm_kib]}")
+echo "== SQLite targets"
+printf '%-52s %-12s %-10s %s\n' "creates/s / healthz/s" "$CR" ">= 0.333" "$(verdict "$CR" ">=" "$TARGET_CREATE_RATIO")"
+printf '%-52s %-12s %-10s %s\n' "quota/s / healthz/s" "$QR" ">= 0.5" "$(verdict "$QR" ">=" "$TARGET_QUOTA_RATIO")"
+printf '%-52s %-12s %-10s %s\n' "p99 of POST /v1/tasks (ms)" "$P99" "<= 5" "$(verdict "$P99" "<=" "$TARGET_CREATE_P99_MS")"
+printf '%-52s %-12s %-10s %s\n' "server peak RSS, VmHWM over the whole run (MiB)" "$HWM" "<= 64" "$(verdict "$HWM" "<=" "$TARGET_RSS_MIB")"
+if [[ -n ${R[sqlite.start_max]} ]]; then
+    printf '%-52s %-12s %-10s %s\n' "start-up to ready, slowest of $STARTS (ms)" "${R[sqlite.start_max]}" "< 200" "$(verdict "${R[sqlite.start_max]}" "<" "$TARGET_STARTUP_MS")"
+else
+    printf '%-52s %-12s %-10s %s\n' "start-up to ready (ms)" "-" "< 200" "MISS"
+fi
+printf '%-52s %-12s %-10s %s\n' "stored tasks match the 201s" "" "" "${R[sqlite.count_check]}"
+echo
+
+# ---------------------------------------------------------------- PostgreSQL
+# Written against the schema names users, usage, tasks; see bench/README.md for what
+# has and has not been run.
+if [[ -n $PG_URL ]]; then
+    psql -X -q -d "$PG_URL" -c 'select 1' >/dev/null 2>&1 || die "cannot connect to $PG_URL with psql"
+    PG_PREFIX="bench$(date +%s)_u"
+    if bench_backend postgres "$PG_PREFIX" QUOTASK_DATA_DIR="$TMP/pg-data" QUOTASK_DATABASE_URL="$PG_URL"; then
+        SCRIPT="$TMP/create_task.pgbench"
+        python3 "$BENCH/helpers.py" pgbench-script "$PG_URL" "$PG_PREFIX" "$USERS" "$SCRIPT"
+        echo "== pgbench: create_task's transaction straight on PostgreSQL ($CONNECTIONS clients, $THREADS threads, ${DURATION} s)"
+        sed 's/^/    /' "$SCRIPT"
+        pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" -f "$SCRIPT" "$PG_URL" \
+            >"$TMP/pgbench.out" 2>&1 || true
+        grep -E '^(tps|latency average|number of (transactions actually processed|failed transactions))' "$TMP/pgbench.out" | sed 's/^/    /'
+        TPS=$(awk '/^tps = / { print $3; exit }' "$TMP/pgbench.out")
+        [[ -n $TPS ]] || { tail -n 20 "$TMP/pgbench.out" >&2; die "pgbench failed"; }
+        echo
+        print_table postgres-healthz postgres-create postgres-quota
+        PC=${R[postgres-create.ok_per_s]}
+        PR=$(ratio "$PC" "$TPS")
+        echo "== PostgreSQL targets"
+        printf '%-52s %-12s %-10s %s\n' "HTTP creates/s / pgbench tps ($PC / $TPS)" "$PR" ">= 0.70" "$(verdict "$PR" ">=" "$TARGET_PG_RATIO")"
+        printf '%-52s %-12s %-10s %s\n' "creates/s / healthz/s" "$(ratio "$PC" "${R[postgres-healthz.ok_per_s]}")" "(info)" ""
+        printf '%-52s %-12s %-10s %s\n' "p99 of POST /v1/tasks (ms)" "$(ms "${R[postgres-create.p99_us]}")" "(info)" ""
+        printf '%-52s %-12s %-10s %s\n' "stored tasks match the 201s" "" "" "${R[postgres.count_check]}"
+    else
+        echo "== PostgreSQL: SKIPPED, this build of quotask could not serve $PG_URL (see the log lines above)"
+    fi
+fi
