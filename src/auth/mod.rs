@@ -112,12 +112,16 @@ impl Accounts {
         let username = Username::parse(username).ok();
         let account_key = format!("user:{}", username.as_ref().map_or(username_fallback(), Username::as_str));
         let client_key = client.map(|ip| format!("ip:{ip}"));
-        self.throttle.try_acquire(&account_key, now).map_err(|retry_after| AuthError::Throttled { retry_after })?;
+        let throttled = |retry_after| {
+            metrics::counter!(crate::metrics::SIGNIN_THROTTLED).increment(1);
+            AuthError::Throttled { retry_after }
+        };
+        self.throttle.try_acquire(&account_key, now).map_err(throttled)?;
         if let Some(key) = &client_key
             && let Err(retry_after) = self.throttle.try_acquire(key, now)
         {
             self.throttle.refund(&account_key);
-            return Err(AuthError::Throttled { retry_after });
+            return Err(throttled(retry_after));
         }
         let found = match &username {
             Some(name) => self.store.user_credentials(name).await?,
@@ -125,6 +129,7 @@ impl Accounts {
         };
         let (user, hash) = found.map_or((None, None), |(u, h)| (Some(u), Some(h)));
         if !self.hasher.verify(password, hash).await? {
+            metrics::counter!(crate::metrics::SIGNIN_FAILURES).increment(1);
             return Err(AuthError::Unauthorized);
         }
         self.throttle.refund(&account_key);

@@ -6,9 +6,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jiff::Timestamp;
+use utoipa::ToSchema;
 use serde::{Deserialize, Serialize};
 
-use super::error::{ApiError, quota_headers};
+use super::error::{ApiError, Problem, quota_headers};
 use super::extract::{Authed, ClientIp, JsonBody};
 use crate::app::AppState;
 use crate::auth::Session;
@@ -25,7 +26,7 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A user as clients see it; never any form of the password.
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct UserView {
     pub id: String,
     pub username: String,
@@ -56,7 +57,7 @@ impl UserView {
     }
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct QuotaView {
     pub limit: u32,
     pub used: u32,
@@ -79,7 +80,7 @@ impl From<&QuotaStatus> for QuotaView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignUp {
     pub username: String,
@@ -87,27 +88,27 @@ pub struct SignUp {
     pub timezone: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignIn {
     pub username: String,
     pub password: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Refresh {
     refresh_token: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MeChanges {
     timezone: Option<String>,
     password: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct TokenPair {
     access_token: String,
     token_type: &'static str,
@@ -126,12 +127,20 @@ impl From<Session> for TokenPair {
     }
 }
 
+#[utoipa::path(post, path = "/v1/auth/signup", tag = "accounts", request_body = SignUp,
+    responses((status = 201, description = "The new user", body = UserView),
+              (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json")))]
 async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let user = state.accounts.sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now).await?;
     Ok((StatusCode::CREATED, Json(UserView::new(&user, now))).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/auth/signin", tag = "accounts", request_body = SignIn,
+    responses((status = 200, description = "A token pair", body = TokenPair),
+              (status = 401, description = "Unknown user or wrong password (one answer for both)", body = Problem, content_type = "application/problem+json"),
+              (status = 429, description = "Too many failed sign-ins", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn sign_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
@@ -141,6 +150,9 @@ async fn sign_in(
     Ok(Json(session.into()))
 }
 
+#[utoipa::path(post, path = "/v1/auth/refresh", tag = "accounts", request_body = Refresh,
+    responses((status = 200, description = "A new pair; the old refresh token is spent", body = TokenPair),
+              (status = 401, description = "Unknown, spent or revoked; a spent token revokes its family", body = Problem, content_type = "application/problem+json")))]
 async fn refresh(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<Refresh>,
@@ -149,15 +161,21 @@ async fn refresh(
     Ok(Json(session.into()))
 }
 
+#[utoipa::path(post, path = "/v1/auth/signout", tag = "accounts", security(("bearer" = [])),
+    responses((status = 204, description = "The session's tokens stop working")))]
 async fn sign_out(State(state): State<AppState>, auth: Authed) -> Result<StatusCode, ApiError> {
     state.accounts.sign_out(auth.session_id, auth.now).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])),
+    responses((status = 200, description = "The signed-in user", body = UserView)))]
 async fn me(auth: Authed) -> Json<UserView> {
     Json(UserView::new(&auth.user, auth.now))
 }
 
+#[utoipa::path(patch, path = "/v1/me", tag = "me", security(("bearer" = [])), request_body = MeChanges,
+    responses((status = 200, description = "The user; a new zone waits for the old zone's next midnight", body = UserView)))]
 async fn update_me(
     State(state): State<AppState>,
     auth: Authed,
@@ -167,6 +185,10 @@ async fn update_me(
     Ok(Json(UserView::new(&user, auth.now)))
 }
 
+#[utoipa::path(get, path = "/v1/me/quota", tag = "me", security(("bearer" = [])),
+    responses((status = 200, description = "Today's quota; reading it uses none", body = QuotaView,
+               headers(("RateLimit-Policy" = String, description = "\"daily\";q=<limit>;w=86400"),
+                       ("RateLimit" = String, description = "\"daily\";r=<remaining>;t=<seconds to reset>")))))]
 async fn quota(State(state): State<AppState>, auth: Authed) -> Result<Response, ApiError> {
     let status = state.store.quota(auth.user.id, auth.now).await?.ok_or(ApiError::Unauthorized)?;
     Ok((quota_headers(&status, auth.now), Json(QuotaView::from(&status))).into_response())

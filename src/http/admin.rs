@@ -5,15 +5,16 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::ToSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::accounts::UserView;
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{Admin, JsonBody};
 use crate::app::AppState;
 use crate::domain::{DailyLimit, FieldError, Role};
-use crate::store::AdminChanges;
+use crate::store;
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -22,7 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/admin/users/{id}/audit", get(audit))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AdminUserView {
     #[serde(flatten)]
     user: UserView,
@@ -30,13 +31,13 @@ struct AdminUserView {
     used: u32,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Page<T> {
     items: Vec<T>,
     next_cursor: Option<String>,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct AuditView {
     id: String,
     actor_id: Option<String>,
@@ -47,9 +48,9 @@ struct AuditView {
     at: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Changes {
+struct AdminChanges {
     daily_limit: Option<i64>,
     role: Option<String>,
 }
@@ -82,6 +83,10 @@ fn page_of<T, V>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid, view: im
     Page { items: rows.into_iter().map(view).collect(), next_cursor }
 }
 
+#[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
+    params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100)),
+    responses((status = 200, description = "Users with today's use", body = Page<AdminUserView>),
+              (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json")))]
 async fn list_users(
     State(state): State<AppState>,
     Admin(auth): Admin,
@@ -92,11 +97,16 @@ async fn list_users(
     Ok(Json(page_of(rows, limit, |(u, _)| u.id, |(u, used)| AdminUserView { user: UserView::new(&u, auth.now), used })))
 }
 
+#[utoipa::path(patch, path = "/v1/admin/users/{id}", tag = "admin", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body = AdminChanges,
+    responses((status = 200, description = "The user; a new limit applies at once", body = UserView),
+              (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json")))]
 async fn update_user(
     State(state): State<AppState>,
     Admin(auth): Admin,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<Changes>,
+    JsonBody(body): JsonBody<AdminChanges>,
 ) -> Result<Json<UserView>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let daily_limit = body.daily_limit.map(DailyLimit::parse).transpose()?.map(DailyLimit::get);
@@ -104,12 +114,17 @@ async fn update_user(
         .role
         .map(|r| Role::parse(&r).ok_or_else(|| FieldError::new("role", "must be \"user\" or \"admin\"")))
         .transpose()?;
-    let changes = AdminChanges { daily_limit, role };
+    let changes = store::AdminChanges { daily_limit, role };
     let user =
         state.store.admin_update_user(Some(auth.user.id), id, changes, auth.now).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(UserView::new(&user, auth.now)))
 }
 
+#[utoipa::path(get, path = "/v1/admin/users/{id}/audit", tag = "admin", security(("bearer" = [])),
+    params(("id" = String, Path), ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100)),
+    responses((status = 200, description = "Every change to the user, oldest first", body = Page<AuditView>),
+              (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
+              (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json")))]
 async fn audit(
     State(state): State<AppState>,
     Admin(_): Admin,

@@ -5,7 +5,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
-use serde_json::{Value, json};
+use utoipa::ToSchema;
 
 use crate::auth::AuthError;
 use crate::domain::{FieldError, QuotaStatus};
@@ -43,16 +43,39 @@ pub enum ApiError {
     Internal(#[from] anyhow::Error),
 }
 
-/// An RFC 9457 problem document.
-#[derive(Debug, Serialize)]
+/// An RFC 9457 problem document, with the extensions quotask uses.
+#[derive(Debug, Default, Serialize, ToSchema)]
 pub struct Problem {
+    /// A URI naming the kind of problem, e.g. `https://quotask.dev/problems/quota-exceeded`.
     #[serde(rename = "type")]
     pub kind: String,
-    pub title: &'static str,
+    pub title: String,
     pub status: u16,
     pub detail: String,
-    #[serde(flatten)]
-    pub extensions: serde_json::Map<String, Value>,
+    /// Validation errors, one per offending field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldProblem>>,
+    /// `quota-exceeded`: the limit in force.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<u32>,
+    /// `quota-exceeded`: the units used on `day`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used: Option<u32>,
+    /// `quota-exceeded`: the user's local day, `YYYY-MM-DD`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub day: Option<String>,
+    /// `quota-exceeded`: the zone that decides the day.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// `quota-exceeded`: when the next day begins (RFC 3339, UTC).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct FieldProblem {
+    pub field: String,
+    pub message: String,
 }
 
 impl From<FieldError> for ApiError {
@@ -100,12 +123,11 @@ impl ApiError {
     /// which wrap the same problem in their own shape.
     pub fn parts(&self) -> (StatusCode, HeaderMap, Problem) {
         let mut headers = HeaderMap::new();
-        let mut ext = serde_json::Map::new();
+        let mut problem = Problem::default();
         let (status, slug, title, detail) = match self {
             ApiError::Validation(errors) => {
-                ext.insert(
-                    "errors".into(),
-                    errors.iter().map(|e| json!({"field": e.field, "message": e.message})).collect(),
+                problem.errors = Some(
+                    errors.iter().map(|e| FieldProblem { field: e.field.into(), message: e.message.clone() }).collect(),
                 );
                 let fields: Vec<_> = errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect();
                 (StatusCode::UNPROCESSABLE_ENTITY, "validation", "Invalid request", fields.join("; "))
@@ -149,11 +171,11 @@ impl ApiError {
                 for (name, value) in quota_headers(status, *now) {
                     headers.insert(name, value);
                 }
-                ext.insert("limit".into(), status.limit.into());
-                ext.insert("used".into(), status.used.into());
-                ext.insert("day".into(), status.window.day.to_string().into());
-                ext.insert("timezone".into(), status.timezone.as_str().into());
-                ext.insert("resets_at".into(), status.window.resets_at.to_string().into());
+                problem.limit = Some(status.limit);
+                problem.used = Some(status.used);
+                problem.day = Some(status.window.day.to_string());
+                problem.timezone = Some(status.timezone.as_str().into());
+                problem.resets_at = Some(status.window.resets_at.to_string());
                 let detail = format!(
                     "the daily limit of {} tasks for {} ({}) is reached; it resets at {}",
                     status.limit,
@@ -192,8 +214,7 @@ impl ApiError {
                 )
             }
         };
-        let problem =
-            Problem { kind: format!("{TYPE_BASE}{slug}"), title, status: status.as_u16(), detail, extensions: ext };
+        let problem = Problem { kind: format!("{TYPE_BASE}{slug}"), title: title.into(), status: status.as_u16(), detail, ..problem };
         (status, headers, problem)
     }
 }

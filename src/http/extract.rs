@@ -167,7 +167,7 @@ mod tests {
 
     fn status_and_field(bytes: &[u8]) -> (u16, String) {
         let (status, _, problem) = parse_json::<Body>(bytes).unwrap_err().parts();
-        let field = problem.extensions.get("errors").map(|e| e[0]["field"].to_string()).unwrap_or_default();
+        let field = problem.errors.map(|e| format!("{:?}", e[0].field)).unwrap_or_default();
         (status.as_u16(), field)
     }
 

@@ -3,6 +3,7 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod ops;
@@ -13,7 +14,7 @@ pub mod web;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -27,12 +28,14 @@ use crate::app::AppState;
 pub const BODY_LIMIT: usize = 128 * 1024;
 
 pub fn router(state: AppState) -> Router {
+    crate::metrics::handle();
     Router::new()
         .merge(accounts::router())
         .merge(tasks::router())
         .merge(admin::router())
         .merge(seed::router())
         .merge(ops::router())
+        .merge(docs::router())
         .merge(web::router())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -54,11 +57,18 @@ async fn request_context(req: Request, next: Next) -> Response {
         });
     let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await.into_response();
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
     span.in_scope(|| {
-        tracing::info!(%method, %path, status = response.status().as_u16(), micros = started.elapsed().as_micros() as u64, "answered");
+        tracing::info!(%method, %path, status, micros = elapsed.as_micros() as u64, "answered");
     });
+    let labels = [("route", route), ("method", method.to_string())];
+    metrics::histogram!(crate::metrics::HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
+    let [route, method] = labels;
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, &[route, method, ("status", status.to_string())]).increment(1);
     response.headers_mut().insert("x-request-id", id);
     response
 }

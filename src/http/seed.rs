@@ -8,11 +8,11 @@ use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::accounts::{SignIn, SignUp};
-use super::error::ApiError;
+use super::error::{ApiError, Problem};
 use super::extract::{Authed, ClientIp, JsonBody, parse_json};
 use super::tasks::{TaskView, create_task};
 use crate::app::AppState;
@@ -43,51 +43,103 @@ impl From<crate::auth::AuthError> for SeedError {
 impl IntoResponse for SeedError {
     fn into_response(self) -> Response {
         let (status, headers, problem) = self.0.parts();
-        let mut payload = problem.extensions;
-        payload.insert("type".into(), problem.kind.into());
-        payload.insert("title".into(), problem.title.into());
-        (status, headers, Json(json!({"message": problem.detail, "payload": payload}))).into_response()
+        (status, headers, Json(SeedFailure { message: problem.detail.clone(), payload: problem })).into_response()
     }
 }
 
-fn ok(data: Value) -> Json<Value> {
-    Json(json!({"message": "", "data": data}))
+/// The seed's success shape.
+#[derive(Serialize, ToSchema)]
+pub struct Envelope<T> {
+    /// Always empty on success, as in the seed.
+    message: String,
+    data: T,
 }
 
+/// The seed's error shape: the `/v1` problem document as the payload.
+#[derive(Serialize, ToSchema)]
+pub struct SeedFailure {
+    message: String,
+    payload: Problem,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SeedUser {
+    user_id: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct SeedBearer {
+    /// `Bearer: <jwt>`, to be sent back verbatim as the `Authorization` header.
+    bearer_token: String,
+}
+
+fn ok<T>(data: T) -> Json<Envelope<T>> {
+    Json(Envelope { message: String::new(), data })
+}
+
+#[utoipa::path(post, path = "/auth/signup", tag = "seed", request_body = SignUp,
+    responses((status = 200, description = "Created (the seed answered 200)", body = Envelope<SeedUser>),
+              (status = 409, description = "Username taken", body = SeedFailure),
+              (status = 400, description = "Malformed JSON", body = SeedFailure),
+              (status = 413, description = "Body too large", body = SeedFailure),
+              (status = 415, description = "Not JSON", body = SeedFailure),
+              (status = 422, description = "Invalid input", body = SeedFailure),
+              (status = 500, description = "Internal error", body = SeedFailure),
+              (status = 503, description = "Database unavailable", body = SeedFailure)))]
 async fn sign_up(
     State(state): State<AppState>,
     body: Result<JsonBody<SignUp>, ApiError>,
-) -> Result<Json<Value>, SeedError> {
+) -> Result<Json<Envelope<SeedUser>>, SeedError> {
     let JsonBody(body) = body?;
     let now = state.clock.now();
     let user = state.accounts.sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now).await?;
-    Ok(ok(json!({"user_id": user.id.to_string()})))
+    Ok(ok(SeedUser { user_id: user.id.to_string() }))
 }
 
+#[utoipa::path(post, path = "/auth/signin", tag = "seed", request_body = SignIn,
+    responses((status = 200, description = "A bearer token in the seed's spelling", body = Envelope<SeedBearer>),
+              (status = 401, description = "Unknown user or wrong password", body = SeedFailure),
+              (status = 429, description = "Too many failed sign-ins", body = SeedFailure, headers(("Retry-After" = u64))),
+              (status = 400, description = "Malformed JSON", body = SeedFailure),
+              (status = 413, description = "Body too large", body = SeedFailure),
+              (status = 415, description = "Not JSON", body = SeedFailure),
+              (status = 422, description = "Invalid input", body = SeedFailure),
+              (status = 500, description = "Internal error", body = SeedFailure),
+              (status = 503, description = "Database unavailable", body = SeedFailure)))]
 async fn sign_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
     body: Result<JsonBody<SignIn>, ApiError>,
-) -> Result<Json<Value>, SeedError> {
+) -> Result<Json<Envelope<SeedBearer>>, SeedError> {
     let JsonBody(body) = body?;
     let session = state.accounts.sign_in(&body.username, &body.password, ip, state.clock.now()).await?;
-    Ok(ok(json!({"bearer_token": format!("Bearer: {}", session.access_token)})))
+    Ok(ok(SeedBearer { bearer_token: format!("Bearer: {}", session.access_token) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SeedTask {
+pub struct SeedTask {
     content: Option<String>,
 }
 
+#[utoipa::path(post, path = "/task", tag = "seed", security(("bearer" = [])),
+    request_body(content = Option<SeedTask>, description = "Optional; without it the task is \"untitled task\""),
+    responses((status = 200, description = "The task (the seed answered 200)", body = Envelope<TaskView>),
+              (status = 401, description = "Missing or bad token", body = SeedFailure),
+              (status = 429, description = "The daily limit is reached", body = SeedFailure, headers(("Retry-After" = u64))),
+              (status = 400, description = "Malformed JSON", body = SeedFailure),
+              (status = 413, description = "Body too large", body = SeedFailure),
+              (status = 422, description = "Invalid input", body = SeedFailure),
+              (status = 500, description = "Internal error", body = SeedFailure),
+              (status = 503, description = "Database unavailable", body = SeedFailure)))]
 async fn task(
     State(state): State<AppState>,
     auth: Result<Authed, ApiError>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, SeedError> {
+) -> Result<Json<Envelope<TaskView>>, SeedError> {
     let auth = auth?;
     let body = body.map_err(ApiError::from)?;
     let content = if body.iter().all(u8::is_ascii_whitespace) { None } else { parse_json::<SeedTask>(&body)?.content };
     let (task, _) = create_task(&state, &auth, content.unwrap_or_else(|| UNTITLED.into())).await?;
-    Ok(ok(serde_json::to_value(TaskView::from(task)).unwrap_or_default()))
+    Ok(ok(TaskView::from(task)))
 }

@@ -7,10 +7,11 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use utoipa::ToSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::error::{ApiError, quota_headers};
+use super::error::{ApiError, Problem, quota_headers};
 use super::extract::{Authed, JsonBody};
 use crate::app::AppState;
 use crate::domain::{FieldError, QuotaStatus, Task, TaskContent};
@@ -22,7 +23,7 @@ pub fn router() -> Router<AppState> {
         .route("/v1/tasks/{id}", get(read).patch(update).delete(remove))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct TaskView {
     pub id: String,
     pub content: String,
@@ -45,21 +46,21 @@ impl From<Task> for TaskView {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
     pub content: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct Changes {
+struct TaskChanges {
     content: Option<String>,
     done: Option<bool>,
 }
 
-#[derive(Serialize)]
-struct Page {
+#[derive(Serialize, ToSchema)]
+struct TaskPage {
     items: Vec<TaskView>,
     next_cursor: Option<String>,
 }
@@ -69,11 +70,26 @@ struct Page {
 pub async fn create_task(state: &AppState, auth: &Authed, content: String) -> Result<(Task, QuotaStatus), ApiError> {
     let content = TaskContent::parse(content)?;
     match state.store.create_task(auth.user.id, content, auth.now).await? {
-        Created::Task(task, status) => Ok((task, status)),
-        Created::OverLimit(status) => Err(ApiError::QuotaExceeded(Box::new(status), auth.now)),
+        Created::Task(task, status) => {
+            metrics::counter!(crate::metrics::TASKS_CREATED).increment(1);
+            Ok((task, status))
+        }
+        Created::OverLimit(status) => {
+            metrics::counter!(crate::metrics::QUOTA_REJECTIONS).increment(1);
+            Err(ApiError::QuotaExceeded(Box::new(status), auth.now))
+        }
     }
 }
 
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = NewTask,
+    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a repeat within 24 h gets the first answer")),
+    responses((status = 201, description = "The task; one unit of today's quota used", body = TaskView,
+               headers(("Location" = String, description = "/v1/tasks/{id}"),
+                       ("RateLimit-Policy" = String, description = "\"daily\";q=<limit>;w=86400"),
+                       ("RateLimit" = String, description = "\"daily\";r=<remaining>;t=<seconds to reset>"))),
+              (status = 429, description = "The daily limit is reached", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to the user's next local midnight"),
+                       ("RateLimit-Policy" = String), ("RateLimit" = String)))))]
 async fn create(State(state): State<AppState>, auth: Authed, JsonBody(body): JsonBody<NewTask>) -> Response {
     match create_task(&state, &auth, body.content).await {
         Ok((task, status)) => {
@@ -90,17 +106,23 @@ async fn create(State(state): State<AppState>, auth: Authed, JsonBody(body): Jso
     }
 }
 
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])),
+    params(("day" = Option<String>, Query, description = "Local day, YYYY-MM-DD"),
+           ("done" = Option<bool>, Query),
+           ("limit" = Option<u32>, Query, description = "1 to 100, default 50", minimum = 1, maximum = 100),
+           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, description = "Tasks, newest first", body = TaskPage)))]
 async fn list(
     State(state): State<AppState>,
     auth: Authed,
     Query(params): Query<HashMap<String, String>>,
-) -> Result<Json<Page>, ApiError> {
+) -> Result<Json<TaskPage>, ApiError> {
     let filter = parse_filter(&params)?;
     let limit = filter.limit as usize;
     let mut tasks = state.store.list_tasks(auth.user.id, TaskFilter { limit: filter.limit + 1, ..filter }).await?;
     let next_cursor = (tasks.len() > limit).then(|| tasks[limit - 1].id.to_string());
     tasks.truncate(limit);
-    Ok(Json(Page { items: tasks.into_iter().map(TaskView::from).collect(), next_cursor }))
+    Ok(Json(TaskPage { items: tasks.into_iter().map(TaskView::from).collect(), next_cursor }))
 }
 
 fn parse_filter(params: &HashMap<String, String>) -> Result<TaskFilter, ApiError> {
@@ -136,16 +158,23 @@ fn task_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, description = "The task", body = TaskView),
+              (status = 404, description = "No such task of this user", body = Problem, content_type = "application/problem+json")))]
 async fn read(State(state): State<AppState>, auth: Authed, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
     let task = state.store.task(auth.user.id, task_id(&id)?).await?.ok_or(ApiError::NotFound)?;
     Ok(Json(task.into()))
 }
 
+#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path)),
+    request_body = TaskChanges,
+    responses((status = 200, description = "The updated task", body = TaskView),
+              (status = 404, description = "No such task of this user", body = Problem, content_type = "application/problem+json")))]
 async fn update(
     State(state): State<AppState>,
     auth: Authed,
     Path(id): Path<String>,
-    JsonBody(body): JsonBody<Changes>,
+    JsonBody(body): JsonBody<TaskChanges>,
 ) -> Result<Json<TaskView>, ApiError> {
     let id = task_id(&id)?;
     let patch = TaskPatch { content: body.content.map(TaskContent::parse).transpose()?, done: body.done };
@@ -153,6 +182,9 @@ async fn update(
     Ok(Json(task.into()))
 }
 
+#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted; the quota it used is not given back"),
+              (status = 404, description = "No such task of this user", body = Problem, content_type = "application/problem+json")))]
 async fn remove(State(state): State<AppState>, auth: Authed, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
     let deleted = state.store.delete_task(auth.user.id, task_id(&id)?).await?;
     if deleted { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound) }

@@ -81,6 +81,9 @@ impl Pool {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let _permit = self.permits.acquire().await.map_err(|_| StoreError::Unavailable("closed".into()))?;
+        let busy = metrics::gauge!(crate::metrics::DB_READERS_BUSY);
+        busy.increment(1);
+        let _done = scopeguard(move || busy.decrement(1));
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
             let conn = readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
@@ -104,6 +107,19 @@ fn create_private(path: &Path) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(path).map(drop)
+}
+
+/// Runs `f` when dropped, so the readers-busy gauge comes down even if a read fails.
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
@@ -134,6 +150,7 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
+        metrics::histogram!(crate::metrics::DB_GROUP_COMMIT_SIZE).record(batch.len() as f64);
         let replies = commit_batch(&conn, batch.drain(..));
         let (replies, outcome) = match replies {
             Ok(replies) => (replies, Ok(())),

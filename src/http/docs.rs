@@ -1,0 +1,81 @@
+//! The OpenAPI 3.1 document, generated from the handlers' annotations, and the
+//! interactive docs page; both served from the binary.
+
+use axum::Router;
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response};
+use utoipa::{Modify, OpenApi};
+use utoipa_swagger_ui::SwaggerUi;
+
+use super::{accounts, admin, ops, seed, tasks};
+use crate::app::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "quotask",
+        description = "A todo-task API in which every user may create at most N tasks per day, the day being the user's own calendar day in their time zone."
+    ),
+    paths(
+        accounts::sign_up, accounts::sign_in, accounts::refresh, accounts::sign_out,
+        accounts::me, accounts::update_me, accounts::quota,
+        tasks::create, tasks::list, tasks::read, tasks::update, tasks::remove,
+        admin::list_users, admin::update_user, admin::audit,
+        seed::sign_up, seed::sign_in, seed::task,
+        ops::health, ops::ready, ops::metrics,
+    ),
+    modifiers(&CommonResponses),
+)]
+struct ApiDoc;
+
+pub fn router() -> Router<AppState> {
+    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+}
+
+/// The document, for tests and tools.
+pub fn document() -> Document {
+    ApiDoc::openapi()
+}
+
+/// Adds the bearer scheme, and to every `/v1` operation the problem answers any route
+/// can give (bad body, bad token, overload), so that each route lists only its own.
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, doc: &mut Document) {
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        for (path, item) in doc.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let operations = [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put];
+            for op in operations.into_iter().flatten() {
+                let secured = op.security.is_some();
+                let has_body = op.request_body.is_some();
+                let has_query = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                let mut add = |code: &str, why: &str| {
+                    op.responses.responses.entry(code.into()).or_insert_with(|| problem(why));
+                };
+                if secured {
+                    add("401", "Missing, invalid or expired token (WWW-Authenticate: Bearer)");
+                }
+                if has_body {
+                    add("400", "Malformed JSON");
+                    add("413", "Body over 128 KiB");
+                    add("415", "Body not sent as application/json");
+                }
+                if has_body || has_query {
+                    add("422", "Invalid input; `errors` names each field");
+                }
+                add("500", "Internal error; the cause is logged under the x-request-id");
+                add("503", "Database unavailable; retry after Retry-After");
+            }
+        }
+    }
+}
+
+fn problem(description: &str) -> RefOr<Response> {
+    let content = Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Problem"))));
+    RefOr::T(utoipa::openapi::ResponseBuilder::new().description(description).content("application/problem+json", content).build())
+}

@@ -1,0 +1,34 @@
+//! Prometheus metrics: what is recorded where, and the one process-wide recorder.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const HTTP_REQUESTS: &str = "quotask_http_requests_total";
+pub const HTTP_DURATION: &str = "quotask_http_request_duration_seconds";
+pub const QUOTA_REJECTIONS: &str = "quotask_quota_rejections_total";
+pub const TASKS_CREATED: &str = "quotask_tasks_created_total";
+pub const SIGNIN_FAILURES: &str = "quotask_signin_failures_total";
+pub const SIGNIN_THROTTLED: &str = "quotask_signin_throttled_total";
+pub const DB_READERS_BUSY: &str = "quotask_db_readers_busy";
+pub const DB_GROUP_COMMIT_SIZE: &str = "quotask_db_group_commit_jobs";
+
+/// The recorder, installed on first use; tests start many servers in one process.
+pub fn handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+        let batch = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0];
+        let builder = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Full(HTTP_DURATION.into()), &latency)
+            .and_then(|b| b.set_buckets_for_metric(Matcher::Full(DB_GROUP_COMMIT_SIZE.into()), &batch));
+        let recorder = match builder {
+            Ok(b) => b.build_recorder(),
+            Err(_) => PrometheusBuilder::new().build_recorder(),
+        };
+        let handle = recorder.handle();
+        // Fails only if another recorder is installed, and then ours simply stays empty.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
