@@ -1,0 +1,328 @@
+// End-to-end test of quotask's web page in a real headless Chromium, driven the way a
+// person would use it: by labels, buttons and the keyboard. Plain node, no test runner.
+//
+//   QUOTASK_E2E_BASE_URL      the running server, e.g. http://127.0.0.1:5000 (required)
+//   QUOTASK_E2E_DAILY_LIMIT   the server's QUOTASK_DEFAULT_DAILY_LIMIT (default 3)
+//   QUOTASK_E2E_SCREENSHOT    where to save the screenshot (default ./screenshot.png)
+//   CHROMIUM                  the browser (default /usr/bin/chromium)
+//
+// Exits 0 when every step passed, 1 otherwise; .ci/e2e.sh starts a server and runs it.
+
+import assert from 'node:assert/strict';
+import { mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { chromium } from 'playwright-core';
+
+const BASE_URL = process.env.QUOTASK_E2E_BASE_URL;
+const LIMIT = Number(process.env.QUOTASK_E2E_DAILY_LIMIT || 3);
+const SCREENSHOT = process.env.QUOTASK_E2E_SCREENSHOT || 'screenshot.png';
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+/** Far from UTC, so that a page using the browser's or the server's date would show. */
+const ZONE = 'Pacific/Kiritimati';
+const TIMEOUT = 10_000;
+const DESKTOP = { width: 900, height: 900 };
+
+if (!BASE_URL) {
+  console.error('QUOTASK_E2E_BASE_URL is not set');
+  process.exit(2);
+}
+if (!Number.isInteger(LIMIT) || LIMIT < 3) {
+  console.error('QUOTASK_E2E_DAILY_LIMIT must be a whole number of at least 3');
+  process.exit(2);
+}
+
+const username = `e2e_${Date.now().toString(36)}${Math.random().toString(36).slice(2, 6)}`;
+const password = 'correct horse battery';
+/** Markup that must be shown as text, never parsed. */
+const MARKUP = '<b>Bold</b> & <img src=x alt=injected>';
+const contents = ['Water the plants', MARKUP, 'Buy bread', ...Array.from({ length: LIMIT - 3 }, (_, i) => `Task ${i + 4}`)];
+const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+const quotaLine = (left) =>
+  new RegExp(`^${left} of ${LIMIT} left today, resets at \\d\\d:\\d\\d \\(${escape(ZONE)}\\)$`);
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Waits until `read()` satisfies `ok`, failing with what was last read. */
+async function eventually(what, read, ok, timeout = TIMEOUT) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    last = await read();
+    if (ok(last)) return last;
+    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(last)} after ${timeout} ms`);
+    await sleep(100);
+  }
+}
+
+const textOf = (locator) => async () => ((await locator.count()) ? (await locator.first().textContent()).trim() : null);
+
+async function expectText(locator, pattern, what = String(pattern)) {
+  return eventually(`text ${what}`, textOf(locator), (t) => t !== null && pattern.test(t));
+}
+
+async function expectCount(locator, n, what) {
+  return eventually(`count of ${what}`, () => locator.count(), (c) => c === n);
+}
+
+async function expectVisible(locator, visible = true) {
+  await locator.waitFor({ state: visible ? 'visible' : 'hidden', timeout: TIMEOUT });
+}
+
+/** Runs `act` and returns the API answer to `method path` that it caused. */
+async function answerTo(page, method, path, act) {
+  const [response] = await Promise.all([
+    page.waitForResponse(
+      (r) => r.request().method() === method && new URL(r.url()).pathname.startsWith(path),
+      { timeout: TIMEOUT },
+    ),
+    act(),
+  ]);
+  return response;
+}
+
+async function main() {
+  await mkdir(dirname(SCREENSHOT), { recursive: true });
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  const context = await browser.newContext({ viewport: DESKTOP, timezoneId: ZONE, locale: 'en-GB' });
+  const page = await context.newPage();
+  page.setDefaultTimeout(TIMEOUT);
+
+  const browserErrors = [];
+  page.on('pageerror', (e) => browserErrors.push(`uncaught: ${e.message}`));
+  page.on('console', (m) => {
+    // A refused request (401, 429) is logged by Chromium itself; those are expected here.
+    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) browserErrors.push(m.text());
+  });
+
+  const ui = {
+    authHeading: page.getByRole('heading', { name: /^(Sign in|Create an account)$/ }),
+    username: page.getByLabel('Username'),
+    password: page.getByLabel('Password'),
+    timezone: page.getByLabel('Time zone'),
+    newTask: page.getByLabel('New task'),
+    quota: page.locator('#quota-text'),
+    limit: page.locator('#limit-message'),
+    message: page.locator('#message'),
+    who: page.locator('#who-name'),
+    tasks: page.locator('#task-list > li'),
+    tasksView: page.locator('#tasks-view'),
+    checkbox: (content) => page.getByRole('checkbox', { name: content, exact: true }),
+  };
+  const storedTokens = () =>
+    page.evaluate(() => [localStorage.getItem('quotask.access_token'), localStorage.getItem('quotask.refresh_token')]);
+
+  const steps = [
+    ['serves the page with a same-origin policy and no caching', async () => {
+      const response = await page.goto(BASE_URL);
+      assert.equal(response.status(), 200);
+      const headers = response.headers();
+      assert.match(headers['content-type'], /^text\/html; charset=utf-8/);
+      assert.match(headers['content-security-policy'], /^default-src 'self';/);
+      assert.equal(headers['cache-control'], 'no-cache');
+      await expectText(ui.authHeading, /^Sign in$/);
+    }],
+
+    ['signs up a new user in the browser’s time zone and signs them in', async () => {
+      await page.getByRole('button', { name: 'Create an account' }).click();
+      await expectText(ui.authHeading, /^Create an account$/);
+      assert.equal(await ui.timezone.inputValue(), ZONE, 'the time zone defaults to the browser’s');
+      await ui.username.fill(username);
+      await ui.password.fill(password);
+      const signup = await answerTo(page, 'POST', '/v1/auth/signup', () => ui.password.press('Enter'));
+      assert.equal(signup.status(), 201);
+      assert.equal((await signup.json()).timezone, ZONE);
+      await expectVisible(ui.tasksView);
+      await expectText(ui.who, new RegExp(`^${username}$`));
+      await expectText(ui.quota, quotaLine(LIMIT));
+      await expectText(page.locator('#empty'), /^Nothing for today yet\.$/);
+      const [access, refresh] = await storedTokens();
+      assert.ok(access && refresh, 'both tokens are kept in localStorage');
+    }],
+
+    [`adds ${LIMIT} tasks, the daily limit, showing markup as text`, async () => {
+      for (const [i, content] of contents.entries()) {
+        await ui.newTask.fill(content);
+        const created = await answerTo(page, 'POST', '/v1/tasks', () => ui.newTask.press('Enter'));
+        assert.equal(created.status(), 201, `task ${i + 1}`);
+        await expectCount(ui.tasks, i + 1, 'tasks');
+        await expectText(ui.quota, quotaLine(LIMIT - i - 1));
+        assert.equal(await ui.newTask.inputValue(), '', 'the field is emptied');
+      }
+      assert.equal(await ui.checkbox(MARKUP).count(), 1, 'the markup task is labelled by its literal text');
+      assert.equal(await page.locator('#task-list b, #task-list img').count(), 0, 'no markup was parsed');
+    }],
+
+    ['refuses one more with a clear limit message', async () => {
+      await ui.newTask.fill('One too many');
+      const refused = await answerTo(page, 'POST', '/v1/tasks', () => ui.newTask.press('Enter'));
+      assert.equal(refused.status(), 429);
+      assert.equal((await refused.json()).limit, LIMIT);
+      await expectVisible(ui.limit);
+      await expectText(
+        ui.limit,
+        new RegExp(`^Daily limit reached\\. You have added all ${LIMIT} tasks allowed today\\. New ones can be added from \\d\\d:\\d\\d \\(${escape(ZONE)}\\)\\.$`),
+        'the limit message',
+      );
+      await expectCount(ui.tasks, LIMIT, 'tasks');
+      assert.equal(await ui.newTask.inputValue(), 'One too many', 'the refused text is kept');
+      await expectText(ui.quota, quotaLine(0));
+    }],
+
+    ['ticks a task done', async () => {
+      const box = ui.checkbox('Water the plants');
+      const patched = await answerTo(page, 'PATCH', '/v1/tasks/', () => box.check());
+      assert.equal(patched.status(), 200);
+      assert.equal((await patched.json()).done, true);
+      assert.equal(await box.isChecked(), true);
+      assert.match(await page.locator('li.task', { has: box }).getAttribute('class'), /\bdone\b/);
+    }],
+
+    ['still shows it done, and the user signed in, after a reload', async () => {
+      await page.reload();
+      await expectVisible(ui.tasksView);
+      await expectText(ui.who, new RegExp(`^${username}$`));
+      await expectCount(ui.tasks, LIMIT, 'tasks');
+      assert.equal(await ui.checkbox('Water the plants').isChecked(), true);
+      assert.equal(await ui.checkbox('Buy bread').isChecked(), false);
+      assert.equal(await page.locator('#auth-view').isVisible(), false);
+    }],
+
+    ['deletes a task, which does not give its place back', async () => {
+      const removed = await answerTo(page, 'DELETE', '/v1/tasks/', () =>
+        page.getByRole('button', { name: 'Delete “Buy bread”' }).click(),
+      );
+      assert.equal(removed.status(), 204);
+      await expectCount(ui.tasks, LIMIT - 1, 'tasks');
+      assert.equal(await ui.checkbox('Buy bread').count(), 0);
+      await expectText(ui.quota, quotaLine(0));
+    }],
+
+    ['renews a refused access token with the refresh token', async () => {
+      const [, oldRefresh] = await storedTokens();
+      await page.evaluate(() => localStorage.setItem('quotask.access_token', 'not-a-token'));
+      const renewed = await answerTo(page, 'POST', '/v1/auth/refresh', () => page.reload());
+      assert.equal(renewed.status(), 200);
+      await expectVisible(ui.tasksView);
+      await expectCount(ui.tasks, LIMIT - 1, 'tasks');
+      const [access, refresh] = await storedTokens();
+      assert.ok(access && access !== 'not-a-token', 'a new access token is stored');
+      assert.ok(refresh && refresh !== oldRefresh, 'the spent refresh token is replaced');
+    }],
+
+    ['fits a phone screen without sideways scrolling', async () => {
+      await page.setViewportSize({ width: 360, height: 740 });
+      const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `the page is ${overflow}px wider than the phone`);
+      assert.ok(await page.getByRole('button', { name: 'Add' }).isVisible());
+      await page.setViewportSize(DESKTOP);
+    }],
+
+    ['still refuses a new task after the reload, and saves a screenshot', async () => {
+      await ui.newTask.fill('Call the bank');
+      const refused = await answerTo(page, 'POST', '/v1/tasks', () =>
+        page.getByRole('button', { name: 'Add' }).click(),
+      );
+      assert.equal(refused.status(), 429);
+      await expectText(ui.limit, /^Daily limit reached\./);
+      await ui.newTask.fill('');
+      await page.locator('body').click({ position: { x: 5, y: 5 } }); // no focus ring in the picture
+      await page.screenshot({ path: SCREENSHOT, fullPage: true });
+    }],
+
+    ['signs out, and stays signed out after a reload', async () => {
+      const out = await answerTo(page, 'POST', '/v1/auth/signout', () =>
+        page.getByRole('button', { name: 'Sign out' }).click(),
+      );
+      assert.equal(out.status(), 204);
+      await expectText(ui.authHeading, /^Sign in$/);
+      assert.deepEqual(await storedTokens(), [null, null]);
+      await page.reload();
+      await expectText(ui.authHeading, /^Sign in$/);
+      assert.equal(await ui.tasksView.isVisible(), false);
+    }],
+
+    ['explains a wrong password, then signs in with the right one', async () => {
+      await ui.username.fill(username);
+      await ui.password.fill('not the password');
+      const refused = await answerTo(page, 'POST', '/v1/auth/signin', () =>
+        page.getByRole('button', { name: 'Sign in', exact: true }).click(),
+      );
+      assert.equal(refused.status(), 401);
+      await expectText(ui.message, /^That username and password do not match an account\.$/);
+      await ui.password.fill(password);
+      await ui.password.press('Enter');
+      await expectVisible(ui.tasksView);
+      await expectCount(ui.tasks, LIMIT - 1, 'tasks');
+      await expectVisible(ui.message, false);
+    }],
+
+    ['shows a validation problem’s messages', async () => {
+      await ui.newTask.fill('   ');
+      const refused = await answerTo(page, 'POST', '/v1/tasks', () => ui.newTask.press('Enter'));
+      assert.equal(refused.status(), 422);
+      await expectText(ui.message, /Task must not be empty/);
+      assert.equal(await ui.newTask.getAttribute('aria-invalid'), 'true');
+    }],
+
+    ['logs no errors or policy violations in the browser', async () => {
+      assert.deepEqual(browserErrors, []);
+    }],
+  ];
+
+  let passed = 0;
+  let failed = 0;
+  try {
+    for (const [name, run] of steps) {
+      try {
+        await run();
+        passed += 1;
+        console.log(`ok ${passed} - ${name}`);
+      } catch (err) {
+        failed += 1;
+        console.log(`not ok ${passed + 1} - ${name}`);
+        console.log(`  ${String(err.stack || err).replaceAll('\n', '\n  ')}`);
+        const message = await textOf(ui.message)().catch(() => null);
+        if (message) console.log(`  the page says: ${message}`);
+        const failureShot = SCREENSHOT.replace(/(\.png)?$/, '-failure.png');
+        await page.screenshot({ path: failureShot, fullPage: true }).catch(() => {});
+        console.log(`  screenshot of the failure: ${failureShot}`);
+        break; // every later step builds on this one
+      }
+    }
+  } finally {
+    await browser.close();
+  }
+  const skipped = steps.length - passed - failed;
+  console.log(`e2e: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  return failed === 0 && skipped === 0;
+}
+
+// A hung browser must not hang CI.
+const watchdog = setTimeout(() => {
+  console.error('e2e: gave up after 180 s');
+  process.exit(1);
+}, 180_000);
+watchdog.unref();
+
+main().then(
+  (ok) => {
+    process.exitCode = ok ? 0 : 1;
+  },
+  (err) => {
+    console.error(err);
+    process.exitCode = 1;
+  },
+);
