@@ -19,7 +19,7 @@ use tower::Service as _;
 use crate::auth::{Accounts, token};
 use crate::clock::Clock;
 use crate::config::Settings;
-use crate::store::{Backend, Store, sqlite::SqliteStore};
+use crate::store::{Backend, Store, postgres::PostgresStore, sqlite::SqliteStore};
 
 /// A client that has not sent its request headers by then is disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -45,21 +45,21 @@ impl Deref for AppState {
     }
 }
 
-pub async fn open_store(backend: &Backend) -> anyhow::Result<Arc<dyn Store>> {
+pub async fn open_store(backend: &Backend, db_max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
     match backend {
         Backend::Sqlite(path) => {
             let path = path.clone();
             let store = tokio::task::spawn_blocking(move || SqliteStore::open(&path)).await??;
             Ok(Arc::new(store))
         }
-        Backend::Postgres(_) => anyhow::bail!("PostgreSQL is not supported by this build yet"),
+        Backend::Postgres(url) => Ok(Arc::new(PostgresStore::connect(url, db_max_connections).await?)),
     }
 }
 
 impl AppState {
     /// Opens the store, settles the signing secret and assembles the state.
     pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
-        let store = open_store(&settings.backend).await?;
+        let store = open_store(&settings.backend, settings.db_max_connections).await?;
         Self::with_store(settings, store, clock).await
     }
 

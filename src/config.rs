@@ -19,6 +19,10 @@ pub struct Config {
     /// `sqlite://PATH` or `postgres://...`; default `sqlite://<data dir>/quotask.db`.
     #[arg(long, env = "QUOTASK_DATABASE_URL", global = true)]
     pub database_url: Option<String>,
+    /// Most connections this instance opens to PostgreSQL (each instance has its own pool;
+    /// keep instances × this under the server's `max_connections`).
+    #[arg(long, env = "QUOTASK_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
+    pub db_max_connections: u32,
     /// Redis, for what several instances share.
     #[arg(long, env = "QUOTASK_REDIS_URL", global = true)]
     pub redis_url: Option<String>,
@@ -55,6 +59,8 @@ pub enum LogFormat {
 pub struct Settings {
     pub bind: SocketAddr,
     pub backend: Backend,
+    /// The PostgreSQL pool's size (the SQLite store sizes itself).
+    pub db_max_connections: u32,
     pub jwt_secret: Option<Vec<u8>>,
     pub default_daily_limit: u32,
     pub default_timezone: TimeZoneName,
@@ -69,6 +75,9 @@ impl Config {
             None => format!("sqlite://{}", self.data_dir.join("quotask.db").display()),
         };
         let backend = Backend::from_url(&url)?;
+        if self.db_max_connections == 0 {
+            return Err("QUOTASK_DB_MAX_CONNECTIONS: must be at least 1".into());
+        }
         if let Backend::Sqlite(path) = &backend {
             prepare_dir(path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(&self.data_dir))?;
         }
@@ -91,6 +100,7 @@ impl Config {
         Ok(Settings {
             bind: self.bind,
             backend,
+            db_max_connections: self.db_max_connections,
             jwt_secret,
             default_daily_limit,
             default_timezone,

@@ -2,6 +2,7 @@
 //! implementation chosen by the database URL's scheme. The quota's check-and-consume
 //! lives here, in the same transaction as the insert it guards (QUOTA.md item 2).
 
+pub mod postgres;
 pub mod sqlite;
 
 use std::sync::{LazyLock, Mutex};

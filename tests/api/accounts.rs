@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, TestApp, header, problem};
 
-#[tokio::test]
+on_both_stores!(sign_up_returns_the_user_without_any_password);
 async fn sign_up_returns_the_user_without_any_password() {
     let app = TestApp::spawn().await;
 
@@ -28,7 +28,7 @@ async fn sign_up_returns_the_user_without_any_password() {
     assert_eq!(user["created_at"], "2026-06-15T12:00:00Z");
 }
 
-#[tokio::test]
+on_both_stores!(a_taken_username_in_any_case_or_normal_form_answers_409);
 async fn a_taken_username_in_any_case_or_normal_form_answers_409() {
     let app = TestApp::spawn().await;
     app.sign_up("josé").await;
@@ -39,7 +39,7 @@ async fn a_taken_username_in_any_case_or_normal_form_answers_409() {
     }
 }
 
-#[tokio::test]
+on_both_stores!(sign_in_gives_a_bearer_pair_that_opens_me);
 async fn sign_in_gives_a_bearer_pair_that_opens_me() {
     let app = TestApp::spawn().await;
     app.sign_up("ann").await;
@@ -54,7 +54,7 @@ async fn sign_in_gives_a_bearer_pair_that_opens_me() {
     assert_eq!(me["username"], "ann");
 }
 
-#[tokio::test]
+on_both_stores!(refresh_rotates_and_reusing_a_spent_token_revokes_the_family);
 async fn refresh_rotates_and_reusing_a_spent_token_revokes_the_family() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -74,7 +74,7 @@ async fn refresh_rotates_and_reusing_a_spent_token_revokes_the_family() {
     assert_eq!(app.get("/v1/me", &ann.access).await.status(), StatusCode::UNAUTHORIZED);
 }
 
-#[tokio::test]
+on_both_stores!(sign_out_ends_the_access_token_and_the_refresh_token);
 async fn sign_out_ends_the_access_token_and_the_refresh_token() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -91,7 +91,7 @@ async fn sign_out_ends_the_access_token_and_the_refresh_token() {
     assert_eq!(app.get("/v1/me", &other_session.access).await.status(), StatusCode::OK, "other sessions live on");
 }
 
-#[tokio::test]
+on_both_stores!(a_password_change_lets_the_new_password_sign_in);
 async fn a_password_change_lets_the_new_password_sign_in() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -106,7 +106,7 @@ async fn a_password_change_lets_the_new_password_sign_in() {
     assert_eq!(new.status(), StatusCode::OK);
 }
 
-#[tokio::test]
+on_both_stores!(unknown_user_and_wrong_password_get_the_same_answer);
 async fn unknown_user_and_wrong_password_get_the_same_answer() {
     let app = TestApp::spawn().await;
     app.sign_up("ann").await;

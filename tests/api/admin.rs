@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 
-#[tokio::test]
+on_both_stores!(non_admins_get_403_on_every_admin_route);
 async fn non_admins_get_403_on_every_admin_route() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -21,7 +21,7 @@ async fn non_admins_get_403_on_every_admin_route() {
     assert_eq!(app.me(&ann).await["daily_limit"], 5);
 }
 
-#[tokio::test]
+on_both_stores!(every_admin_change_is_in_the_audit_trail);
 async fn every_admin_change_is_in_the_audit_trail() {
     let app = TestApp::spawn().await;
     let root = app.admin("root").await;
@@ -47,7 +47,7 @@ async fn every_admin_change_is_in_the_audit_trail() {
     assert_eq!(entries[1]["new_value"], "admin");
 }
 
-#[tokio::test]
+on_both_stores!(the_user_list_shows_todays_use_and_pages);
 async fn the_user_list_shows_todays_use_and_pages() {
     let app = TestApp::spawn().await;
     let root = app.admin("root").await;
@@ -67,7 +67,7 @@ async fn the_user_list_shows_todays_use_and_pages() {
     assert_eq!(next["next_cursor"], Value::Null);
 }
 
-#[tokio::test]
+on_both_stores!(an_admin_limit_outside_zero_to_a_million_is_refused);
 async fn an_admin_limit_outside_zero_to_a_million_is_refused() {
     let app = TestApp::spawn().await;
     let root = app.admin("root").await;

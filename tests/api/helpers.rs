@@ -1,8 +1,17 @@
 //! The black-box harness: a real server on port 0 with a fresh database per test, a
 //! clock the test can move, and one method per endpoint.
+//!
+//! Every test runs on both stores: write it as a plain `async fn name()` (no
+//! `#[tokio::test]`) and put `on_both_stores!(name);` on the line above it. That makes
+//! `name::on_sqlite` and `name::on_postgres`; the second is ignored unless asked for
+//! (`cargo test -- --include-ignored`), so a machine without PostgreSQL still passes
+//! and says what it skipped. Each PostgreSQL test gets a schema of its own
+//! (`t_<unix seconds>_<random>`), dropped when the test ends, so tests run in parallel.
 
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
 
 use jiff::Timestamp;
 use quotask::app::{AppState, Server};
@@ -12,8 +21,189 @@ use quotask::domain::{Role, TimeZoneName};
 use quotask::store::Backend;
 use reqwest::{Response, StatusCode};
 use serde_json::{Value, json};
+use sqlx::{Connection as _, Executor as _, PgConnection};
 
 pub const PASSWORD: &str = "correct horse battery";
+
+/// Where the PostgreSQL tests run, unless `QUOTASK_TEST_POSTGRES_URL` says otherwise.
+const DEFAULT_POSTGRES_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// Runs the test `$name` (a plain `async fn $name()`) once per store, as
+/// `$name::on_sqlite` and `$name::on_postgres`.
+macro_rules! on_both_stores {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn on_sqlite() {
+                $crate::helpers::run_on($crate::helpers::Db::Sqlite, super::$name()).await;
+            }
+
+            on_postgres_only!(super::$name);
+        }
+    };
+}
+
+/// Runs the test `$name` on PostgreSQL only, as `on_postgres` (inside `on_both_stores!`)
+/// or as `$name::on_postgres` (for a test that only means something with a server:
+/// several instances, locks).
+macro_rules! on_postgres_only {
+    (super::$name:ident) => {
+        #[tokio::test]
+        #[ignore = "needs PostgreSQL at QUOTASK_TEST_POSTGRES_URL or 127.0.0.1:5432"]
+        async fn on_postgres() {
+            $crate::helpers::run_on($crate::helpers::Db::Postgres, super::$name()).await;
+        }
+    };
+    ($name:ident) => {
+        mod $name {
+            on_postgres_only!(super::$name);
+        }
+    };
+}
+
+/// Which store `TestApp::spawn` opens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+tokio::task_local! {
+    /// Set by `on_both_stores!` around each test; SQLite when unset.
+    static DB: Db;
+}
+
+/// Runs `test` with `TestApp::spawn` opening `db`.
+pub async fn run_on(db: Db, test: impl Future<Output = ()>) {
+    DB.scope(db, test).await;
+}
+
+/// The store this test runs on.
+pub fn current_db() -> Db {
+    DB.try_with(|db| *db).unwrap_or(Db::Sqlite)
+}
+
+/// A test's database: a SQLite file in `dir`, or a PostgreSQL schema of its own.
+pub struct Database {
+    pub dir: tempfile::TempDir,
+    schema: Option<PgSchema>,
+}
+
+impl Database {
+    pub async fn new(db: Db) -> Database {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let schema = match db {
+            Db::Sqlite => None,
+            Db::Postgres => Some(PgSchema::create().await),
+        };
+        Database { dir, schema }
+    }
+
+    /// Settings for a quotask on this database (port 0, default limit 5, UTC).
+    pub fn settings(&self) -> Settings {
+        let mut settings = settings_for(self.dir.path());
+        if let Some(schema) = &self.schema {
+            settings.backend = Backend::Postgres(schema.url());
+        }
+        settings
+    }
+
+    /// The SQLite file, if the test runs on SQLite.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.schema.is_none().then(|| self.dir.path().join("quotask.db"))
+    }
+
+    /// The first column of every row of `sql`, read straight from the database: for
+    /// tests that check what is stored.
+    pub async fn stored<T>(&self, sql: &str) -> Vec<T>
+    where
+        T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+        T: Send + Unpin,
+    {
+        match &self.schema {
+            None => {
+                let db = rusqlite::Connection::open(self.dir.path().join("quotask.db")).expect("the SQLite file");
+                let mut query = db.prepare(sql).expect("a valid query");
+                query.query_map([], |r| r.get(0)).expect("rows").collect::<Result<_, _>>().expect("values")
+            }
+            Some(schema) => {
+                let mut conn = PgConnection::connect(&schema.url()).await.expect("the test schema");
+                let rows: Vec<(T,)> = sqlx::query_as(sql).fetch_all(&mut conn).await.expect("rows");
+                rows.into_iter().map(|(v,)| v).collect()
+            }
+        }
+    }
+
+    /// A connection to this test's PostgreSQL schema, for tests that lock or inspect it.
+    pub async fn postgres(&self) -> PgConnection {
+        let schema = self.schema.as_ref().expect("a PostgreSQL test");
+        PgConnection::connect(&schema.url()).await.expect("the test schema")
+    }
+}
+
+/// A schema on the test server, dropped with this value.
+struct PgSchema {
+    server: String,
+    name: String,
+}
+
+/// Schemas older than this are leftovers of a run that was killed; any run sweeps them.
+const STALE_SCHEMA_SECONDS: i64 = 6 * 3600;
+
+impl PgSchema {
+    async fn create() -> PgSchema {
+        let server = std::env::var("QUOTASK_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        let mut conn = PgConnection::connect(&server)
+            .await
+            .unwrap_or_else(|e| panic!("no PostgreSQL at {server} (set QUOTASK_TEST_POSTGRES_URL): {e}"));
+        let now = Timestamp::now().as_second();
+        static SWEEP: Once = Once::new();
+        let mut sweep = false;
+        SWEEP.call_once(|| sweep = true);
+        if sweep {
+            let stale: Vec<(String,)> =
+                sqlx::query_as("select nspname::text from pg_namespace where nspname ~ '^t_[0-9]+_[0-9a-f]+$'")
+                    .fetch_all(&mut conn)
+                    .await
+                    .expect("the schema list");
+            for (name,) in stale {
+                let born: i64 = name.split('_').nth(1).and_then(|s| s.parse().ok()).unwrap_or(now);
+                if now - born > STALE_SCHEMA_SECONDS {
+                    let _ = conn.execute(format!("drop schema if exists {name} cascade").as_str()).await;
+                }
+            }
+        }
+        let name = format!("t_{now}_{:016x}", rand::random::<u64>());
+        conn.execute(format!("create schema {name}").as_str()).await.expect("a test schema");
+        let _ = conn.close().await;
+        PgSchema { server, name }
+    }
+
+    /// The server's URL with this schema first on the search path.
+    fn url(&self) -> String {
+        let separator = if self.server.contains('?') { '&' } else { '?' };
+        format!("{}{separator}options[search_path]={}", self.server, self.name)
+    }
+}
+
+impl Drop for PgSchema {
+    /// Drops the schema from a thread of its own: `Drop` cannot await, and this one
+    /// runs inside the test's runtime.
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&server).await.ok()?;
+                // A server still holding a lock must not make the test hang.
+                conn.execute("set lock_timeout = '5s'").await.ok()?;
+                conn.execute(format!("drop schema if exists {name} cascade").as_str()).await.ok()?;
+                conn.close().await.ok()
+            })
+        });
+        let _ = dropped.join();
+    }
+}
 
 /// A running quotask on its own database.
 pub struct TestApp {
@@ -21,7 +211,8 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub state: AppState,
-    pub dir: tempfile::TempDir,
+    /// Shared with `another_instance`s; the database goes when the last of them does.
+    pub db: Arc<Database>,
     server: Option<Server>,
 }
 
@@ -35,10 +226,12 @@ pub fn ts(s: &str) -> Timestamp {
     s.parse().expect("a valid timestamp")
 }
 
+/// Settings for a quotask on a SQLite file in `dir`.
 pub fn settings_for(dir: &std::path::Path) -> Settings {
     Settings {
         bind: SocketAddr::from(([127, 0, 0, 1], 0)),
         backend: Backend::Sqlite(dir.join("quotask.db")),
+        db_max_connections: 8,
         jwt_secret: None,
         default_daily_limit: 5,
         default_timezone: TimeZoneName::utc(),
@@ -53,11 +246,20 @@ impl TestApp {
     }
 
     pub async fn spawn_at(now: Timestamp) -> TestApp {
-        let dir = tempfile::tempdir().expect("a temp dir");
-        let clock = Arc::new(ManualClock::new(now));
-        let (state, server) = start(&settings_for(dir.path()), clock.clone()).await;
+        let db = Arc::new(Database::new(current_db()).await);
+        Self::start_on(db, Arc::new(ManualClock::new(now))).await
+    }
+
+    /// Another server on the same database and clock: a second instance behind a load
+    /// balancer.
+    pub async fn another_instance(&self) -> TestApp {
+        Self::start_on(self.db.clone(), self.clock.clone()).await
+    }
+
+    async fn start_on(db: Arc<Database>, clock: Arc<ManualClock>) -> TestApp {
+        let (state, server) = start(&db.settings(), clock.clone()).await;
         let base = format!("http://{}", server.addr);
-        TestApp { base, client: reqwest::Client::new(), clock, state, dir, server: Some(server) }
+        TestApp { base, client: reqwest::Client::new(), clock, state, db, server: Some(server) }
     }
 
     /// Stops the server gracefully and starts a new one on the same database.
@@ -65,7 +267,7 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.stop().await;
         }
-        let (state, server) = start(&settings_for(self.dir.path()), self.clock.clone()).await;
+        let (state, server) = start(&self.db.settings(), self.clock.clone()).await;
         self.base = format!("http://{}", server.addr);
         self.state = state;
         self.server = Some(server);

@@ -20,7 +20,7 @@ async fn raw_post(
     req.send().await.unwrap()
 }
 
-#[tokio::test]
+on_both_stores!(malformed_bodies_answer_400_415_or_413);
 async fn malformed_bodies_answer_400_415_or_413() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -44,7 +44,7 @@ async fn malformed_bodies_answer_400_415_or_413() {
     assert_eq!(app.quota(&ann).await["used"], 0, "nothing created, no quota used");
 }
 
-#[tokio::test]
+on_both_stores!(wrong_shapes_answer_422_naming_the_field);
 async fn wrong_shapes_answer_422_naming_the_field() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -69,7 +69,7 @@ async fn wrong_shapes_answer_422_naming_the_field() {
     assert_eq!(app.quota(&ann).await["used"], 0);
 }
 
-#[tokio::test]
+on_both_stores!(sign_up_refuses_fields_a_client_may_not_set);
 async fn sign_up_refuses_fields_a_client_may_not_set() {
     let app = TestApp::spawn().await;
 
@@ -84,7 +84,7 @@ async fn sign_up_refuses_fields_a_client_may_not_set() {
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "no account was made");
 }
 
-#[tokio::test]
+on_both_stores!(sign_up_validation_names_every_bad_field);
 async fn sign_up_validation_names_every_bad_field() {
     let app = TestApp::spawn().await;
 
@@ -98,7 +98,7 @@ async fn sign_up_validation_names_every_bad_field() {
     assert_eq!(fields, ["username", "password", "timezone"]);
 }
 
-#[tokio::test]
+on_both_stores!(bad_query_parameters_answer_422_naming_them);
 async fn bad_query_parameters_answer_422_naming_them() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -117,7 +117,7 @@ async fn bad_query_parameters_answer_422_naming_them() {
     }
 }
 
-#[tokio::test]
+on_both_stores!(an_unknown_time_zone_is_refused_and_changes_nothing);
 async fn an_unknown_time_zone_is_refused_and_changes_nothing() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -131,7 +131,7 @@ async fn an_unknown_time_zone_is_refused_and_changes_nothing() {
     assert!(me.get("pending_timezone").is_none());
 }
 
-#[tokio::test]
+on_both_stores!(unknown_routes_and_methods_answer_problem_documents);
 async fn unknown_routes_and_methods_answer_problem_documents() {
     let app = TestApp::spawn().await;
 

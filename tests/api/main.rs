@@ -2,13 +2,16 @@
 
 #![expect(clippy::unwrap_used, reason = "a test fails loudly at the first surprise")]
 
+#[macro_use]
 mod helpers;
 
 mod accounts;
 mod admin;
 mod input;
+mod instances;
 mod quota;
 mod restart;
 mod security;
 mod seed;
+mod store;
 mod tasks;

@@ -6,7 +6,7 @@ use serde_json::json;
 
 use crate::helpers::{TestApp, header, problem, ts};
 
-#[tokio::test]
+on_both_stores!(create_task_returns_429_after_the_daily_limit_with_honest_headers);
 async fn create_task_returns_429_after_the_daily_limit_with_honest_headers() {
     let app = TestApp::spawn_at(ts("2026-06-15T20:00:00Z")).await;
     let alice = app.user("alice").await;
@@ -30,7 +30,7 @@ async fn create_task_returns_429_after_the_daily_limit_with_honest_headers() {
     assert_eq!(app.all_tasks(&alice).await.len(), 5);
 }
 
-#[tokio::test]
+on_both_stores!(the_quota_endpoint_agrees_with_the_next_create_and_uses_nothing);
 async fn the_quota_endpoint_agrees_with_the_next_create_and_uses_nothing() {
     let app = TestApp::spawn().await;
     let bob = app.user("bob").await;
@@ -48,7 +48,7 @@ async fn the_quota_endpoint_agrees_with_the_next_create_and_uses_nothing() {
     assert_eq!(quota["resets_at"], "2026-06-16T00:00:00Z");
 }
 
-#[tokio::test]
+on_both_stores!(two_hundred_concurrent_creates_for_a_limit_of_ten_give_exactly_ten);
 async fn two_hundred_concurrent_creates_for_a_limit_of_ten_give_exactly_ten() {
     let app = TestApp::spawn().await;
     let admin = app.admin("root").await;
@@ -67,7 +67,7 @@ async fn two_hundred_concurrent_creates_for_a_limit_of_ten_give_exactly_ten() {
     assert_eq!(app.quota(&carol).await["used"], 10);
 }
 
-#[tokio::test]
+on_both_stores!(a_limit_changed_mid_day_applies_at_once_up_and_down);
 async fn a_limit_changed_mid_day_applies_at_once_up_and_down() {
     let app = TestApp::spawn().await;
     let admin = app.admin("root").await;
@@ -92,7 +92,7 @@ async fn a_limit_changed_mid_day_applies_at_once_up_and_down() {
     assert_eq!(app.create_task(&dave, "x").await.status(), StatusCode::TOO_MANY_REQUESTS, "a limit of 0 allows none");
 }
 
-#[tokio::test]
+on_both_stores!(deleting_a_task_gives_no_quota_back);
 async fn deleting_a_task_gives_no_quota_back() {
     let app = TestApp::spawn().await;
     let erin = app.user("erin").await;
@@ -129,37 +129,37 @@ async fn n_before_and_n_after(zone: &str, boundary: &str) {
     assert_eq!(app.create_task(&user, "after").await.status(), StatusCode::TOO_MANY_REQUESTS, "{zone}");
 }
 
-#[tokio::test]
+on_both_stores!(kiritimati_and_niue_reset_at_their_own_midnights);
 async fn kiritimati_and_niue_reset_at_their_own_midnights() {
     n_before_and_n_after("Pacific/Kiritimati", "2026-06-15T10:00:00Z").await;
     n_before_and_n_after("Pacific/Niue", "2026-06-15T11:00:00Z").await;
 }
 
-#[tokio::test]
+on_both_stores!(st_johns_resets_on_the_half_hour);
 async fn st_johns_resets_on_the_half_hour() {
     n_before_and_n_after("America/St_Johns", "2026-01-15T03:30:00Z").await;
 }
 
-#[tokio::test]
+on_both_stores!(lord_howe_resets_at_midnight_on_its_short_and_long_days);
 async fn lord_howe_resets_at_midnight_on_its_short_and_long_days() {
     // 4 October 2026 is 23.5 hours long; 5 April 2026 is 24.5 hours long.
     n_before_and_n_after("Australia/Lord_Howe", "2026-10-04T13:00:00Z").await;
     n_before_and_n_after("Australia/Lord_Howe", "2026-04-05T13:30:00Z").await;
 }
 
-#[tokio::test]
+on_both_stores!(a_day_without_a_midnight_starts_at_one_in_havana_and_santiago);
 async fn a_day_without_a_midnight_starts_at_one_in_havana_and_santiago() {
     n_before_and_n_after("America/Havana", "2026-03-08T05:00:00Z").await;
     n_before_and_n_after("America/Santiago", "2026-09-06T04:00:00Z").await;
 }
 
-#[tokio::test]
+on_both_stores!(santiagos_twenty_five_hour_day_is_one_day);
 async fn santiagos_twenty_five_hour_day_is_one_day() {
     // 4 April 2026 in Santiago: 00:00 -03 (03:00Z) to 00:00 -04 on the 5th (04:00Z).
     n_before_and_n_after("America/Santiago", "2026-04-05T04:00:00Z").await;
 }
 
-#[tokio::test]
+on_both_stores!(a_time_zone_change_waits_for_the_old_zones_midnight_and_mints_nothing);
 async fn a_time_zone_change_waits_for_the_old_zones_midnight_and_mints_nothing() {
     // Noon UTC: already the 16th in Kiritimati, still the 15th in UTC.
     let app = TestApp::spawn_at(ts("2026-06-15T12:00:00Z")).await;
@@ -186,7 +186,7 @@ async fn a_time_zone_change_waits_for_the_old_zones_midnight_and_mints_nothing()
     assert_eq!(app.create_task(&frank, "x").await.status(), StatusCode::CREATED);
 }
 
-#[tokio::test]
+on_both_stores!(moving_west_across_the_date_line_reenters_a_used_day_without_new_quota);
 async fn moving_west_across_the_date_line_reenters_a_used_day_without_new_quota() {
     let app = TestApp::spawn_at(ts("2026-06-01T05:00:00Z")).await;
     app.post(

@@ -4,7 +4,7 @@ use reqwest::StatusCode;
 
 use crate::helpers::TestApp;
 
-#[tokio::test]
+on_both_stores!(a_restart_keeps_tasks_quota_and_tokens);
 async fn a_restart_keeps_tasks_quota_and_tokens() {
     let mut app = TestApp::spawn().await;
     let ann = app.user("ann").await;

@@ -38,7 +38,7 @@ fn at_jwt(alg: Algorithm) -> Header {
     Header { typ: Some("at+jwt".into()), ..Header::new(alg) }
 }
 
-#[tokio::test]
+on_both_stores!(forged_and_altered_tokens_answer_401_never_5xx);
 async fn forged_and_altered_tokens_answer_401_never_5xx() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -74,7 +74,7 @@ async fn forged_and_altered_tokens_answer_401_never_5xx() {
     }
 }
 
-#[tokio::test]
+on_both_stores!(tokens_with_bad_claims_answer_401);
 async fn tokens_with_bad_claims_answer_401() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -107,7 +107,7 @@ async fn tokens_with_bad_claims_answer_401() {
     assert_eq!(res.status(), StatusCode::OK, "a token 4 s past expiry is within the leeway");
 }
 
-#[tokio::test]
+on_both_stores!(the_secret_is_kept_in_the_database_and_another_installs_tokens_fail);
 async fn the_secret_is_kept_in_the_database_and_another_installs_tokens_fail() {
     let app = TestApp::spawn().await;
     let other = TestApp::spawn().await;
@@ -115,37 +115,29 @@ async fn the_secret_is_kept_in_the_database_and_another_installs_tokens_fail() {
     other.sign_up("ann").await;
 
     let key = secret(&app).await;
-    let db = rusqlite::Connection::open(app.dir.path().join("quotask.db")).unwrap();
-    let stored: Vec<u8> =
-        db.query_row("select value from settings where key = 'jwt_secret'", [], |r| r.get(0)).unwrap();
+    let stored: Vec<Vec<u8>> = app.db.stored("select value from settings where key = 'jwt_secret'").await;
+    let stored = stored.concat();
 
     assert_eq!(stored, key);
     assert!(stored.len() >= 32 && stored.iter().any(|b| *b != 0), "32 random bytes");
     assert_ne!(key, secret(&other).await);
     assert_eq!(other.get("/v1/me", &ann.access).await.status(), StatusCode::UNAUTHORIZED);
     #[cfg(unix)]
-    {
+    if let Some(path) = app.db.sqlite_path() {
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(app.dir.path().join("quotask.db")).unwrap().permissions().mode();
+        let mode = std::fs::metadata(path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "the database holds the secret: owner only");
     }
 }
 
-#[tokio::test]
+on_both_stores!(passwords_are_stored_as_argon2id_with_unique_salts_and_never_truncated);
 async fn passwords_are_stored_as_argon2id_with_unique_salts_and_never_truncated() {
     let app = TestApp::spawn().await;
     let long = "пароль-".repeat(12); // 84 characters, 156 bytes: past bcrypt's 72.
     app.post("/v1/auth/signup", &json!({"username": "ann", "password": long}), None).await;
     app.post("/v1/auth/signup", &json!({"username": "bob", "password": long}), None).await;
 
-    let db = rusqlite::Connection::open(app.dir.path().join("quotask.db")).unwrap();
-    let hashes: Vec<String> = db
-        .prepare("select password_hash from users order by username")
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let hashes: Vec<String> = app.db.stored("select password_hash from users order by username").await;
 
     assert_eq!(hashes.len(), 2);
     for hash in &hashes {
@@ -160,7 +152,7 @@ async fn passwords_are_stored_as_argon2id_with_unique_salts_and_never_truncated(
     assert_eq!(res.status(), StatusCode::UNAUTHORIZED, "every character counts");
 }
 
-#[tokio::test]
+on_both_stores!(after_a_hundred_failures_an_account_is_throttled_whatever_x_forwarded_for_says);
 async fn after_a_hundred_failures_an_account_is_throttled_whatever_x_forwarded_for_says() {
     let app = TestApp::spawn().await;
     app.sign_up("victim").await;
@@ -187,7 +179,7 @@ async fn after_a_hundred_failures_an_account_is_throttled_whatever_x_forwarded_f
     assert_eq!((evaluated, throttled), (100, 50));
 }
 
-#[tokio::test]
+on_both_stores!(usernames_have_one_canonical_form_and_look_alikes_are_refused);
 async fn usernames_have_one_canonical_form_and_look_alikes_are_refused() {
     let app = TestApp::spawn().await;
     assert_eq!(app.sign_up("Admin").await["username"], "admin");

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::TestApp;
 
-#[tokio::test]
+on_both_stores!(the_seed_walk_through_works_as_written_with_a_longer_password);
 async fn the_seed_walk_through_works_as_written_with_a_longer_password() {
     let app = TestApp::spawn().await;
     let creds = json!({"username": "user", "password": "testtest"});
@@ -46,7 +46,7 @@ async fn the_seed_walk_through_works_as_written_with_a_longer_password() {
     assert_eq!(body["payload"]["type"], "https://quotask.dev/problems/quota-exceeded");
 }
 
-#[tokio::test]
+on_both_stores!(the_seeds_short_example_password_is_refused_in_the_seed_shape);
 async fn the_seeds_short_example_password_is_refused_in_the_seed_shape() {
     let app = TestApp::spawn().await;
 
@@ -64,7 +64,7 @@ async fn the_seeds_short_example_password_is_refused_in_the_seed_shape() {
     assert_eq!(body["payload"]["errors"][0]["field"], "password");
 }
 
-#[tokio::test]
+on_both_stores!(the_seed_routes_answer_401_and_409_with_the_right_codes);
 async fn the_seed_routes_answer_401_and_409_with_the_right_codes() {
     let app = TestApp::spawn().await;
     let creds = json!({"username": "user", "password": "testtest"});

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::{TestApp, header, problem};
 
-#[tokio::test]
+on_both_stores!(a_created_task_can_be_read_updated_and_deleted);
 async fn a_created_task_can_be_read_updated_and_deleted() {
     let app = TestApp::spawn().await;
     let ann = app.user("ann").await;
@@ -33,7 +33,7 @@ async fn a_created_task_can_be_read_updated_and_deleted() {
     assert_eq!(app.get(&location, &ann.access).await.status(), StatusCode::NOT_FOUND);
 }
 
-#[tokio::test]
+on_both_stores!(another_users_task_answers_404_for_get_update_and_delete);
 async fn another_users_task_answers_404_for_get_update_and_delete() {
     let app = TestApp::spawn().await;
     let owner = app.user("owner").await;
@@ -53,7 +53,7 @@ async fn another_users_task_answers_404_for_get_update_and_delete() {
     assert_eq!(problem(res).await["type"], "https://quotask.dev/problems/not-found");
 }
 
-#[tokio::test]
+on_both_stores!(the_list_is_newest_first_paged_and_filtered);
 async fn the_list_is_newest_first_paged_and_filtered() {
     let app = TestApp::spawn().await;
     let admin = app.admin("root").await;

@@ -1,0 +1,527 @@
+//! The `Store` trait on PostgreSQL. Each call is as few round trips as its rules allow;
+//! every call is bounded in time (`bounded`) and its errors classified (`classify`).
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+use sqlx::Row as _;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS};
+use super::{PostgresStore, bounded, classify};
+use crate::domain::{AuditEntry, QuotaStatus, Task, TaskContent, User, Username};
+use crate::store::{
+    AdminChanges, Created, NewUser, Refreshed, Result, Store, StoreError, TaskFilter, TaskPatch, UserChanges, new_id,
+};
+
+fn internal(e: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::Internal(e.into())
+}
+
+fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+/// Decodes a row, an error in which is the store's fault.
+fn decode<T>(row: &PgRow, f: fn(&PgRow) -> Result<T, sqlx::Error>) -> Result<T> {
+    f(row).map_err(classify)
+}
+
+impl PostgresStore {
+    async fn load_user(&self, id: Uuid) -> Result<Option<User>> {
+        let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(|r| decode(r, rows::user)).transpose()
+    }
+
+    async fn used_on(&self, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
+        let row = sqlx::query("select used from usage where user_id = $1 and day = $2::date")
+            .bind(user_id)
+            .bind(day.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(row.map(|r| decode(&r, |r| rows::count(r, "used"))).transpose()?.unwrap_or_default())
+    }
+
+    async fn load_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
+        let row = sqlx::query(&format!("select {TASK_COLUMNS} from tasks where id = $1 and user_id = $2"))
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(|r| decode(r, rows::task)).transpose()
+    }
+
+    /// Marks a refresh family revoked; `revoked_at` keeps the first revocation.
+    async fn revoke(&self, session_id: Uuid, now: Timestamp) -> Result<()> {
+        sqlx::query("update sessions set revoked_at = $2 where id = $1 and revoked_at is null")
+            .bind(session_id)
+            .bind(micros(now))
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(classify)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        bounded(async { sqlx::query("select 1").execute(&self.pool).await.map(drop).map_err(classify) }).await
+    }
+
+    async fn durability(&self) -> Result<String> {
+        bounded(async {
+            let row = sqlx::query(
+                "select current_setting('synchronous_commit') as synchronous_commit,
+                        current_setting('fsync') as fsync,
+                        current_setting('full_page_writes') as full_page_writes",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+            let get = |name: &str| row.try_get::<String, _>(name).map_err(classify);
+            let (commit, fsync, pages) = (get("synchronous_commit")?, get("fsync")?, get("full_page_writes")?);
+            if commit == "off" || fsync == "off" {
+                tracing::warn!(synchronous_commit = %commit, fsync = %fsync, "PostgreSQL may lose acknowledged tasks on a crash");
+            }
+            Ok(format!("postgres synchronous_commit={commit} fsync={fsync} full_page_writes={pages}"))
+        })
+        .await
+    }
+
+    async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>> {
+        bounded(async {
+            // Two statements: a select in the insert's own statement would not see a
+            // secret that another instance committed while this one waited for it.
+            sqlx::query("insert into settings (key, value) values ('jwt_secret', $1) on conflict (key) do nothing")
+                .bind(candidate)
+                .execute(&self.pool)
+                .await
+                .map_err(classify)?;
+            sqlx::query_scalar("select value from settings where key = 'jwt_secret'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(classify)
+        })
+        .await
+    }
+
+    async fn create_user(&self, user: NewUser, now: Timestamp) -> Result<User> {
+        bounded(async {
+            let row = sqlx::query(&format!(
+                "insert into users as u (id, username, password_hash, role, daily_limit, timezone, created_at)
+                 values ($1, $2, $3, $4, $5, $6, $7) returning {USER_COLUMNS}"
+            ))
+            .bind(new_id(now))
+            .bind(user.username.as_str())
+            .bind(&user.password_hash)
+            .bind(user.role.as_str())
+            .bind(i64::from(user.daily_limit))
+            .bind(user.zone.current.as_str())
+            .bind(micros(now))
+            .fetch_one(&self.pool)
+            .await
+            .map_err(classify)?;
+            decode(&row, rows::user)
+        })
+        .await
+    }
+
+    async fn user_credentials(&self, username: &Username) -> Result<Option<(User, String)>> {
+        bounded(async {
+            let row =
+                sqlx::query(&format!("select {USER_COLUMNS}, u.password_hash from users u where u.username = $1"))
+                    .bind(username.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(classify)?;
+            row.as_ref().map(|r| decode(r, |r| Ok((rows::user(r)?, r.try_get("password_hash")?)))).transpose()
+        })
+        .await
+    }
+
+    async fn user(&self, id: Uuid) -> Result<Option<User>> {
+        bounded(self.load_user(id)).await
+    }
+
+    async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>> {
+        bounded(async {
+            let row = sqlx::query(&format!(
+                "select {USER_COLUMNS} from sessions s join users u on u.id = s.user_id
+                 where s.id = $1 and s.user_id = $2 and s.revoked_at is null"
+            ))
+            .bind(session_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+            row.as_ref().map(|r| decode(r, rows::user)).transpose()
+        })
+        .await
+    }
+
+    async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>> {
+        bounded(async {
+            let zone = changes.zone.as_ref();
+            let pending = zone.and_then(|z| z.pending.as_ref());
+            let row = sqlx::query(&format!(
+                "update users as u set
+                     timezone = case when $2 then $3 else u.timezone end,
+                     pending_timezone = case when $2 then $4 else u.pending_timezone end,
+                     timezone_effective_at = case when $2 then $5 else u.timezone_effective_at end,
+                     password_hash = coalesce($6, u.password_hash)
+                 where u.id = $1 returning {USER_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(zone.is_some())
+            .bind(zone.map(|z| z.current.as_str()))
+            .bind(pending.map(|(tz, _)| tz.as_str()))
+            .bind(pending.map(|(_, at)| micros(*at)))
+            .bind(changes.password_hash.as_deref())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+            row.as_ref().map(|r| decode(r, rows::user)).transpose()
+        })
+        .await
+    }
+
+    async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>> {
+        bounded(async {
+            let users = sqlx::query(&format!(
+                "select {USER_COLUMNS} from users u where $1::uuid is null or u.id > $1 order by u.id limit $2"
+            ))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| decode(r, rows::user))
+            .collect::<Result<Vec<_>>>()?;
+            // Each user's day depends on their zone: one query for the whole page.
+            let (ids, days): (Vec<Uuid>, Vec<String>) =
+                users.iter().map(|u| (u.id, u.zone.window(now).day.to_string())).unzip();
+            let used: HashMap<Uuid, u32> = sqlx::query(
+                "select g.user_id, g.used from usage g
+                 join unnest($1::uuid[], $2::text[]) as k (user_id, day) on g.user_id = k.user_id and g.day = k.day::date",
+            )
+            .bind(ids)
+            .bind(days)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| decode(r, |r| Ok((r.try_get("user_id")?, rows::count(r, "used")?))))
+            .collect::<Result<_>>()?;
+            Ok(users
+                .into_iter()
+                .map(|u| {
+                    let n = used.get(&u.id).copied().unwrap_or_default();
+                    (u, n)
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn admin_update_user(
+        &self,
+        actor: Option<Uuid>,
+        target: Uuid,
+        changes: AdminChanges,
+        now: Timestamp,
+    ) -> Result<Option<User>> {
+        bounded(async {
+            let mut tx = self.pool.begin().await.map_err(classify)?;
+            // `for no key update`: the audit's old values are the ones replaced, and the
+            // lock does not block task inserts (their foreign key takes `key share`).
+            let before = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1 for no key update"))
+                .bind(target)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(classify)?;
+            let Some(before) = before.as_ref().map(|r| decode(r, rows::user)).transpose()? else { return Ok(None) };
+            let mut entries = Vec::new();
+            if let Some(limit) = changes.daily_limit {
+                entries.push(("daily_limit", before.daily_limit.to_string(), limit.to_string()));
+            }
+            if let Some(role) = changes.role {
+                entries.push(("role", before.role.as_str().to_owned(), role.as_str().to_owned()));
+            }
+            let after = sqlx::query(&format!(
+                "update users as u set daily_limit = coalesce($2, u.daily_limit), role = coalesce($3, u.role)
+                 where u.id = $1 returning {USER_COLUMNS}"
+            ))
+            .bind(target)
+            .bind(changes.daily_limit.map(i64::from))
+            .bind(changes.role.map(|r| r.as_str()))
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(classify)?;
+            for (field, old, new) in entries {
+                sqlx::query(
+                    "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
+                     values ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(new_id(now))
+                .bind(actor)
+                .bind(target)
+                .bind(field)
+                .bind(old)
+                .bind(new)
+                .bind(micros(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(classify)?;
+            }
+            tx.commit().await.map_err(classify)?;
+            decode(&after, rows::user).map(Some)
+        })
+        .await
+    }
+
+    async fn audit_trail(&self, target: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<AuditEntry>> {
+        bounded(async {
+            sqlx::query(&format!(
+                "select {AUDIT_COLUMNS} from audit
+                 where target_id = $1 and ($2::uuid is null or id > $2) order by id limit $3"
+            ))
+            .bind(target)
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| decode(r, rows::audit))
+            .collect()
+        })
+        .await
+    }
+
+    async fn create_session(
+        &self,
+        user_id: Uuid,
+        refresh_hash: [u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Uuid> {
+        bounded(async {
+            let id = new_id(now);
+            sqlx::query(
+                "with s as (insert into sessions (id, user_id, created_at) values ($1, $2, $3) returning id)
+                 insert into refresh_tokens (hash, session_id, user_id, expires_at) select $4, s.id, $2, $5 from s",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(micros(now))
+            .bind(&refresh_hash[..])
+            .bind(micros(expires_at))
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old_hash: [u8; 32],
+        new_hash: [u8; 32],
+        now: Timestamp,
+        expires_at: Timestamp,
+    ) -> Result<Refreshed> {
+        bounded(async {
+            // Spending the token and recording its successor is one statement. Of two
+            // concurrent uses of one token, the second waits for the first's row lock,
+            // then finds it spent and takes the reuse path below.
+            let rotated = sqlx::query(
+                "with spent as (
+                     update refresh_tokens as r set spent_at = $2 from sessions s
+                     where r.hash = $1 and s.id = r.session_id and r.spent_at is null
+                       and s.revoked_at is null and r.expires_at > $2
+                     returning r.session_id, r.user_id
+                 )
+                 insert into refresh_tokens (hash, session_id, user_id, expires_at)
+                 select $3, session_id, user_id, $4 from spent returning session_id, user_id",
+            )
+            .bind(&old_hash[..])
+            .bind(micros(now))
+            .bind(&new_hash[..])
+            .bind(micros(expires_at))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+            if let Some(row) = rotated {
+                let (session_id, user_id) = decode(&row, |r| Ok((r.try_get("session_id")?, r.try_get("user_id")?)))?;
+                return Ok(Refreshed::Rotated { user_id, session_id });
+            }
+            // Not rotated: unknown, revoked, expired, or spent before (a reuse).
+            let found = sqlx::query(
+                "select r.session_id, r.spent_at is not null as spent, s.revoked_at is not null as revoked
+                 from refresh_tokens r join sessions s on s.id = r.session_id where r.hash = $1",
+            )
+            .bind(&old_hash[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+            let Some(row) = found else { return Ok(Refreshed::Invalid) };
+            let (session_id, spent, revoked): (Uuid, bool, bool) =
+                decode(&row, |r| Ok((r.try_get("session_id")?, r.try_get("spent")?, r.try_get("revoked")?)))?;
+            if revoked || !spent {
+                return Ok(Refreshed::Invalid);
+            }
+            self.revoke(session_id, now).await?;
+            Ok(Refreshed::Reused)
+        })
+        .await
+    }
+
+    async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()> {
+        bounded(self.revoke(session_id, now)).await
+    }
+
+    async fn create_task(&self, user_id: Uuid, content: TaskContent, now: Timestamp) -> Result<Created> {
+        bounded(async {
+            // The day comes from the user's zone, which only Rust knows how to apply
+            // (the time-zone database ships in the binary), so the user is read first.
+            // A concurrent zone change cannot move the day of `now`: it only takes
+            // effect at the next local midnight (QUOTA.md item 4).
+            let user = self.load_user(user_id).await?.ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
+            let window = user.zone.window(now);
+            let timezone = user.zone.effective(now).clone();
+            let task_id = new_id(now);
+            // Check, consume and insert in one statement, so one implicit transaction.
+            // READ COMMITTED is enough: `on conflict do update` locks the (user, day)
+            // row and evaluates `used < limit` against its latest committed version,
+            // so concurrent creates, on any instance, queue on that row and the limit
+            // can never be passed. The limit is read here, in the same statement, so
+            // an administrator's change applies at once. The task is inserted only if
+            // the counter moved; if the insert fails, the whole statement (and the
+            // unit it took) is rolled back.
+            let row = sqlx::query(
+                "with quota as (
+                     select daily_limit from users where id = $1
+                 ), counted as (
+                     insert into usage as g (user_id, day, used)
+                     select $1, $2::date, 1 from quota where daily_limit > 0
+                     on conflict (user_id, day) do update set used = g.used + 1
+                     where g.used < (select daily_limit from quota)
+                     returning g.used
+                 ), created as (
+                     insert into tasks (id, user_id, content, done, day, created_at, updated_at)
+                     select $3, $1, $4, false, $2::date, $5, $5 from counted
+                 )
+                 select quota.daily_limit, counted.used from quota left join counted on true",
+            )
+            .bind(user_id)
+            .bind(window.day.to_string())
+            .bind(task_id)
+            .bind(content.as_str())
+            .bind(micros(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?
+            .ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
+            let (limit, used) =
+                decode(&row, |r| Ok((rows::count(r, "daily_limit")?, rows::optional_count(r, "used")?)))?;
+            let Some(used) = used else {
+                // Refused: read the counter as committed now (the statement's own
+                // snapshot may predate the creates that used the day up).
+                let used = self.used_on(user_id, window.day).await?;
+                return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));
+            };
+            let task = Task {
+                id: task_id,
+                content: content.into_string(),
+                done: false,
+                day: window.day,
+                created_at: now,
+                updated_at: now,
+            };
+            Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone }))
+        })
+        .await
+    }
+
+    async fn quota(&self, user_id: Uuid, now: Timestamp) -> Result<Option<QuotaStatus>> {
+        bounded(async {
+            let Some(user) = self.load_user(user_id).await? else { return Ok(None) };
+            let window = user.zone.window(now);
+            Ok(Some(QuotaStatus {
+                limit: user.daily_limit,
+                used: self.used_on(user_id, window.day).await?,
+                timezone: user.zone.effective(now).clone(),
+                window,
+            }))
+        })
+        .await
+    }
+
+    async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {
+        bounded(async {
+            sqlx::query(&format!(
+                "select {TASK_COLUMNS} from tasks where user_id = $1 and ($2::text is null or day = $2::date)
+                 and ($3::boolean is null or done = $3) and ($4::uuid is null or id < $4) order by id desc limit $5"
+            ))
+            .bind(user_id)
+            .bind(filter.day.map(|d| d.to_string()))
+            .bind(filter.done)
+            .bind(filter.before)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| decode(r, rows::task))
+            .collect()
+        })
+        .await
+    }
+
+    async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
+        bounded(self.load_task(user_id, id)).await
+    }
+
+    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>> {
+        bounded(async {
+            let row = sqlx::query(&format!(
+                "update tasks set content = coalesce($3, content), done = coalesce($4, done), updated_at = $5
+                 where id = $1 and user_id = $2 returning {TASK_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(user_id)
+            .bind(patch.content.as_ref().map(TaskContent::as_str))
+            .bind(patch.done)
+            .bind(micros(now))
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+            row.as_ref().map(|r| decode(r, rows::task)).transpose()
+        })
+        .await
+    }
+
+    async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        bounded(async {
+            sqlx::query("delete from tasks where id = $1 and user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .execute(&self.pool)
+                .await
+                .map(|done| done.rows_affected() > 0)
+                .map_err(classify)
+        })
+        .await
+    }
+}

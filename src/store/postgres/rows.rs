@@ -1,0 +1,78 @@
+//! Rows into domain values, checked at run time; a row that does not decode is an
+//! internal error, never a client's.
+
+use jiff::Timestamp;
+use sqlx::Row as _;
+use sqlx::error::BoxDynError;
+use sqlx::postgres::PgRow;
+
+use crate::domain::{AuditEntry, Role, Task, TimeZoneName, User, UserZone};
+
+/// The user columns, for a query that names `users` as `u`.
+pub(super) const USER_COLUMNS: &str =
+    "u.id, u.username, u.role, u.daily_limit, u.timezone, u.pending_timezone, u.timezone_effective_at, u.created_at";
+/// The task columns; the day as `YYYY-MM-DD` whatever the session's `DateStyle`.
+pub(super) const TASK_COLUMNS: &str = "id, content, done, to_char(day, 'YYYY-MM-DD') as day, created_at, updated_at";
+pub(super) const AUDIT_COLUMNS: &str = "id, actor_id, target_id, field, old_value, new_value, at";
+
+type Decoded<T> = Result<T, sqlx::Error>;
+
+fn bad(e: impl Into<BoxDynError>) -> sqlx::Error {
+    sqlx::Error::Decode(e.into())
+}
+
+pub(super) fn timestamp(row: &PgRow, column: &str) -> Decoded<Timestamp> {
+    Timestamp::from_microsecond(row.try_get(column)?).map_err(bad)
+}
+
+fn zone(name: &str) -> Decoded<TimeZoneName> {
+    TimeZoneName::parse(name).map_err(|e| bad(e.message))
+}
+
+pub(super) fn count(row: &PgRow, column: &str) -> Decoded<u32> {
+    u32::try_from(row.try_get::<i32, _>(column)?).map_err(bad)
+}
+
+pub(super) fn user(row: &PgRow) -> Decoded<User> {
+    let role: String = row.try_get("role")?;
+    let pending = match row.try_get::<Option<String>, _>("pending_timezone")? {
+        Some(name) => Some((zone(&name)?, timestamp(row, "timezone_effective_at")?)),
+        None => None,
+    };
+    Ok(User {
+        id: row.try_get("id")?,
+        username: row.try_get("username")?,
+        role: Role::parse(&role).ok_or_else(|| bad(format!("unknown role {role}")))?,
+        daily_limit: count(row, "daily_limit")?,
+        zone: UserZone { current: zone(row.try_get("timezone")?)?, pending },
+        created_at: timestamp(row, "created_at")?,
+    })
+}
+
+pub(super) fn task(row: &PgRow) -> Decoded<Task> {
+    Ok(Task {
+        id: row.try_get("id")?,
+        content: row.try_get("content")?,
+        done: row.try_get("done")?,
+        day: row.try_get::<&str, _>("day")?.parse().map_err(bad)?,
+        created_at: timestamp(row, "created_at")?,
+        updated_at: timestamp(row, "updated_at")?,
+    })
+}
+
+pub(super) fn audit(row: &PgRow) -> Decoded<AuditEntry> {
+    Ok(AuditEntry {
+        id: row.try_get("id")?,
+        actor_id: row.try_get("actor_id")?,
+        target_id: row.try_get("target_id")?,
+        field: row.try_get("field")?,
+        old_value: row.try_get("old_value")?,
+        new_value: row.try_get("new_value")?,
+        at: timestamp(row, "at")?,
+    })
+}
+
+/// A quota counter (`used`, `daily_limit`) that may be SQL null.
+pub(super) fn optional_count(row: &PgRow, column: &str) -> Decoded<Option<u32>> {
+    row.try_get::<Option<i32>, _>(column)?.map(|n| u32::try_from(n).map_err(bad)).transpose()
+}
