@@ -17,6 +17,8 @@
 #   BENCH_USERS=64         users whose tokens are spread over the connections
 #   BENCH_WARMUP=2         seconds of unmeasured GET /healthz first
 #   BENCH_STARTS=3         start-ups measured on the existing database
+#   BENCH_QUIET_WAIT=60    before each scenario, wait up to this many seconds for the
+#                          rest of the machine to go quiet (< 0.25 cores busy); 0: don't
 #   BENCH_KEEP=1           keep the temp dir (database, logs, wrk output)
 #   QUOTASK_BIN=...        the binary (default target/release/quotask)
 set -euo pipefail
@@ -30,6 +32,7 @@ THREADS=${BENCH_THREADS:-2}
 USERS=${BENCH_USERS:-64}
 WARMUP=${BENCH_WARMUP:-2}
 STARTS=${BENCH_STARTS:-3}
+QUIET_WAIT=${BENCH_QUIET_WAIT:-60}
 PG_URL=${1:-}
 LIMIT=1000000
 
@@ -148,6 +151,30 @@ cpu_ticks() {
     echo $((f[11] + f[12]))
 }
 
+# machine_busy: ticks all CPUs spent busy since boot (user+nice+system+irq+softirq+steal).
+machine_busy() {
+    local _cpu user nice system idle iowait irq softirq steal _rest
+    read -r _cpu user nice system idle iowait irq softirq steal _rest </proc/stat
+    echo $((user + nice + system + irq + softirq + steal))
+}
+
+# quiet_wait: waits (up to QUIET_WAIT s) until other processes use < 0.25 cores over a
+# second, since the load generator shares this machine's cores with the server already.
+quiet_wait() {
+    local deadline=$((SECONDS + QUIET_WAIT)) b0 b1 busy
+    while :; do
+        b0=$(machine_busy); sleep 1; b1=$(machine_busy)
+        busy=$(awk -v t=$((b1 - b0)) -v hz="$CLK_TCK" 'BEGIN { printf "%.2f", t / hz }')
+        if awk -v b="$busy" 'BEGIN { exit !(b < 0.25) }'; then
+            return
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "   machine still busy after ${QUIET_WAIT} s (${busy} cores used by other processes); measuring anyway"
+            return
+        fi
+    done
+}
+
 # VmRSS every 50 ms while a scenario runs, one sample a line (the peak is taken after).
 start_sampler() {
     local pid=$1 out=$2
@@ -171,17 +198,23 @@ scenario() {
     local label=$1 url=$2 method=$3 path=$4 tokens=$5 body=${6:-}
     local out="$TMP/$label.wrk" rss="$TMP/$label.rss" kv
     echo "0" >"$rss"
-    local cpu0 cpu1 TIMEFORMAT='%U %S %R'
+    local cpu0 cpu1 busy0 busy1 TIMEFORMAT='%U %S %R'
+    ((QUIET_WAIT > 0)) && quiet_wait
     cpu0=$(cpu_ticks "$SERVER_PID")
+    busy0=$(machine_busy)
     start_sampler "$SERVER_PID" "$rss"
     { time wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s -s "$BENCH/wrk.lua" "$url" \
         -- "$method" "$path" "$tokens" "$body" >"$out" 2>&1 || true; } 2>"$TMP/$label.time"
     stop_sampler
     cpu1=$(cpu_ticks "$SERVER_PID")
+    busy1=$(machine_busy)
     # Average cores busy while wrk ran: the server's, and wrk's own (same machine).
     read -r wu ws wr <"$TMP/$label.time"
     R[$label.srv_cores]=$(awk -v t=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v s="$wr" 'BEGIN { printf "%.2f", t / hz / s }')
     R[$label.wrk_cores]=$(awk -v u="$wu" -v k="$ws" -v s="$wr" 'BEGIN { printf "%.2f", (u + k) / s }')
+    # Whatever else ran meanwhile (other processes on a shared machine): noise.
+    R[$label.other_cores]=$(awk -v t=$((busy1 - busy0)) -v hz="$CLK_TCK" -v s="$wr" -v a="${R[$label.srv_cores]}" -v b="${R[$label.wrk_cores]}" \
+        'BEGIN { o = t / hz / s - a - b; if (o < 0) o = 0; printf "%.2f", o }')
     grep -q '^BENCH ' "$out" || { cat "$out" >&2; die "wrk failed for $label"; }
     for kv in $(grep '^BENCH ' "$out" | cut -d' ' -f2-); do
         R[$label.${kv%%=*}]=${kv#*=}
@@ -200,12 +233,13 @@ verdict() { awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >=
 
 print_table() {
     local label
-    printf '%-16s %10s %8s %8s %8s %14s %13s %10s %10s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
-        "non-2xx/errors" "peak RSS MiB" "srv cores" "wrk cores"
+    printf '%-16s %10s %7s %7s %7s %14s %13s %6s %6s %6s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
+        "non-2xx/errors" "peak RSS MiB" "server" "wrk" "others"
     for label in "$@"; do
-        printf '%-16s %10s %8s %8s %8s %14s %13s %10s %10s\n' "$label" "${R[$label.ok_per_s]}" \
+        printf '%-16s %10s %7s %7s %7s %14s %13s %6s %6s %6s\n' "$label" "${R[$label.ok_per_s]}" \
             "$(ms "${R[$label.p50_us]}")" "$(ms "${R[$label.p90_us]}")" "$(ms "${R[$label.p99_us]}")" \
-            "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")" "${R[$label.srv_cores]}" "${R[$label.wrk_cores]}"
+            "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")" "${R[$label.srv_cores]}" "${R[$label.wrk_cores]}" \
+            "${R[$label.other_cores]}"
     done
 }
 
@@ -250,17 +284,15 @@ bench_backend() {
         wrk -t"$THREADS" -c"$CONNECTIONS" -d"${WARMUP}s" "$url/healthz" >/dev/null 2>&1 || true
     fi
     local body='{"content":"bench task"}'
-    echo "   load: $(cut -d' ' -f1-3 /proc/loadavg) before GET /healthz"
     scenario "$name-healthz" "$url" GET /healthz - ""
-    echo "   load: $(cut -d' ' -f1-3 /proc/loadavg) before POST /v1/tasks"
     scenario "$name-create" "$url" POST /v1/tasks "$tokens" "$body"
-    echo "   load: $(cut -d' ' -f1-3 /proc/loadavg) before GET /v1/me/quota"
     scenario "$name-quota" "$url" GET /v1/me/quota "$tokens" ""
     R[$name.hwm_kib]=$(kib "$SERVER_PID" VmHWM)
     R[$name.rss_end_kib]=$(kib "$SERVER_PID" VmRSS)
     stop_server
     echo
 
+    echo "(server, wrk, others: cores busy on average while wrk ran, of $(nproc); 'others' is noise from other processes)"
     print_table "$name-healthz" "$name-create" "$name-quota"
     echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; quota ${R[$name-quota.codes]}"
     printf 'server memory while measured: VmRSS %s MiB when ready, VmHWM %s MiB at the end (VmRSS %s MiB)\n' \
@@ -303,7 +335,11 @@ bench_backend() {
 # ---------------------------------------------------------------- run
 echo "quotask benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/^Mem:/ {print $2}') GiB, kernel $(uname -r)"
-echo "binary: $BIN_SOURCE ($(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src 2>/dev/null || echo ', src modified'))"
+if [[ $BIN_SOURCE == "$ROOT/target/release/quotask" ]]; then
+    echo "binary: $BIN_SOURCE (work tree at $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo ', with uncommitted changes to src/Cargo'))"
+else
+    echo "binary: $BIN_SOURCE (QUOTASK_BIN)"
+fi
 echo "load generator: $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), $THREADS threads, $CONNECTIONS connections, ${DURATION} s per scenario, $USERS users; same machine"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
