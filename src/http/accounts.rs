@@ -6,11 +6,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use jiff::Timestamp;
-use utoipa::ToSchema;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem, quota_headers};
-use super::extract::{Authed, ClientIp, JsonBody};
+use super::extract::{Authed, ClientIp, JsonBody, present};
 use crate::app::AppState;
 use crate::auth::Session;
 use crate::domain::{QuotaStatus, Role, User};
@@ -83,8 +83,14 @@ impl From<&QuotaStatus> for QuotaView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignUp {
+    /// 3 to 32 letters, digits, `_`, `-`, `.`; stored NFC and case-folded.
+    #[schema(min_length = 3, max_length = 32, pattern = r"^[\w.-]{3,32}$")]
     pub username: String,
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
+    /// An IANA zone name; default: the server's configured default.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     pub timezone: Option<String>,
 }
 
@@ -104,7 +110,13 @@ struct Refresh {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MeChanges {
+    /// Takes effect at the next local midnight of the current zone.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     timezone: Option<String>,
+    #[schema(min_length = 8, max_length = 1024)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     password: Option<String>,
 }
 

@@ -5,13 +5,13 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::{Json, Router};
-use utoipa::ToSchema;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::accounts::UserView;
 use super::error::{ApiError, Problem};
-use super::extract::{Admin, JsonBody};
+use super::extract::{Admin, JsonBody, present};
 use crate::app::AppState;
 use crate::domain::{DailyLimit, FieldError, Role};
 use crate::store;
@@ -51,8 +51,21 @@ struct AuditView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AdminChanges {
+    /// 0 (no new tasks) to 1,000,000; applies at once, to today too.
+    #[schema(minimum = 0, maximum = 1000000)]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     daily_limit: Option<i64>,
-    role: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    role: Option<RoleName>,
+}
+
+#[derive(Deserialize, ToSchema, Clone, Copy)]
+#[serde(rename_all = "lowercase")]
+enum RoleName {
+    User,
+    Admin,
 }
 
 /// `cursor` and `limit` (1 to 100, default 50) of a paged list.
@@ -84,7 +97,7 @@ fn page_of<T, V>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid, view: im
 }
 
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
-    params(("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100)),
+    params(("cursor" = Option<String>, Query, format = Uuid), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100)),
     responses((status = 200, description = "Users with today's use", body = Page<AdminUserView>),
               (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json")))]
 async fn list_users(
@@ -110,10 +123,10 @@ async fn update_user(
 ) -> Result<Json<UserView>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let daily_limit = body.daily_limit.map(DailyLimit::parse).transpose()?.map(DailyLimit::get);
-    let role = body
-        .role
-        .map(|r| Role::parse(&r).ok_or_else(|| FieldError::new("role", "must be \"user\" or \"admin\"")))
-        .transpose()?;
+    let role = body.role.map(|r| match r {
+        RoleName::User => Role::User,
+        RoleName::Admin => Role::Admin,
+    });
     let changes = store::AdminChanges { daily_limit, role };
     let user =
         state.store.admin_update_user(Some(auth.user.id), id, changes, auth.now).await?.ok_or(ApiError::NotFound)?;
@@ -121,7 +134,7 @@ async fn update_user(
 }
 
 #[utoipa::path(get, path = "/v1/admin/users/{id}/audit", tag = "admin", security(("bearer" = [])),
-    params(("id" = String, Path), ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100)),
+    params(("id" = String, Path), ("cursor" = Option<String>, Query, format = Uuid), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100)),
     responses((status = 200, description = "Every change to the user, oldest first", body = Page<AuditView>),
               (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
               (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json")))]

@@ -3,7 +3,7 @@
 
 use axum::Router;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
-use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response};
+use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, Schema};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
@@ -45,6 +45,13 @@ impl Modify for CommonResponses {
     fn modify(&self, doc: &mut Document) {
         let components = doc.components.get_or_insert_with(Default::default);
         components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        for name in ["SignUp", "MeChanges"] {
+            if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name)
+                && let Some(RefOr::T(Schema::Object(zone))) = object.properties.get_mut("timezone")
+            {
+                zone.enum_values = Some(zone_names().into_iter().map(Into::into).collect());
+            }
+        }
         for (path, item) in doc.paths.paths.iter_mut() {
             if !path.starts_with("/v1/") {
                 continue;
@@ -75,7 +82,19 @@ impl Modify for CommonResponses {
     }
 }
 
+/// Every zone name the built-in database knows: the only values `timezone` takes.
+fn zone_names() -> Vec<String> {
+    let mut names: Vec<String> = jiff::tz::TimeZoneDatabase::bundled().available().map(|n| n.to_string()).collect();
+    names.sort();
+    names
+}
+
 fn problem(description: &str) -> RefOr<Response> {
     let content = Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Problem"))));
-    RefOr::T(utoipa::openapi::ResponseBuilder::new().description(description).content("application/problem+json", content).build())
+    RefOr::T(
+        utoipa::openapi::ResponseBuilder::new()
+            .description(description)
+            .content("application/problem+json", content)
+            .build(),
+    )
 }

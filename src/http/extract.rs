@@ -60,6 +60,10 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     // Well-formedness first (syntax, UTF-8, nesting depth: 400), then shape (422).
     let value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    if !value.is_object() {
+        // serde would take `[a, b]` for a struct; every body here is an object.
+        return Err(FieldError::new("body", "must be a JSON object").into());
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let message = e.inner().to_string();
         let path = e.path().to_string();
@@ -98,6 +102,12 @@ fn leak_field(field: String) -> &'static str {
         "body",
     ];
     KNOWN.iter().find(|k| **k == field).copied().unwrap_or("body")
+}
+
+/// For optional body fields: absent is `None`, but an explicit `null` is refused, so
+/// that the document can say "optional, not nullable" and mean it.
+pub fn present<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 /// A signed-in user, with the instant this request was decided at.

@@ -13,7 +13,7 @@ use utoipa::ToSchema;
 
 use super::accounts::{SignIn, SignUp};
 use super::error::{ApiError, Problem};
-use super::extract::{Authed, ClientIp, JsonBody, parse_json};
+use super::extract::{Authed, ClientIp, JsonBody, parse_json, present};
 use super::tasks::{TaskView, create_task};
 use crate::app::AppState;
 use crate::domain::Role;
@@ -119,6 +119,8 @@ async fn sign_in(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SeedTask {
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false, min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     content: Option<String>,
 }
 
@@ -139,7 +141,9 @@ async fn task(
 ) -> Result<Json<Envelope<TaskView>>, SeedError> {
     let auth = auth?;
     let body = body.map_err(ApiError::from)?;
-    let content = if body.iter().all(u8::is_ascii_whitespace) { None } else { parse_json::<SeedTask>(&body)?.content };
+    // No body, or JSON `null`, means no content, as in the seed.
+    let content =
+        if matches!(body.trim_ascii(), b"" | b"null") { None } else { parse_json::<SeedTask>(&body)?.content };
     let (task, _) = create_task(&state, &auth, content.unwrap_or_else(|| UNTITLED.into())).await?;
     Ok(ok(TaskView::from(task)))
 }

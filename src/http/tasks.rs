@@ -7,12 +7,12 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use utoipa::ToSchema;
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::error::{ApiError, Problem, quota_headers};
-use super::extract::{Authed, JsonBody};
+use super::extract::{Authed, JsonBody, present};
 use crate::app::AppState;
 use crate::domain::{FieldError, QuotaStatus, Task, TaskContent};
 use crate::store::{Created, TaskFilter, TaskPatch};
@@ -49,13 +49,20 @@ impl From<Task> for TaskView {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTask {
+    /// 1 to 10,000 characters, not blank, no NUL.
+    #[schema(min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TaskChanges {
+    #[schema(min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     content: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
     done: Option<bool>,
 }
 
@@ -107,10 +114,10 @@ async fn create(State(state): State<AppState>, auth: Authed, JsonBody(body): Jso
 }
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])),
-    params(("day" = Option<String>, Query, description = "Local day, YYYY-MM-DD"),
+    params(("day" = Option<String>, Query, format = Date, description = "Local day, YYYY-MM-DD"),
            ("done" = Option<bool>, Query),
            ("limit" = Option<u32>, Query, description = "1 to 100, default 50", minimum = 1, maximum = 100),
-           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+           ("cursor" = Option<String>, Query, format = Uuid, description = "next_cursor of the previous page")),
     responses((status = 200, description = "Tasks, newest first", body = TaskPage)))]
 async fn list(
     State(state): State<AppState>,
