@@ -214,7 +214,13 @@ impl ApiError {
                 )
             }
         };
-        let problem = Problem { kind: format!("{TYPE_BASE}{slug}"), title: title.into(), status: status.as_u16(), detail, ..problem };
+        let problem = Problem {
+            kind: format!("{TYPE_BASE}{slug}"),
+            title: title.into(),
+            status: status.as_u16(),
+            detail,
+            ..problem
+        };
         (status, headers, problem)
     }
 }
