@@ -211,7 +211,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
     pub state: AppState,
-    /// Shared with `another_instance`s; the database goes when the last of them does.
+    /// Shared by `spawn_instances`; the database goes when the last instance does.
     pub db: Arc<Database>,
     server: Option<Server>,
 }
@@ -250,10 +250,13 @@ impl TestApp {
         Self::start_on(db, Arc::new(ManualClock::new(now))).await
     }
 
-    /// Another server on the same database and clock: a second instance behind a load
-    /// balancer.
-    pub async fn another_instance(&self) -> TestApp {
-        Self::start_on(self.db.clone(), self.clock.clone()).await
+    /// `N` servers started at once on one fresh database, sharing one clock: instances
+    /// behind a load balancer (starting together is part of what they must survive).
+    pub async fn spawn_instances<const N: usize>() -> [TestApp; N] {
+        let db = Arc::new(Database::new(current_db()).await);
+        let clock = Arc::new(ManualClock::new(ts("2026-06-15T12:00:00Z")));
+        let apps = futures::future::join_all((0..N).map(|_| Self::start_on(db.clone(), clock.clone()))).await;
+        apps.try_into().unwrap_or_else(|_| unreachable!("join_all keeps the count"))
     }
 
     async fn start_on(db: Arc<Database>, clock: Arc<ManualClock>) -> TestApp {

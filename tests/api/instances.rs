@@ -11,9 +11,7 @@ use crate::helpers::{TestApp, header, problem};
 
 on_postgres_only!(three_instances_share_one_exact_quota_their_tokens_and_sign_outs);
 async fn three_instances_share_one_exact_quota_their_tokens_and_sign_outs() {
-    let one = TestApp::spawn().await;
-    let two = one.another_instance().await;
-    let three = one.another_instance().await;
+    let [one, two, three] = TestApp::spawn_instances().await;
     let instances = [&one, &two, &three];
     let admin = two.admin("root").await;
     let user = one.sign_up("carol").await;
