@@ -19,6 +19,8 @@
 #   BENCH_STARTS=3         start-ups measured on the existing database
 #   BENCH_QUIET_WAIT=60    before each scenario, wait up to this many seconds for the
 #                          rest of the machine to go quiet (< 0.25 cores busy); 0: don't
+#   BENCH_PGBENCH_SHAPE=statement  the pgbench script: "statement" as the PostgreSQL store
+#                          does it, or "transaction" as the SQLite store does it
 #   BENCH_KEEP=1           keep the temp dir (database, logs, wrk output)
 #   QUOTASK_BIN=...        the binary (default target/release/quotask)
 set -euo pipefail
@@ -33,6 +35,7 @@ USERS=${BENCH_USERS:-64}
 WARMUP=${BENCH_WARMUP:-2}
 STARTS=${BENCH_STARTS:-3}
 QUIET_WAIT=${BENCH_QUIET_WAIT:-60}
+PGBENCH_SHAPE=${BENCH_PGBENCH_SHAPE:-statement}
 PG_URL=${1:-}
 LIMIT=1000000
 
@@ -377,8 +380,9 @@ if [[ -n $PG_URL ]]; then
     PG_PREFIX="bench$(date +%s)_u"
     if bench_backend postgres "$PG_PREFIX" QUOTASK_DATA_DIR="$TMP/pg-data" QUOTASK_DATABASE_URL="$PG_URL"; then
         SCRIPT="$TMP/create_task.pgbench"
-        python3 "$BENCH/helpers.py" pgbench-script "$PG_URL" "$PG_PREFIX" "$USERS" "$SCRIPT"
-        echo "== pgbench: create_task's transaction straight on PostgreSQL ($CONNECTIONS clients, $THREADS threads, ${DURATION} s)"
+        python3 "$BENCH/helpers.py" pgbench-script "$PG_URL" "$PG_PREFIX" "$USERS" "$SCRIPT" "$PGBENCH_SHAPE"
+        ((QUIET_WAIT > 0)) && quiet_wait
+        echo "== pgbench: create_task's SQL straight on PostgreSQL, shape $PGBENCH_SHAPE ($CONNECTIONS clients, $THREADS threads, ${DURATION} s)"
         sed 's/^/    /' "$SCRIPT"
         pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" -f "$SCRIPT" "$PG_URL" \
             >"$TMP/pgbench.out" 2>&1 || true
