@@ -36,6 +36,8 @@ pub struct Shared {
     pub clock: Arc<dyn Clock>,
     /// Set when a stop has begun, so `/readyz` sends load elsewhere.
     pub draining: AtomicBool,
+    /// Idempotency keys of creates this instance is working on.
+    pub in_flight: crate::http::idempotency::InFlight,
 }
 
 impl Deref for AppState {
@@ -76,7 +78,13 @@ impl AppState {
             settings.default_daily_limit,
             settings.default_timezone.clone(),
         );
-        Ok(AppState(Arc::new(Shared { store, accounts, clock, draining: AtomicBool::new(false) })))
+        Ok(AppState(Arc::new(Shared {
+            store,
+            accounts,
+            clock,
+            draining: AtomicBool::new(false),
+            in_flight: Default::default(),
+        })))
     }
 }
 

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod ops;
 pub mod seed;
 pub mod tasks;

@@ -5,6 +5,7 @@
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -125,10 +126,12 @@ pub struct SeedTask {
 }
 
 #[utoipa::path(post, path = "/task", tag = "seed", security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "As on POST /v1/tasks")),
     request_body(content = Option<SeedTask>, description = "Optional; without it the task is \"untitled task\""),
     responses((status = 200, description = "The task (the seed answered 200)", body = Envelope<TaskView>),
               (status = 401, description = "Missing or bad token", body = SeedFailure),
               (status = 429, description = "The daily limit is reached", body = SeedFailure, headers(("Retry-After" = u64))),
+              (status = 409, description = "A request with this Idempotency-Key is still being processed", body = SeedFailure),
               (status = 400, description = "Malformed JSON", body = SeedFailure),
               (status = 413, description = "Body too large", body = SeedFailure),
               (status = 422, description = "Invalid input", body = SeedFailure),
@@ -137,6 +140,7 @@ pub struct SeedTask {
 async fn task(
     State(state): State<AppState>,
     auth: Result<Authed, ApiError>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Envelope<TaskView>>, SeedError> {
     let auth = auth?;
@@ -144,6 +148,6 @@ async fn task(
     // No body, or JSON `null`, means no content, as in the seed.
     let content =
         if matches!(body.trim_ascii(), b"" | b"null") { None } else { parse_json::<SeedTask>(&body)?.content };
-    let (task, _) = create_task(&state, &auth, content.unwrap_or_else(|| UNTITLED.into())).await?;
-    Ok(ok(TaskView::from(task)))
+    let created = create_task(&state, &auth, &headers, "seed", content.unwrap_or_else(|| UNTITLED.into())).await?;
+    Ok(ok(TaskView::from(created.task)))
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,9 +13,10 @@ use uuid::Uuid;
 
 use super::error::{ApiError, Problem, quota_headers};
 use super::extract::{Authed, JsonBody, present};
+use super::idempotency;
 use crate::app::AppState;
 use crate::domain::{FieldError, QuotaStatus, Task, TaskContent};
-use crate::store::{Created, TaskFilter, TaskPatch};
+use crate::store::{Created, KEY_IN_FLIGHT, StoreError, TaskFilter, TaskPatch};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -72,38 +73,81 @@ struct TaskPage {
     next_cursor: Option<String>,
 }
 
+/// A created task as its creator sees it: the task, today's quota, and whether this is
+/// the replayed answer to an earlier request with the same idempotency key.
+pub struct Outcome {
+    pub task: Task,
+    pub status: QuotaStatus,
+    pub replayed: bool,
+}
+
 /// Creates a task for the signed-in user, or says why not; `/v1` and the seed's
-/// `/task` both come here.
-pub async fn create_task(state: &AppState, auth: &Authed, content: String) -> Result<(Task, QuotaStatus), ApiError> {
+/// `/task` both come here. `route` names the caller, so that an idempotency key used on
+/// one route is not taken for a repeat on the other.
+pub async fn create_task(
+    state: &AppState,
+    auth: &Authed,
+    headers: &HeaderMap,
+    route: &str,
+    content: String,
+) -> Result<Outcome, ApiError> {
     let content = TaskContent::parse(content)?;
-    match state.store.create_task(auth.user.id, content, auth.now).await? {
+    let key = idempotency::key(headers, route, content.as_str())?;
+    let _claim = match &key {
+        Some(key) => Some(state.in_flight.claim(auth.user.id, &key.key).ok_or_else(key_in_flight)?),
+        None => None,
+    };
+    let created = state.store.create_task(auth.user.id, content, key, auth.now).await.map_err(|e| match e {
+        StoreError::Conflict(KEY_IN_FLIGHT) => key_in_flight(),
+        other => other.into(),
+    })?;
+    match created {
         Created::Task(task, status) => {
             metrics::counter!(crate::metrics::TASKS_CREATED).increment(1);
-            Ok((task, status))
+            Ok(Outcome { task, status, replayed: false })
+        }
+        Created::Replay(task) => {
+            let status = state.store.quota(auth.user.id, auth.now).await?.ok_or(ApiError::Unauthorized)?;
+            Ok(Outcome { task, status, replayed: true })
         }
         Created::OverLimit(status) => {
             metrics::counter!(crate::metrics::QUOTA_REJECTIONS).increment(1);
             Err(ApiError::QuotaExceeded(Box::new(status), auth.now))
         }
+        Created::KeyReused => {
+            Err(FieldError::new("Idempotency-Key", "was already used with another request body").into())
+        }
     }
+}
+
+fn key_in_flight() -> ApiError {
+    ApiError::Conflict("a request with this Idempotency-Key is still being processed".into())
 }
 
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = NewTask,
     params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a repeat within 24 h gets the first answer")),
-    responses((status = 201, description = "The task; one unit of today's quota used", body = TaskView,
+    responses((status = 201, description = "The task; one unit of today's quota used (none for a replay)", body = TaskView,
                headers(("Location" = String, description = "/v1/tasks/{id}"),
+                       ("Idempotent-Replayed" = String, description = "true when this is the first answer again"),
                        ("RateLimit-Policy" = String, description = "\"daily\";q=<limit>;w=86400"),
                        ("RateLimit" = String, description = "\"daily\";r=<remaining>;t=<seconds to reset>"))),
               (status = 429, description = "The daily limit is reached", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to the user's next local midnight"),
-                       ("RateLimit-Policy" = String), ("RateLimit" = String)))))]
-async fn create(State(state): State<AppState>, auth: Authed, JsonBody(body): JsonBody<NewTask>) -> Response {
-    match create_task(&state, &auth, body.content).await {
-        Ok((task, status)) => {
+                       ("RateLimit-Policy" = String), ("RateLimit" = String))),
+              (status = 409, description = "A request with this Idempotency-Key is still being processed", body = Problem, content_type = "application/problem+json")))]
+async fn create(
+    State(state): State<AppState>,
+    auth: Authed,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody<NewTask>,
+) -> Response {
+    match create_task(&state, &auth, &headers, "v1", body.content).await {
+        Ok(Outcome { task, status, replayed }) => {
             let location = format!("/v1/tasks/{}", task.id);
+            let replayed = if replayed { "true" } else { "false" };
             (
                 StatusCode::CREATED,
-                [(header::LOCATION, location)],
+                [(header::LOCATION, location), (HeaderName::from_static("idempotent-replayed"), replayed.to_owned())],
                 quota_headers(&status, auth.now),
                 Json(TaskView::from(task)),
             )

@@ -53,7 +53,26 @@ pub struct AdminChanges {
 pub enum Created {
     Task(Task, QuotaStatus),
     OverLimit(QuotaStatus),
+    /// The idempotency key was used before for the same request: the task as it was
+    /// first created, and no quota used.
+    Replay(Task),
+    /// The idempotency key was used before for another request.
+    KeyReused,
 }
+
+/// How long an idempotency key is remembered (QUOTA.md item 6).
+pub const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
+
+/// A client's `Idempotency-Key`, with a digest of the request it came with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// The conflict a store reports when another request with the same idempotency key is
+/// being created at this moment.
+pub const KEY_IN_FLIGHT: &str = "idempotency key";
 
 /// What a refresh token turned out to be.
 pub enum Refreshed {
@@ -125,8 +144,16 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()>;
 
     /// Checks and consumes one unit of the user's quota for the day of `now` and
-    /// inserts the task, as one atomic step.
-    async fn create_task(&self, user_id: Uuid, content: TaskContent, now: Timestamp) -> Result<Created>;
+    /// inserts the task, as one atomic step. With an idempotency key, a repeat within
+    /// the window is answered from the first creation instead, and the key is recorded
+    /// in the same transaction as the task.
+    async fn create_task(
+        &self,
+        user_id: Uuid,
+        content: TaskContent,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<Created>;
     async fn quota(&self, user_id: Uuid, now: Timestamp) -> Result<Option<QuotaStatus>>;
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>>;
     async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>>;

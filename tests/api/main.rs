@@ -7,6 +7,7 @@ mod helpers;
 
 mod accounts;
 mod admin;
+mod idempotency;
 mod input;
 mod instances;
 mod quota;

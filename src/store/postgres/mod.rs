@@ -43,7 +43,10 @@ const CALL_DEADLINE: Duration = Duration::from_secs(6);
 /// The migrations in `migrations/`, compiled into the binary. (`sqlx::migrate!` would
 /// embed them the same way, but needs sqlx's `macros` feature, which this build does
 /// not enable; a test checks that every file there is listed here.)
-const MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("migrations/0001_init.sql")),
+    (2, "idempotency", include_str!("migrations/0002_idempotency.sql")),
+];
 
 pub struct PostgresStore {
     pool: PgPool,
@@ -136,6 +139,11 @@ fn classify(e: sqlx::Error) -> StoreError {
             if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("users_username_key") =>
         {
             StoreError::Conflict("username")
+        }
+        sqlx::Error::Database(db)
+            if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("idempotency_keys_pkey") =>
+        {
+            StoreError::Conflict(crate::store::KEY_IN_FLIGHT)
         }
         sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
             StoreError::Unavailable(e.to_string())

@@ -12,11 +12,13 @@ use uuid::Uuid;
 
 use self::pool::Pool;
 use super::{
-    AdminChanges, Created, NewUser, Refreshed, Result, Store, StoreError, TaskFilter, TaskPatch, UserChanges, new_id,
+    AdminChanges, Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, NewUser, Refreshed, Result, Store, StoreError,
+    TaskFilter, TaskPatch, UserChanges, new_id,
 };
 use crate::domain::{AuditEntry, QuotaStatus, Role, Task, TaskContent, TimeZoneName, User, UserZone, Username};
 
-const MIGRATIONS: &[&str] = &[include_str!("migrations.sql")];
+const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_idempotency.sql")];
 
 const USER_COLUMNS: &str =
     "u.id, u.username, u.role, u.daily_limit, u.timezone, u.pending_timezone, u.timezone_effective_at, u.created_at";
@@ -114,6 +116,60 @@ fn load_task(conn: &Connection, user_id: Uuid, id: Uuid) -> Result<Option<Task>>
     conn.prepare_cached(&format!("select {TASK_COLUMNS} from tasks where id = ?1 and user_id = ?2"))
         .and_then(|mut s| s.query_row([id.to_string(), user_id.to_string()], task_from_row).optional())
         .map_err(internal)
+}
+
+/// The answer to a repeat of an idempotent create, if `key` was used in the window.
+fn remembered(c: &Connection, user_id: Uuid, key: &IdempotencyKey, now: Timestamp) -> Result<Option<Created>> {
+    let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
+    let found = c
+        .prepare_cached(
+            "select fingerprint, task_id, content, day, created_at from idempotency_keys
+             where user_id = ?1 and key = ?2 and created_at > ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![user_id.to_string(), key.key, since], |r| {
+                let fingerprint: Vec<u8> = r.get(0)?;
+                let day: String = r.get(3)?;
+                let created_at = from_micros(r.get(4)?)?;
+                let task = Task {
+                    id: uuid_at(r, 1)?,
+                    content: r.get(2)?,
+                    done: false,
+                    day: day.parse().map_err(|e: jiff::Error| conversion(e.into()))?,
+                    created_at,
+                    updated_at: created_at,
+                };
+                Ok((fingerprint, task))
+            })
+            .optional()
+        })
+        .map_err(internal)?;
+    Ok(found.map(
+        |(fingerprint, task)| {
+            if fingerprint == key.fingerprint { Created::Replay(task) } else { Created::KeyReused }
+        },
+    ))
+}
+
+/// Records `key` with the task it created, replacing an expired use of the same key.
+fn remember(c: &Connection, user_id: Uuid, key: &IdempotencyKey, task: &Task) -> Result<()> {
+    c.prepare_cached(
+        "insert or replace into idempotency_keys (user_id, key, fingerprint, task_id, content, day, created_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            user_id.to_string(),
+            key.key,
+            key.fingerprint,
+            task.id.to_string(),
+            task.content,
+            task.day.to_string(),
+            micros(task.created_at)
+        ])
+    })
+    .map(drop)
+    .map_err(internal)
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -415,9 +471,20 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn create_task(&self, user_id: Uuid, content: TaskContent, now: Timestamp) -> Result<Created> {
+    async fn create_task(
+        &self,
+        user_id: Uuid,
+        content: TaskContent,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<Created> {
         self.pool
             .write(move |c| {
+                if let Some(key) = &idempotency
+                    && let Some(earlier) = remembered(c, user_id, key, now)?
+                {
+                    return Ok(earlier);
+                }
                 let user = load_user(c, user_id)?.ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
                 let window = user.zone.window(now);
                 let day = window.day.to_string();
@@ -452,6 +519,9 @@ impl Store for SqliteStore {
                     s.execute(params![task.id.to_string(), user_id.to_string(), task.content, day, micros(now)])
                 })
                 .map_err(internal)?;
+                if let Some(key) = &idempotency {
+                    remember(c, user_id, key, &task)?;
+                }
                 Ok(Created::Task(task, QuotaStatus { limit: user.daily_limit, used, window, timezone }))
             })
             .await
