@@ -154,6 +154,20 @@ cpu_ticks() {
     echo $((f[11] + f[12]))
 }
 
+# postgres_ticks: CPU ticks of all processes named "postgres" (the PostgreSQL server's
+# backends), for the PostgreSQL section, where the database is part of what is measured.
+postgres_ticks() {
+    local f stat total=0
+    for f in /proc/[0-9]*/stat; do
+        stat=$(<"$f") 2>/dev/null || continue
+        [[ $stat == *" (postgres) "* ]] || continue
+        stat=${stat##*) }
+        read -r -a pf <<<"$stat"
+        total=$((total + pf[11] + pf[12]))
+    done
+    echo "$total"
+}
+
 # machine_busy: ticks all CPUs spent busy since boot (user+nice+system+irq+softirq+steal).
 machine_busy() {
     local _cpu user nice system idle iowait irq softirq steal _rest
@@ -201,8 +215,9 @@ scenario() {
     local label=$1 url=$2 method=$3 path=$4 tokens=$5 body=${6:-}
     local out="$TMP/$label.wrk" rss="$TMP/$label.rss" kv
     echo "0" >"$rss"
-    local cpu0 cpu1 busy0 busy1 TIMEFORMAT='%U %S %R'
+    local cpu0 cpu1 busy0 busy1 pg0=0 pg1=0 TIMEFORMAT='%U %S %R'
     ((QUIET_WAIT > 0)) && quiet_wait
+    [[ $label == postgres-* ]] && pg0=$(postgres_ticks)
     cpu0=$(cpu_ticks "$SERVER_PID")
     busy0=$(machine_busy)
     start_sampler "$SERVER_PID" "$rss"
@@ -211,13 +226,16 @@ scenario() {
     stop_sampler
     cpu1=$(cpu_ticks "$SERVER_PID")
     busy1=$(machine_busy)
+    [[ $label == postgres-* ]] && pg1=$(postgres_ticks)
     # Average cores busy while wrk ran: the server's, and wrk's own (same machine).
     read -r wu ws wr <"$TMP/$label.time"
     R[$label.srv_cores]=$(awk -v t=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v s="$wr" 'BEGIN { printf "%.2f", t / hz / s }')
     R[$label.wrk_cores]=$(awk -v u="$wu" -v k="$ws" -v s="$wr" 'BEGIN { printf "%.2f", (u + k) / s }')
-    # Whatever else ran meanwhile (other processes on a shared machine): noise.
-    R[$label.other_cores]=$(awk -v t=$((busy1 - busy0)) -v hz="$CLK_TCK" -v s="$wr" -v a="${R[$label.srv_cores]}" -v b="${R[$label.wrk_cores]}" \
-        'BEGIN { o = t / hz / s - a - b; if (o < 0) o = 0; printf "%.2f", o }')
+    # PostgreSQL's own processes, then whatever else ran meanwhile (noise).
+    R[$label.db_cores]=$(awk -v t=$((pg1 - pg0)) -v hz="$CLK_TCK" -v s="$wr" 'BEGIN { printf "%.2f", t / hz / s }')
+    R[$label.other_cores]=$(awk -v t=$((busy1 - busy0)) -v hz="$CLK_TCK" -v s="$wr" -v a="${R[$label.srv_cores]}" \
+        -v b="${R[$label.wrk_cores]}" -v c="${R[$label.db_cores]}" \
+        'BEGIN { o = t / hz / s - a - b - c; if (o < 0) o = 0; printf "%.2f", o }')
     grep -q '^BENCH ' "$out" || { cat "$out" >&2; die "wrk failed for $label"; }
     for kv in $(grep '^BENCH ' "$out" | cut -d' ' -f2-); do
         R[$label.${kv%%=*}]=${kv#*=}
@@ -236,14 +254,22 @@ verdict() { awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >=
 
 print_table() {
     local label
-    printf '%-16s %10s %7s %7s %7s %14s %13s %6s %6s %6s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
-        "non-2xx/errors" "peak RSS MiB" "server" "wrk" "others"
+    printf '%-16s %10s %7s %7s %7s %14s %13s %6s %6s %6s %6s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
+        "non-2xx/errors" "peak RSS MiB" "server" "pg" "wrk" "others"
     for label in "$@"; do
-        printf '%-16s %10s %7s %7s %7s %14s %13s %6s %6s %6s\n' "$label" "${R[$label.ok_per_s]}" \
+        local pg="-"
+        [[ $label == postgres-* ]] && pg=${R[$label.db_cores]}
+        printf '%-16s %10s %7s %7s %7s %14s %13s %6s %6s %6s %6s\n' "$label" "${R[$label.ok_per_s]}" \
             "$(ms "${R[$label.p50_us]}")" "$(ms "${R[$label.p90_us]}")" "$(ms "${R[$label.p99_us]}")" \
-            "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")" "${R[$label.srv_cores]}" "${R[$label.wrk_cores]}" \
+            "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")" "${R[$label.srv_cores]}" "$pg" "${R[$label.wrk_cores]}" \
             "${R[$label.other_cores]}"
     done
+}
+
+# metric URL NAME: the sum of a metric's samples on /metrics (empty if there is none).
+metric() {
+    curl -fsS --max-time 5 "$1/metrics" 2>/dev/null |
+        awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF; found = 1 } END { if (found) printf "%.0f", s }'
 }
 
 # bench_backend NAME PREFIX ENV...: the three scenarios against one server, the
@@ -288,16 +314,30 @@ bench_backend() {
     fi
     local body='{"content":"bench task"}'
     scenario "$name-healthz" "$url" GET /healthz - ""
+    local jobs0 commits0
+    jobs0=$(metric "$url" quotask_db_group_commit_jobs_sum)
+    commits0=$(metric "$url" quotask_db_group_commit_jobs_count)
     scenario "$name-create" "$url" POST /v1/tasks "$tokens" "$body"
+    # The SQLite writer's group commits during the scenario, from the server's metrics.
+    local jobs1 commits1
+    jobs1=$(metric "$url" quotask_db_group_commit_jobs_sum)
+    commits1=$(metric "$url" quotask_db_group_commit_jobs_count)
+    if [[ -n $jobs1 && -n $commits1 ]] && ((commits1 > ${commits0:-0})); then
+        jobs0=${jobs0:-0} commits0=${commits0:-0}
+        R[$name.group_commit]=$(awk -v j=$((jobs1 - jobs0)) -v c=$((commits1 - commits0)) -v us="${R[$name-create.duration_us]}" \
+            'BEGIN { printf "%d commits (%.0f/s), %.1f jobs per commit on average", c, c / (us / 1e6), j / c }')
+    fi
     scenario "$name-quota" "$url" GET /v1/me/quota "$tokens" ""
     R[$name.hwm_kib]=$(kib "$SERVER_PID" VmHWM)
     R[$name.rss_end_kib]=$(kib "$SERVER_PID" VmRSS)
     stop_server
     echo
 
-    echo "(server, wrk, others: cores busy on average while wrk ran, of $(nproc); 'others' is noise from other processes)"
+    echo "(server, pg, wrk, others: cores busy on average while wrk ran, of $(nproc): quotask, PostgreSQL's processes," \
+        "wrk, and everything else, which is noise)"
     print_table "$name-healthz" "$name-create" "$name-quota"
     echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; quota ${R[$name-quota.codes]}"
+    [[ -n ${R[$name.group_commit]:-} ]] && echo "group commit during POST /v1/tasks: ${R[$name.group_commit]}"
     printf 'server memory while measured: VmRSS %s MiB when ready, VmHWM %s MiB at the end (VmRSS %s MiB)\n' \
         "$(mib "${R[$name.ready_rss_kib]}")" "$(mib "${R[$name.hwm_kib]}")" "$(mib "${R[$name.rss_end_kib]}")"
     printf 'server memory during user setup (%d sign-ups + %d sign-ins, argon2id): VmHWM %s MiB\n' \
@@ -384,9 +424,15 @@ if [[ -n $PG_URL ]]; then
         ((QUIET_WAIT > 0)) && quiet_wait
         echo "== pgbench: create_task's SQL straight on PostgreSQL, shape $PGBENCH_SHAPE ($CONNECTIONS clients, $THREADS threads, ${DURATION} s)"
         sed 's/^/    /' "$SCRIPT"
-        pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" -f "$SCRIPT" "$PG_URL" \
-            >"$TMP/pgbench.out" 2>&1 || true
+        PGT0=$(machine_busy)
+        TIMEFORMAT='%U %S %R'
+        { time pgbench -n -M prepared -c "$CONNECTIONS" -j "$THREADS" -T "$DURATION" -f "$SCRIPT" "$PG_URL" \
+            >"$TMP/pgbench.out" 2>&1 || true; } 2>"$TMP/pgbench.time"
+        PGT1=$(machine_busy)
         grep -E '^(tps|latency average|number of (transactions actually processed|failed transactions))' "$TMP/pgbench.out" | sed 's/^/    /'
+        read -r pu ps pr <"$TMP/pgbench.time"
+        awk -v t=$((PGT1 - PGT0)) -v hz="$CLK_TCK" -v u="$pu" -v k="$ps" -v r="$pr" \
+            'BEGIN { printf "    cores busy: pgbench %.2f, everything else (PostgreSQL, noise) %.2f\n", (u + k) / r, t / hz / r - (u + k) / r }'
         TPS=$(awk '/^tps = / { print $3; exit }' "$TMP/pgbench.out")
         [[ -n $TPS ]] || { tail -n 20 "$TMP/pgbench.out" >&2; die "pgbench failed"; }
         echo
