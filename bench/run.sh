@@ -241,6 +241,9 @@ scenario() {
         R[$label.${kv%%=*}]=${kv#*=}
     done
     R[$label.rss_kib]=$(sort -n "$rss" | tail -n 1)
+    # The server's CPU time per answer: steadier than req/s when other processes compete.
+    R[$label.cpu_us]=$(awk -v t=$((cpu1 - cpu0)) -v hz="$CLK_TCK" -v n="${R[$label.requests]}" \
+        'BEGIN { printf "%.1f", (n > 0) ? (t / hz / n * 1e6) : 0 }')
     R[$label.errors]=$((R[$label.non2xx] + R[$label.err_connect] + R[$label.err_read] + R[$label.err_write] + R[$label.err_timeout]))
     # Successful answers per second (2xx only), over wrk's measured duration.
     R[$label.ok_per_s]=$(awk -v n="${R[$label.status_2xx]}" -v us="${R[$label.duration_us]}" 'BEGIN { printf "%.0f", n / (us / 1e6) }')
@@ -254,14 +257,14 @@ verdict() { awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >=
 
 print_table() {
     local label
-    printf '%-16s %10s %7s %7s %7s %14s %13s %6s %6s %6s %6s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
-        "non-2xx/errors" "peak RSS MiB" "server" "pg" "wrk" "others"
+    printf '%-16s %10s %7s %7s %7s %14s %13s %9s %6s %6s %6s %6s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
+        "non-2xx/errors" "peak RSS MiB" "CPU us/req" "server" "pg" "wrk" "others"
     for label in "$@"; do
         local pg="-"
         [[ $label == postgres-* ]] && pg=${R[$label.db_cores]}
-        printf '%-16s %10s %7s %7s %7s %14s %13s %6s %6s %6s %6s\n' "$label" "${R[$label.ok_per_s]}" \
+        printf '%-16s %10s %7s %7s %7s %14s %13s %10s %6s %6s %6s %6s\n' "$label" "${R[$label.ok_per_s]}" \
             "$(ms "${R[$label.p50_us]}")" "$(ms "${R[$label.p90_us]}")" "$(ms "${R[$label.p99_us]}")" \
-            "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")" "${R[$label.srv_cores]}" "$pg" "${R[$label.wrk_cores]}" \
+            "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")" "${R[$label.cpu_us]}" "${R[$label.srv_cores]}" "$pg" "${R[$label.wrk_cores]}" \
             "${R[$label.other_cores]}"
     done
 }
@@ -333,8 +336,8 @@ bench_backend() {
     stop_server
     echo
 
-    echo "(server, pg, wrk, others: cores busy on average while wrk ran, of $(nproc): quotask, PostgreSQL's processes," \
-        "wrk, and everything else, which is noise)"
+    echo "(CPU us/req: quotask's CPU time per answer; server, pg, wrk, others: cores busy on average while wrk ran," \
+        "of $(nproc): quotask, PostgreSQL's processes, wrk, and everything else, which is noise)"
     print_table "$name-healthz" "$name-create" "$name-quota"
     echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; quota ${R[$name-quota.codes]}"
     [[ -n ${R[$name.group_commit]:-} ]] && echo "group commit during POST /v1/tasks: ${R[$name.group_commit]}"
