@@ -28,6 +28,9 @@ use super::{Result, StoreError};
 /// reported within 2 s (RELIABILITY.md) and a restart is noticed as soon as it is over.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// A pooled connection idle for longer than this is pinged before it is used again.
+const RETEST_IDLE_AFTER: Duration = Duration::from_secs(1);
+
 /// Session settings sent in the start-up packet (no extra round trip), unless the
 /// database URL sets them itself (`?options[statement_timeout]=...`). A statement that
 /// runs or waits for a lock longer than this fails and is answered with 503, so a
@@ -68,6 +71,20 @@ impl PostgresStore {
             .max_connections(max_connections.max(1))
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Some(Duration::from_secs(300)))
+            // sqlx pings every connection it hands out by default: a round trip per
+            // acquisition, and some calls acquire twice. A connection is already pinged
+            // when it comes back to the pool, so only one idle for a while (through a
+            // restart of the server, say) is tested again. One broken in between fails
+            // its statement with an I/O error: a 503, and sqlx drops it.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > RETEST_IDLE_AFTER {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options.options(defaults.copied()))
             .await
             .context("cannot connect to PostgreSQL")?;
