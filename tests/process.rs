@@ -1,0 +1,293 @@
+//! The binary as an operator runs it: signals, crashes, hostile connections, memory
+//! under a sign-in flood. Each test starts `quotask` as a child process on a free port
+//! with its own data directory.
+
+#![expect(clippy::unwrap_used, reason = "a test fails loudly at the first surprise")]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const PASSWORD: &str = "correct horse battery";
+
+struct Quotask {
+    child: Child,
+    addr: SocketAddr,
+    base: String,
+    dir: std::path::PathBuf,
+}
+
+fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+fn command(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_quotask"));
+    cmd.env_clear()
+        .env("QUOTASK_DATA_DIR", dir)
+        .env("RUST_LOG", "warn")
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    cmd
+}
+
+impl Quotask {
+    async fn start(dir: &std::path::Path) -> Quotask {
+        let addr = free_addr();
+        let child = command(dir)
+            .env("QUOTASK_BIND", addr.to_string())
+            .env("QUOTASK_DEFAULT_DAILY_LIMIT", "1000000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let q = Quotask { child, addr, base: format!("http://{addr}"), dir: dir.to_owned() };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while reqwest::get(format!("{}/readyz", q.base)).await.map(|r| r.status().as_u16()).ok() != Some(200) {
+            assert!(Instant::now() < deadline, "quotask did not become ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        q
+    }
+
+    async fn token(&self, client: &reqwest::Client, username: &str) -> String {
+        let body = json!({"username": username, "password": PASSWORD});
+        client.post(format!("{}/v1/auth/signup", self.base)).json(&body).send().await.unwrap();
+        let res = client.post(format!("{}/v1/auth/signin", self.base)).json(&body).send().await.unwrap();
+        res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.child.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "quotask did not exit within {within:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The peak resident memory of the process so far, in KiB.
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        line.split_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+}
+
+impl Drop for Quotask {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_answers_every_request_in_flight_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Quotask::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    q.token(&client, "ann").await;
+
+    // Sign-ins are slow (argon2, at most one per core at a time), so 50 of them are
+    // still queued or running when the signal arrives.
+    let url = format!("{}/v1/auth/signin", q.base);
+    let inflight: Vec<_> = (0..50)
+        .map(|_| {
+            let request = client.post(&url).json(&json!({"username": "ann", "password": PASSWORD}));
+            tokio::spawn(request.send())
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    q.signal("-TERM");
+
+    let mut answered = 0;
+    for request in inflight {
+        let res = request.await.unwrap().expect("an answer, not a dropped connection");
+        assert_eq!(res.status(), 200);
+        answered += 1;
+    }
+    assert_eq!(answered, 50);
+    let status = q.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.code(), Some(0));
+    assert!(TcpStream::connect(q.addr).is_err(), "the listener is closed");
+}
+
+#[tokio::test]
+async fn kill_9_under_load_loses_no_acknowledged_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Quotask::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let token = q.token(&client, "ann").await;
+
+    let url = format!("{}/v1/tasks", q.base);
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let (client, url, token) = (client.clone(), url.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut acknowledged = Vec::new();
+                for i in 0.. {
+                    let body = json!({"content": format!("writer {w} task {i}")});
+                    let Ok(res) = client.post(&url).bearer_auth(&token).json(&body).send().await else { break };
+                    if res.status() != 201 {
+                        break;
+                    }
+                    match res.json::<Value>().await {
+                        Ok(task) => acknowledged.push(task["id"].as_str().unwrap().to_owned()),
+                        Err(_) => break,
+                    }
+                }
+                acknowledged
+            })
+        })
+        .collect();
+    let moment = 300 + u64::from(std::process::id() % 500);
+    tokio::time::sleep(Duration::from_millis(moment)).await;
+    q.signal("-KILL");
+    q.wait_exit(Duration::from_secs(5));
+    let mut acknowledged = Vec::new();
+    for writer in writers {
+        acknowledged.extend(writer.await.unwrap());
+    }
+    assert!(acknowledged.len() > 50, "the load was real: {} tasks", acknowledged.len());
+
+    let db = rusqlite::Connection::open(dir.path().join("quotask.db")).unwrap();
+    let check: String = db.query_row("pragma integrity_check", [], |r| r.get(0)).unwrap();
+    assert_eq!(check, "ok");
+    drop(db);
+    let q = Quotask::start(&q.dir.clone()).await;
+    let mut stored = std::collections::HashSet::new();
+    let mut cursor = String::new();
+    loop {
+        let page: Value = client
+            .get(format!("{}/v1/tasks?limit=100{cursor}", q.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        stored.extend(page["items"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap().to_owned()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = format!("&cursor={next}"),
+            None => break,
+        }
+    }
+    let lost: Vec<_> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged tasks lost", lost.len(), acknowledged.len());
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Quotask::start(dir.path()).await;
+    let mut stream = TcpStream::connect(q.addr).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: quotask\r\n").unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+
+    let mut buf = Vec::new();
+    let _ = stream.read_to_end(&mut buf);
+
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(20), "disconnected by the header timeout, not ours: {waited:?}");
+    assert!(waited >= Duration::from_secs(5), "not before the client had a fair chance: {waited:?}");
+    let text = String::from_utf8_lossy(&buf);
+    assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_is_a_400() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Quotask::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let token = q.token(&client, "ann").await;
+
+    let mut stream = TcpStream::connect(q.addr).unwrap();
+    let request = format!(
+        "POST /v1/tasks HTTP/1.1\r\nHost: quotask\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"content\":\"x\"}}"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.shutdown(std::net::Shutdown::Write).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    let tasks: Value =
+        client.get(format!("{}/v1/tasks", q.base)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert!(tasks["items"].as_array().unwrap().is_empty(), "nothing was created");
+}
+
+#[tokio::test]
+async fn a_sign_in_flood_keeps_memory_bounded_and_other_routes_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Quotask::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    q.token(&client, "ann").await;
+    let before = q.peak_rss_kib();
+
+    let url = format!("{}/v1/auth/signin", q.base);
+    let flood: Vec<_> = (0..200)
+        .map(|i| {
+            let body = json!({"username": format!("user{}", i % 20), "password": "a wrong password"});
+            tokio::spawn(client.post(&url).json(&body).send())
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for _ in 0..20 {
+        let res = client.get(format!("{}/healthz", q.base)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "other routes answer during the flood");
+    }
+    let mut evaluated = 0;
+    for request in flood {
+        match request.await.unwrap().unwrap().status().as_u16() {
+            401 => evaluated += 1,
+            429 => {} // the client address used up its failures
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(evaluated, 100, "at most 100 failures per client address are evaluated");
+
+    let peak = q.peak_rss_kib();
+    // Argon2 takes 19 MiB per hash; with one hash per core at a time the flood can add
+    // only a few of those, however many sign-ins wait.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let bound = before + cores * 19 * 1024 + 48 * 1024;
+    assert!(peak <= bound, "peak RSS {peak} KiB over the bound {bound} KiB (started at {before} KiB)");
+}
+
+#[test]
+fn bad_configuration_exits_non_zero_with_one_line_before_binding() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("QUOTASK_DATABASE_URL", "mysql://localhost/db", "unknown scheme"),
+        ("QUOTASK_JWT_SECRET", "too short", "at least 32 bytes"),
+        ("QUOTASK_DEFAULT_TIMEZONE", "Mars/Olympus", "QUOTASK_DEFAULT_TIMEZONE"),
+        ("QUOTASK_DEFAULT_DAILY_LIMIT", "-1", "QUOTASK_DEFAULT_DAILY_LIMIT"),
+    ];
+    for (name, value, says) in cases {
+        let addr = free_addr();
+        let out = command(dir.path()).env("QUOTASK_BIND", addr.to_string()).env(name, value).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{name}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert_eq!(lines.len(), 1, "{name}: {stderr}");
+        assert!(lines[0].contains(says), "{name}: {stderr}");
+    }
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, b"").unwrap();
+    let out = command(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("QUOTASK_DATA_DIR"));
+}
