@@ -175,6 +175,14 @@ machine_busy() {
     echo $((user + nice + system + irq + softirq + steal))
 }
 
+# machine_irq: ticks all CPUs spent in interrupts and softirqs (loopback TCP is mostly
+# processed there, and that time is charged to no process).
+machine_irq() {
+    local _cpu user nice system idle iowait irq softirq _rest
+    read -r _cpu user nice system idle iowait irq softirq _rest </proc/stat
+    echo $((irq + softirq))
+}
+
 # quiet_wait: waits (up to QUIET_WAIT s) until other processes use < 0.25 cores over a
 # second, since the load generator shares this machine's cores with the server already.
 quiet_wait() {
@@ -215,17 +223,19 @@ scenario() {
     local label=$1 url=$2 method=$3 path=$4 tokens=$5 body=${6:-}
     local out="$TMP/$label.wrk" rss="$TMP/$label.rss" kv
     echo "0" >"$rss"
-    local cpu0 cpu1 busy0 busy1 pg0=0 pg1=0 TIMEFORMAT='%U %S %R'
+    local cpu0 cpu1 busy0 busy1 irq0 irq1 pg0=0 pg1=0 TIMEFORMAT='%U %S %R'
     ((QUIET_WAIT > 0)) && quiet_wait
     [[ $label == postgres-* ]] && pg0=$(postgres_ticks)
     cpu0=$(cpu_ticks "$SERVER_PID")
     busy0=$(machine_busy)
+    irq0=$(machine_irq)
     start_sampler "$SERVER_PID" "$rss"
     { time wrk -t"$THREADS" -c"$CONNECTIONS" -d"${DURATION}s" --timeout 10s -s "$BENCH/wrk.lua" "$url" \
         -- "$method" "$path" "$tokens" "$body" >"$out" 2>&1 || true; } 2>"$TMP/$label.time"
     stop_sampler
     cpu1=$(cpu_ticks "$SERVER_PID")
     busy1=$(machine_busy)
+    irq1=$(machine_irq)
     [[ $label == postgres-* ]] && pg1=$(postgres_ticks)
     # Average cores busy while wrk ran: the server's, and wrk's own (same machine).
     read -r wu ws wr <"$TMP/$label.time"
@@ -233,9 +243,10 @@ scenario() {
     R[$label.wrk_cores]=$(awk -v u="$wu" -v k="$ws" -v s="$wr" 'BEGIN { printf "%.2f", (u + k) / s }')
     # PostgreSQL's own processes, then whatever else ran meanwhile (noise).
     R[$label.db_cores]=$(awk -v t=$((pg1 - pg0)) -v hz="$CLK_TCK" -v s="$wr" 'BEGIN { printf "%.2f", t / hz / s }')
+    R[$label.irq_cores]=$(awk -v t=$((irq1 - irq0)) -v hz="$CLK_TCK" -v s="$wr" 'BEGIN { printf "%.2f", t / hz / s }')
     R[$label.other_cores]=$(awk -v t=$((busy1 - busy0)) -v hz="$CLK_TCK" -v s="$wr" -v a="${R[$label.srv_cores]}" \
-        -v b="${R[$label.wrk_cores]}" -v c="${R[$label.db_cores]}" \
-        'BEGIN { o = t / hz / s - a - b - c; if (o < 0) o = 0; printf "%.2f", o }')
+        -v b="${R[$label.wrk_cores]}" -v c="${R[$label.db_cores]}" -v d="${R[$label.irq_cores]}" \
+        'BEGIN { o = t / hz / s - a - b - c - d; if (o < 0) o = 0; printf "%.2f", o }')
     grep -q '^BENCH ' "$out" || { cat "$out" >&2; die "wrk failed for $label"; }
     for kv in $(grep '^BENCH ' "$out" | cut -d' ' -f2-); do
         R[$label.${kv%%=*}]=${kv#*=}
@@ -257,15 +268,15 @@ verdict() { awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >=
 
 print_table() {
     local label
-    printf '%-16s %10s %7s %7s %7s %14s %13s %9s %6s %6s %6s %6s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
-        "non-2xx/errors" "peak RSS MiB" "CPU us/req" "server" "pg" "wrk" "others"
+    printf '%-16s %10s %7s %7s %7s %14s %13s %10s %6s %5s %5s %5s %6s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
+        "non-2xx/errors" "peak RSS MiB" "CPU us/req" "server" "pg" "wrk" "irq" "others"
     for label in "$@"; do
         local pg="-"
         [[ $label == postgres-* ]] && pg=${R[$label.db_cores]}
-        printf '%-16s %10s %7s %7s %7s %14s %13s %10s %6s %6s %6s %6s\n' "$label" "${R[$label.ok_per_s]}" \
+        printf '%-16s %10s %7s %7s %7s %14s %13s %10s %6s %5s %5s %5s %6s\n' "$label" "${R[$label.ok_per_s]}" \
             "$(ms "${R[$label.p50_us]}")" "$(ms "${R[$label.p90_us]}")" "$(ms "${R[$label.p99_us]}")" \
-            "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")" "${R[$label.cpu_us]}" "${R[$label.srv_cores]}" "$pg" "${R[$label.wrk_cores]}" \
-            "${R[$label.other_cores]}"
+            "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")" "${R[$label.cpu_us]}" "${R[$label.srv_cores]}" "$pg" \
+            "${R[$label.wrk_cores]}" "${R[$label.irq_cores]}" "${R[$label.other_cores]}"
     done
 }
 
@@ -336,8 +347,8 @@ bench_backend() {
     stop_server
     echo
 
-    echo "(CPU us/req: quotask's CPU time per answer; server, pg, wrk, others: cores busy on average while wrk ran," \
-        "of $(nproc): quotask, PostgreSQL's processes, wrk, and everything else, which is noise)"
+    echo "(CPU us/req: quotask's CPU time per answer. server, pg, wrk, irq, others: cores busy on average while wrk ran," \
+        "of $(nproc): quotask, PostgreSQL's processes, wrk, interrupts and softirqs (loopback TCP), everything else)"
     print_table "$name-healthz" "$name-create" "$name-quota"
     echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; quota ${R[$name-quota.codes]}"
     [[ -n ${R[$name.group_commit]:-} ]] && echo "group commit during POST /v1/tasks: ${R[$name.group_commit]}"
