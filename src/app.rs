@@ -19,6 +19,10 @@ use tower::Service as _;
 use crate::auth::{Accounts, token};
 use crate::clock::Clock;
 use crate::config::Settings;
+use crate::events::Events;
+use crate::http::client_ip::TrustedProxies;
+use crate::jobs::Jobs;
+use crate::redis_link::RedisLink;
 use crate::store::{Backend, Store, postgres::PostgresStore, sqlite::SqliteStore};
 
 /// A client that has not sent its request headers by then is disconnected.
@@ -38,6 +42,14 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Idempotency keys of creates this instance is working on.
     pub in_flight: crate::http::idempotency::InFlight,
+    /// Live events: handlers publish, `/v1/events` streams.
+    pub events: Events,
+    /// The periodic jobs; `serve` schedules them, tests run them.
+    pub jobs: Jobs,
+    /// Whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: TrustedProxies,
+    /// Redis, if configured (also held by the throttle, events and jobs).
+    pub redis: Option<RedisLink>,
 }
 
 impl Deref for AppState {
@@ -71,14 +83,20 @@ impl AppState {
             None => store.signing_secret(token::new_secret()).await?,
         };
         tracing::info!(durability = %store.durability().await?, tzdb = crate::domain::input::tzdb_version(), "store open");
+        let redis = settings.redis.as_ref().map(RedisLink::new).transpose()?;
         let accounts = Accounts::new(
             store.clone(),
             &secret,
             settings.signin_failures_per_hour,
+            redis.clone(),
             settings.default_daily_limit,
             settings.default_timezone.clone(),
         );
         Ok(AppState(Arc::new(Shared {
+            jobs: Jobs::new(store.clone(), redis.clone(), &settings.jobs),
+            events: Events::new(redis.clone()),
+            redis,
+            trusted_proxies: settings.trusted_proxies.clone(),
             store,
             accounts,
             clock,
@@ -102,6 +120,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
         let router = crate::http::router(state.clone());
+        state.events.start_relay();
         let task = tokio::spawn(accept_loop(listener, router, state, stopped));
         Ok(Server { addr, stop, task })
     }
@@ -159,6 +178,8 @@ async fn accept_loop(listener: TcpListener, router: Router, state: AppState, mut
         }
     }
     state.draining.store(true, Ordering::Relaxed);
+    // Event streams never end by themselves; end them so the drain is not held up.
+    state.events.close();
     drop(listener);
     tracing::info!(connections = graceful.count(), "stopping: answering requests in flight");
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown()).await.is_err() {
@@ -168,7 +189,12 @@ async fn accept_loop(listener: TcpListener, router: Router, state: AppState, mut
 
 /// Serves until SIGTERM or Ctrl-C, then stops gracefully.
 pub async fn serve(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
-    let state = AppState::build(&settings, clock).await?;
+    let state = AppState::build(&settings, clock.clone()).await?;
+    if settings.jobs.enabled {
+        state.jobs.clone().spawn(clock);
+    } else {
+        tracing::info!("periodic jobs are off on this instance (--no-jobs)");
+    }
     let server = Server::start(state.clone(), settings.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", settings.bind))?;

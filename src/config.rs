@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use crate::domain::{DailyLimit, TimeZoneName};
+use crate::http::client_ip::TrustedProxies;
 use crate::store::Backend;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -23,9 +24,23 @@ pub struct Config {
     /// keep instances × this under the server's `max_connections`).
     #[arg(long, env = "QUOTASK_DB_MAX_CONNECTIONS", default_value_t = 16, global = true)]
     pub db_max_connections: u32,
-    /// Redis, for what several instances share.
-    #[arg(long, env = "QUOTASK_REDIS_URL", global = true)]
+    /// Redis, for what several instances share: sign-in throttle counts, live events,
+    /// the periodic jobs' lock. Never needed for correctness (the quota is in the database).
+    #[arg(long, env = "QUOTASK_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so that deployments can share one Redis.
+    #[arg(long, env = "QUOTASK_REDIS_PREFIX", default_value = "quotask:", global = true)]
+    pub redis_prefix: String,
+    /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` gives
+    /// the client's address; by default none, and the socket's peer is the client.
+    #[arg(long, env = "QUOTASK_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
+    pub trusted_proxies: Vec<String>,
+    /// Do not run the periodic jobs (pruning) on this instance.
+    #[arg(long, env = "QUOTASK_NO_JOBS", global = true)]
+    pub no_jobs: bool,
+    /// Days of quota usage rows kept by the pruning job (2 to 36500).
+    #[arg(long, env = "QUOTASK_USAGE_RETENTION_DAYS", default_value_t = 90, global = true)]
+    pub usage_retention_days: u32,
     /// Token signing secret, at least 32 bytes; default: generated once and kept in the database.
     #[arg(long, env = "QUOTASK_JWT_SECRET", global = true, hide_env_values = true)]
     pub jwt_secret: Option<String>,
@@ -65,6 +80,31 @@ pub struct Settings {
     pub default_daily_limit: u32,
     pub default_timezone: TimeZoneName,
     pub signin_failures_per_hour: u32,
+    /// Redis, if configured.
+    pub redis: Option<RedisSettings>,
+    pub trusted_proxies: TrustedProxies,
+    pub jobs: JobSettings,
+}
+
+/// Where Redis is, and the prefix of this deployment's keys.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: String,
+    pub prefix: String,
+}
+
+/// The periodic jobs (see `jobs`).
+#[derive(Debug, Clone)]
+pub struct JobSettings {
+    /// Whether this instance schedules them (`--no-jobs` turns it off).
+    pub enabled: bool,
+    pub usage_retention_days: u32,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings { enabled: true, usage_retention_days: 90 }
+    }
 }
 
 impl Config {
@@ -92,10 +132,19 @@ impl Config {
             .get();
         let default_timezone = TimeZoneName::parse(&self.default_timezone)
             .map_err(|e| format!("QUOTASK_DEFAULT_TIMEZONE: {}", e.message))?;
-        if self.redis_url.is_some() {
-            tracing::warn!(
-                "QUOTASK_REDIS_URL is set, but this version keeps throttling per instance and uses no Redis"
-            );
+        let redis = match &self.redis_url {
+            Some(url) => {
+                // The parser's message could quote the URL, password and all: name the form only.
+                redis::Client::open(url.as_str())
+                    .map_err(|_| "QUOTASK_REDIS_URL: not a valid Redis URL (redis://[:PASSWORD@]HOST[:PORT][/DB])")?;
+                Some(RedisSettings { url: url.clone(), prefix: self.redis_prefix.clone() })
+            }
+            None => None,
+        };
+        let trusted_proxies =
+            TrustedProxies::parse(&self.trusted_proxies).map_err(|e| format!("QUOTASK_TRUSTED_PROXIES: {e}"))?;
+        if !(2..=36500).contains(&self.usage_retention_days) {
+            return Err("QUOTASK_USAGE_RETENTION_DAYS: must be from 2 to 36500".into());
         }
         Ok(Settings {
             bind: self.bind,
@@ -105,6 +154,9 @@ impl Config {
             default_daily_limit,
             default_timezone,
             signin_failures_per_hour: self.signin_failures_per_hour,
+            redis,
+            trusted_proxies,
+            jobs: JobSettings { enabled: !self.no_jobs, usage_retention_days: self.usage_retention_days },
         })
     }
 }

@@ -2,13 +2,17 @@
 //! the day being the user's own calendar day in their time zone.
 //!
 //! Layout: `domain` holds the pure rules (no I/O, `now` passed in), `store` the SQL
-//! behind one trait, `auth` passwords and tokens, `http` the routes, `app` the wiring.
+//! behind one trait, `auth` passwords and tokens, `http` the routes, `app` the wiring;
+//! `events`, `jobs` and `redis_link` are what several instances share (through Redis).
 
 pub mod app;
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod events;
 pub mod http;
+pub mod jobs;
 pub mod metrics;
+pub mod redis_link;
 pub mod store;

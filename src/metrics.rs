@@ -12,6 +12,21 @@ pub const SIGNIN_FAILURES: &str = "quotask_signin_failures_total";
 pub const SIGNIN_THROTTLED: &str = "quotask_signin_throttled_total";
 pub const DB_READERS_BUSY: &str = "quotask_db_readers_busy";
 pub const DB_GROUP_COMMIT_SIZE: &str = "quotask_db_group_commit_jobs";
+/// 1 while Redis answers, 0 during an outage (only with `QUOTASK_REDIS_URL`).
+pub const REDIS_UP: &str = "quotask_redis_up";
+/// Redis outages seen (each logged once), and the failed calls, by `op`.
+pub const REDIS_OUTAGES: &str = "quotask_redis_outages_total";
+pub const REDIS_ERRORS: &str = "quotask_redis_errors_total";
+/// Sign-in evaluations counted by this instance alone because Redis was unavailable.
+pub const THROTTLE_FALLBACKS: &str = "quotask_signin_throttle_local_fallbacks_total";
+/// Live events: published here, dropped on the way to Redis, open streams, lagged clients.
+pub const EVENTS_PUBLISHED: &str = "quotask_events_published_total";
+pub const EVENTS_NOT_SHARED: &str = "quotask_events_not_shared_total";
+pub const EVENT_STREAMS: &str = "quotask_event_streams";
+pub const EVENTS_LAGGED: &str = "quotask_event_streams_lagged_total";
+/// Periodic job runs by `outcome` (ran, skipped, failed) and rows pruned by `what`.
+pub const JOB_RUNS: &str = "quotask_job_runs_total";
+pub const JOB_PRUNED: &str = "quotask_job_pruned_rows_total";
 
 /// The recorder, installed on first use; tests start many servers in one process.
 pub fn handle() -> &'static PrometheusHandle {

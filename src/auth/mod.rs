@@ -15,6 +15,7 @@ use self::password::Hasher;
 use self::throttle::Throttle;
 use self::token::{Access, Tokens};
 use crate::domain::{FieldError, Password, Role, TimeZoneName, User, UserZone, Username};
+use crate::redis_link::RedisLink;
 use crate::store::{NewUser, Refreshed, Store, StoreError, UserChanges};
 
 /// Why an account operation failed.
@@ -56,6 +57,7 @@ impl Accounts {
         store: Arc<dyn Store>,
         secret: &[u8],
         max_failures_per_hour: u32,
+        redis: Option<RedisLink>,
         default_limit: u32,
         default_zone: TimeZoneName,
     ) -> Self {
@@ -63,7 +65,7 @@ impl Accounts {
             store,
             hasher: Hasher::default(),
             tokens: Tokens::new(secret),
-            throttle: Throttle::new(max_failures_per_hour),
+            throttle: Throttle::new(max_failures_per_hour, redis),
             default_limit,
             default_zone,
         }
@@ -111,18 +113,11 @@ impl Accounts {
     ) -> Result<Session, AuthError> {
         let username = Username::parse(username).ok();
         let account_key = format!("user:{}", username.as_ref().map_or(username_fallback(), Username::as_str));
-        let client_key = client.map(|ip| format!("ip:{ip}"));
-        let throttled = |retry_after| {
+        let keys = std::iter::once(account_key).chain(client.map(|ip| format!("ip:{ip}"))).collect();
+        let counted = self.throttle.acquire(keys, now).await.map_err(|retry_after| {
             metrics::counter!(crate::metrics::SIGNIN_THROTTLED).increment(1);
             AuthError::Throttled { retry_after }
-        };
-        self.throttle.try_acquire(&account_key, now).map_err(throttled)?;
-        if let Some(key) = &client_key
-            && let Err(retry_after) = self.throttle.try_acquire(key, now)
-        {
-            self.throttle.refund(&account_key);
-            return Err(throttled(retry_after));
-        }
+        })?;
         let found = match &username {
             Some(name) => self.store.user_credentials(name).await?,
             None => None,
@@ -132,10 +127,7 @@ impl Accounts {
             metrics::counter!(crate::metrics::SIGNIN_FAILURES).increment(1);
             return Err(AuthError::Unauthorized);
         }
-        self.throttle.refund(&account_key);
-        if let Some(key) = &client_key {
-            self.throttle.refund(key);
-        }
+        self.throttle.refund(counted).await;
         let user = user.ok_or(AuthError::Unauthorized)?;
         let (refresh_token, refresh_hash) = token::new_refresh_token();
         let session_id = self.store.create_session(user.id, refresh_hash, now, refresh_expiry(now)).await?;

@@ -14,6 +14,7 @@ use super::error::{ApiError, Problem};
 use super::extract::{Admin, JsonBody, present};
 use crate::app::AppState;
 use crate::domain::{DailyLimit, FieldError, Role};
+use crate::events::Kind;
 use crate::store;
 
 pub fn router() -> Router<AppState> {
@@ -130,6 +131,9 @@ async fn update_user(
     let changes = store::AdminChanges { daily_limit, role };
     let user =
         state.store.admin_update_user(Some(auth.user.id), id, changes, auth.now).await?.ok_or(ApiError::NotFound)?;
+    if daily_limit.is_some() {
+        state.events.publish(user.id, Kind::QuotaChanged, &serde_json::json!({"daily_limit": user.daily_limit}));
+    }
     Ok(Json(UserView::new(&user, auth.now)))
 }
 

@@ -152,14 +152,15 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The client's address, from the socket (proxies' headers are not trusted).
+/// The client's address: the socket's peer, or what trusted proxies say (`client_ip`).
 pub struct ClientIp(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientIp(parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())))
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+        Ok(ClientIp(peer.map(|peer| state.trusted_proxies.client(peer, &parts.headers))))
     }
 }
 

@@ -3,8 +3,10 @@
 
 pub mod accounts;
 pub mod admin;
+pub mod client_ip;
 pub mod docs;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod idempotency;
 pub mod ops;
@@ -33,6 +35,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(accounts::router())
         .merge(tasks::router())
+        .merge(events::router())
         .merge(admin::router())
         .merge(seed::router())
         .merge(ops::router())

@@ -16,6 +16,7 @@ use super::extract::{Authed, JsonBody, present};
 use super::idempotency;
 use crate::app::AppState;
 use crate::domain::{FieldError, QuotaStatus, Task, TaskContent};
+use crate::events::Kind;
 use crate::store::{Created, KEY_IN_FLIGHT, StoreError, TaskFilter, TaskPatch};
 
 pub fn router() -> Router<AppState> {
@@ -104,6 +105,7 @@ pub async fn create_task(
     match created {
         Created::Task(task, status) => {
             metrics::counter!(crate::metrics::TASKS_CREATED).increment(1);
+            state.events.publish(auth.user.id, Kind::TaskCreated, &TaskView::from(task.clone()));
             Ok(Outcome { task, status, replayed: false })
         }
         Created::Replay(task) => {
@@ -229,14 +231,20 @@ async fn update(
 ) -> Result<Json<TaskView>, ApiError> {
     let id = task_id(&id)?;
     let patch = TaskPatch { content: body.content.map(TaskContent::parse).transpose()?, done: body.done };
-    let task = state.store.update_task(auth.user.id, id, patch, auth.now).await?.ok_or(ApiError::NotFound)?;
-    Ok(Json(task.into()))
+    let task =
+        TaskView::from(state.store.update_task(auth.user.id, id, patch, auth.now).await?.ok_or(ApiError::NotFound)?);
+    state.events.publish(auth.user.id, Kind::TaskUpdated, &task);
+    Ok(Json(task))
 }
 
 #[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204, description = "Deleted; the quota it used is not given back"),
               (status = 404, description = "No such task of this user", body = Problem, content_type = "application/problem+json")))]
 async fn remove(State(state): State<AppState>, auth: Authed, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
-    let deleted = state.store.delete_task(auth.user.id, task_id(&id)?).await?;
-    if deleted { Ok(StatusCode::NO_CONTENT) } else { Err(ApiError::NotFound) }
+    let id = task_id(&id)?;
+    if !state.store.delete_task(auth.user.id, id).await? {
+        return Err(ApiError::NotFound);
+    }
+    state.events.publish(auth.user.id, Kind::TaskDeleted, &serde_json::json!({"id": id.to_string()}));
+    Ok(StatusCode::NO_CONTENT)
 }

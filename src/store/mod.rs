@@ -84,6 +84,30 @@ pub enum Refreshed {
     Invalid,
 }
 
+/// What the pruning job deletes (see `jobs`): rows no rule can need again.
+#[derive(Debug, Clone, Copy)]
+pub struct Prune {
+    /// Quota counters of days before this one (UTC date, past any zone's current day).
+    pub usage_before: Date,
+    /// Refresh tokens expired by then, and every token of a revoked session. A spent token
+    /// of a live session is kept until it expires, because its reuse revokes the family.
+    pub tokens_expired_by: Timestamp,
+    /// Idempotency keys first used before then (`IDEMPOTENCY_WINDOW_SECS` ago).
+    pub keys_created_before: Timestamp,
+}
+
+/// How many rows a prune deleted, by table.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    pub usage: u64,
+    pub refresh_tokens: u64,
+    pub idempotency_keys: u64,
+}
+
+/// Rows one prune statement deletes at most, so that it never holds the database (or
+/// SQLite's single writer) for long; the job repeats it until less comes back.
+pub const PRUNE_BATCH: u64 = 5000;
+
 #[derive(Default)]
 pub struct TaskFilter {
     pub day: Option<Date>,
@@ -159,6 +183,14 @@ pub trait Store: Send + Sync + 'static {
     async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>>;
     async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>>;
     async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool>;
+
+    /// Claims period `period` of the periodic job `job`: true for exactly one caller per
+    /// period among all instances on this database (the claim is kept in `settings`; on
+    /// PostgreSQL a transaction-scoped advisory lock makes a concurrent claimer give up at
+    /// once instead of queueing).
+    async fn claim_job_period(&self, job: &str, period: i64) -> Result<bool>;
+    /// Deletes what `rules` say is no longer needed, in batches of `PRUNE_BATCH`.
+    async fn prune(&self, rules: Prune) -> Result<Pruned>;
 }
 
 /// Which database a URL names.

@@ -236,6 +236,9 @@ pub fn settings_for(dir: &std::path::Path) -> Settings {
         default_daily_limit: 5,
         default_timezone: TimeZoneName::utc(),
         signin_failures_per_hour: 100,
+        redis: None,
+        trusted_proxies: Default::default(),
+        jobs: Default::default(),
     }
 }
 
@@ -260,7 +263,13 @@ impl TestApp {
     }
 
     async fn start_on(db: Arc<Database>, clock: Arc<ManualClock>) -> TestApp {
-        let (state, server) = start(&db.settings(), clock.clone()).await;
+        let settings = db.settings();
+        Self::start_with(db, clock, &settings).await
+    }
+
+    /// A server on `db` with `settings` (`db.settings()` changed by the test).
+    pub async fn start_with(db: Arc<Database>, clock: Arc<ManualClock>, settings: &Settings) -> TestApp {
+        let (state, server) = start(settings, clock.clone()).await;
         let base = format!("http://{}", server.addr);
         TestApp { base, client: reqwest::Client::new(), clock, state, db, server: Some(server) }
     }

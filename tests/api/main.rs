@@ -4,15 +4,21 @@
 
 #[macro_use]
 mod helpers;
+#[macro_use]
+mod redis_harness;
 
 mod accounts;
 mod admin;
+mod events;
 mod idempotency;
 mod input;
 mod instances;
+mod jobs;
 mod quota;
+mod redis_outage;
 mod restart;
 mod security;
 mod seed;
+mod shared;
 mod store;
 mod tasks;

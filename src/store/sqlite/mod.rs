@@ -2,6 +2,7 @@
 //! group-committing writer (see `pool`).
 
 mod pool;
+mod prune;
 
 use std::path::Path;
 
@@ -12,8 +13,8 @@ use uuid::Uuid;
 
 use self::pool::Pool;
 use super::{
-    AdminChanges, Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, NewUser, Refreshed, Result, Store, StoreError,
-    TaskFilter, TaskPatch, UserChanges, new_id,
+    AdminChanges, Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store,
+    StoreError, TaskFilter, TaskPatch, UserChanges, new_id,
 };
 use crate::domain::{AuditEntry, QuotaStatus, Role, Task, TaskContent, TimeZoneName, User, UserZone, Username};
 
@@ -597,5 +598,14 @@ impl Store for SqliteStore {
                     .map_err(internal)
             })
             .await
+    }
+
+    async fn claim_job_period(&self, job: &str, period: i64) -> Result<bool> {
+        let key = format!("job:{job}");
+        self.pool.write(move |c| prune::claim(c, &key, period)).await
+    }
+
+    async fn prune(&self, rules: Prune) -> Result<Pruned> {
+        prune::run(&self.pool, rules).await
     }
 }

@@ -1,0 +1,66 @@
+//! `GET /v1/events`: the signed-in user's task events as server-sent events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::get;
+use futures_util::{Stream, StreamExt as _, stream};
+use serde_json::json;
+
+use super::error::{ApiError, Problem};
+use super::extract::Authed;
+use crate::app::AppState;
+use crate::events::{Item, Subscription};
+
+/// What a client's `EventSource` waits before reconnecting.
+const RETRY: Duration = Duration::from_secs(3);
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/v1/events", get(stream_events))
+}
+
+#[utoipa::path(get, path = "/v1/events", tag = "events", security(("bearer" = [])),
+    params(("Last-Event-ID" = Option<String>, Header, description = "Accepted, but events are live only: a reconnecting client is sent `lagged` and should re-read its tasks")),
+    responses((status = 200, content_type = "text/event-stream", body = String,
+        description = "Server-sent events of the signed-in user, from whichever instance made them. Each has an `id:` (UUIDv7), \
+an `event:` and JSON `data:`: `task.created` and `task.updated` (the task), `task.deleted` (`{\"id\"}`), \
+`quota.changed` (`{\"daily_limit\"}`, after an admin's change), and `lagged` (`{\"missed\"}`: events were lost, re-read \
+the list). Comments keep the connection alive; the stream ends after 15 minutes (an access token's lifetime) and when \
+the server stops, and the client reconnects."),
+              (status = 503, description = "This instance serves as many streams as it can", body = Problem, content_type = "application/problem+json")))]
+async fn stream_events(
+    State(state): State<AppState>,
+    auth: Authed,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let subscription =
+        state.events.subscribe(auth.user.id).ok_or_else(|| ApiError::Unavailable("too many event streams".into()))?;
+    let resumed = headers.contains_key("last-event-id");
+    Ok(Sse::new(sse(subscription, resumed)).keep_alive(KeepAlive::default()))
+}
+
+/// The stream: first the reconnect delay (and, for a reconnecting client, `lagged`,
+/// since nothing is replayed), then events as they come.
+fn sse(subscription: Subscription, resumed: bool) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+    let mut opening = vec![SseEvent::default().retry(RETRY).comment("quotask events")];
+    if resumed {
+        opening.push(lagged(None));
+    }
+    let live = stream::unfold(subscription, |mut subscription| async move {
+        let item = subscription.next().await?;
+        let event = match item {
+            Item::Event(e) => SseEvent::default().id(e.id.to_string()).event(&e.kind).data(&e.data),
+            Item::Lagged(missed) => lagged(Some(missed)),
+        };
+        Some((event, subscription))
+    });
+    stream::iter(opening).chain(live).map(Ok)
+}
+
+fn lagged(missed: Option<u64>) -> SseEvent {
+    SseEvent::default().event("lagged").data(json!({"missed": missed}).to_string())
+}

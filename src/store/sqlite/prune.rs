@@ -1,0 +1,55 @@
+//! The periodic job's statements on SQLite: the period claim and the batched deletes,
+//! each batch its own write so that the single writer is never held for long.
+
+use rusqlite::{Connection, params};
+
+use super::pool::Pool;
+use super::{internal, micros};
+use crate::store::{PRUNE_BATCH, Prune, Pruned, Result};
+
+/// Records `period` under `key` unless that period or a later one is recorded already.
+/// Periods are stored big-endian, so that comparing the blobs compares the numbers.
+pub fn claim(c: &Connection, key: &str, period: i64) -> Result<bool> {
+    let claimed = c
+        .execute(
+            "insert into settings (key, value) values (?1, ?2)
+             on conflict (key) do update set value = excluded.value where settings.value < excluded.value",
+            params![key, period.to_be_bytes()],
+        )
+        .map_err(internal)?;
+    Ok(claimed > 0)
+}
+
+const USAGE: &str = "delete from usage where (user_id, day) in
+    (select user_id, day from usage where day < ?1 limit ?2)";
+const TOKENS: &str = "delete from refresh_tokens where rowid in
+    (select r.rowid from refresh_tokens r join sessions s on s.id = r.session_id
+     where r.expires_at <= ?1 or s.revoked_at is not null limit ?2)";
+const KEYS: &str = "delete from idempotency_keys where (user_id, key) in
+    (select user_id, key from idempotency_keys where created_at < ?1 limit ?2)";
+
+pub async fn run(pool: &Pool, rules: Prune) -> Result<Pruned> {
+    Ok(Pruned {
+        usage: batches(pool, USAGE, rules.usage_before.to_string().into()).await?,
+        refresh_tokens: batches(pool, TOKENS, micros(rules.tokens_expired_by).into()).await?,
+        idempotency_keys: batches(pool, KEYS, micros(rules.keys_created_before).into()).await?,
+    })
+}
+
+/// Runs `sql` (which deletes at most `?2` rows older than `?1`) until a batch comes back short.
+async fn batches(pool: &Pool, sql: &'static str, cutoff: rusqlite::types::Value) -> Result<u64> {
+    let mut total = 0;
+    loop {
+        let cutoff = cutoff.clone();
+        let deleted = pool
+            .write(move |c| {
+                let batch = i64::try_from(PRUNE_BATCH).unwrap_or(i64::MAX);
+                c.prepare_cached(sql).and_then(|mut s| s.execute(params![cutoff, batch])).map_err(internal)
+            })
+            .await? as u64;
+        total += deleted;
+        if deleted < PRUNE_BATCH {
+            return Ok(total);
+        }
+    }
+}

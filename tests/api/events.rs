@@ -1,0 +1,124 @@
+//! `GET /v1/events` on one instance (no Redis): the user's own events, nothing else, and
+//! streams that neither hold up others nor a stopping server.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::json;
+
+use crate::helpers::TestApp;
+use crate::redis_harness::EventStream;
+
+const WAIT: Duration = Duration::from_secs(3);
+
+on_both_stores!(the_event_stream_needs_a_valid_token);
+async fn the_event_stream_needs_a_valid_token() {
+    let app = TestApp::spawn().await;
+
+    let res = app.client.get(app.url("/v1/events")).send().await.unwrap();
+
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(app.get("/v1/events", "not-a-token").await.status(), StatusCode::UNAUTHORIZED);
+}
+
+on_both_stores!(the_event_stream_carries_the_users_own_changes_and_nobody_elses);
+async fn the_event_stream_carries_the_users_own_changes_and_nobody_elses() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin("root").await;
+    let ann_user = app.sign_up("ann").await;
+    let ann = app.sign_in("ann").await;
+    let bob = app.user("bob").await;
+    let mut stream = EventStream::open(&app, &ann.access).await;
+
+    app.create_task(&bob, "bob's").await;
+    let task: serde_json::Value = app.create_task(&ann, "first").await.json().await.unwrap();
+    let id = task["id"].as_str().unwrap();
+    app.patch(&format!("/v1/tasks/{id}"), &json!({"content": "renamed"}), &ann.access).await;
+    app.delete(&format!("/v1/tasks/{id}"), &ann.access).await;
+    app.set_limit(&admin, ann_user["id"].as_str().unwrap(), 9).await;
+    let seed = app.client.post(app.url("/task")).header("authorization", format!("Bearer: {}", ann.access));
+    assert_eq!(seed.send().await.unwrap().status(), StatusCode::OK);
+
+    let created = stream.next(WAIT).await.unwrap();
+    assert_eq!((created.event.as_str(), &created.data), ("task.created", &task));
+    let updated = stream.next(WAIT).await.unwrap();
+    assert_eq!((updated.event.as_str(), &updated.data["content"]), ("task.updated", &json!("renamed")));
+    let deleted = stream.next(WAIT).await.unwrap();
+    assert_eq!((deleted.event.as_str(), &deleted.data), ("task.deleted", &json!({"id": id})));
+    let quota = stream.next(WAIT).await.unwrap();
+    assert_eq!((quota.event.as_str(), &quota.data), ("quota.changed", &json!({"daily_limit": 9})));
+    let from_seed = stream.next(WAIT).await.unwrap();
+    assert_eq!((from_seed.event.as_str(), &from_seed.data["content"]), ("task.created", &json!("untitled task")));
+    assert!(created.id.unwrap() < from_seed.id.unwrap(), "ids grow (UUIDv7)");
+    assert!(stream.next(Duration::from_millis(300)).await.is_none(), "bob's task is not ann's event");
+}
+
+on_both_stores!(a_replayed_create_sends_no_second_event);
+async fn a_replayed_create_sends_no_second_event() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    let mut stream = EventStream::open(&app, &ann.access).await;
+
+    for _ in 0..2 {
+        let req = app.client.post(app.url("/v1/tasks")).bearer_auth(&ann.access).header("idempotency-key", "k1");
+        assert_eq!(req.json(&json!({"content": "once"})).send().await.unwrap().status(), StatusCode::CREATED);
+    }
+
+    assert_eq!(stream.next(WAIT).await.unwrap().event, "task.created");
+    assert!(stream.next(Duration::from_millis(300)).await.is_none());
+}
+
+on_both_stores!(a_client_reconnecting_with_last_event_id_is_told_to_re_read);
+async fn a_client_reconnecting_with_last_event_id_is_told_to_re_read() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+
+    let mut stream =
+        EventStream::open_with(&app, &ann.access, &[("last-event-id", "0190a000-0000-7000-8000-000000000000")]).await;
+
+    let first = stream.next(WAIT).await.unwrap();
+    assert_eq!((first.event.as_str(), &first.data), ("lagged", &json!({"missed": null})));
+}
+
+on_both_stores!(a_client_that_never_reads_holds_up_neither_changes_nor_other_streams);
+async fn a_client_that_never_reads_holds_up_neither_changes_nor_other_streams() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    let _stalled = EventStream::open(&app, &ann.access).await;
+    let mut reader = EventStream::open(&app, &ann.access).await;
+    let task: serde_json::Value = app.create_task(&ann, "x").await.json().await.unwrap();
+    let path = format!("/v1/tasks/{}", task["id"].as_str().unwrap());
+    let big = "x".repeat(8000);
+    let reading = tokio::spawn(async move {
+        let mut last = None;
+        while let Some(event) = reader.next(WAIT).await {
+            if event.data["content"] == "last" {
+                return true;
+            }
+            last = Some(event);
+        }
+        panic!("the reader stopped at {last:?}");
+    });
+
+    let started = Instant::now();
+    for i in 0..300 {
+        let content = if i == 299 { "last".to_owned() } else { format!("{i} {big}") };
+        assert_eq!(app.patch(&path, &json!({"content": content}), &ann.access).await.status(), StatusCode::OK);
+    }
+
+    assert!(started.elapsed() < Duration::from_secs(20), "changes took {:?}", started.elapsed());
+    assert!(tokio::time::timeout(WAIT, reading).await.unwrap().unwrap(), "the reading client got the last event");
+}
+
+on_both_stores!(open_streams_end_when_the_server_stops_so_the_stop_is_quick);
+async fn open_streams_end_when_the_server_stops_so_the_stop_is_quick() {
+    let mut app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    let mut stream = EventStream::open(&app, &ann.access).await;
+
+    let started = Instant::now();
+    app.restart().await;
+
+    assert!(started.elapsed() < Duration::from_secs(3), "the stop waited {:?}", started.elapsed());
+    assert!(stream.ends_within(Duration::from_secs(1)).await);
+}
