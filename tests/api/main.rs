@@ -10,6 +10,7 @@ mod redis_harness;
 mod accounts;
 mod admin;
 mod events;
+mod durability;
 mod idempotency;
 mod input;
 mod instances;
