@@ -2,6 +2,7 @@
 //! interactive docs page; both served from the binary.
 
 use axum::Router;
+use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, Schema};
 use utoipa::{Modify, OpenApi};
@@ -61,7 +62,9 @@ impl Modify for CommonResponses {
             for op in operations.into_iter().flatten() {
                 let secured = op.security.is_some();
                 let has_body = op.request_body.is_some();
-                let has_query = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+                // A header parameter alone (Last-Event-ID) is never refused with 422.
+                let has_query =
+                    op.parameters.as_ref().is_some_and(|p| p.iter().any(|p| p.parameter_in != ParameterIn::Header));
                 let mut add = |code: &str, why: &str| {
                     op.responses.responses.entry(code.into()).or_insert_with(|| problem(why));
                 };
