@@ -18,8 +18,11 @@ use super::{
 };
 use crate::domain::{AuditEntry, QuotaStatus, Role, Task, TaskContent, TimeZoneName, User, UserZone, Username};
 
-const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_idempotency.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_idempotency.sql"),
+    include_str!("migrations/0003_tasks_by_owner.sql"),
+];
 
 const USER_COLUMNS: &str =
     "u.id, u.username, u.role, u.daily_limit, u.timezone, u.pending_timezone, u.timezone_effective_at, u.created_at";
