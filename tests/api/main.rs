@@ -9,8 +9,8 @@ mod redis_harness;
 
 mod accounts;
 mod admin;
-mod events;
 mod durability;
+mod events;
 mod idempotency;
 mod input;
 mod instances;

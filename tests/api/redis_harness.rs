@@ -98,7 +98,8 @@ pub async fn instances<const N: usize>(configure: impl Fn(&mut Settings)) -> [Te
 
 /// Waits until every app receives other instances' events through Redis.
 pub async fn until_relaying(apps: &[&TestApp]) {
-    for _ in 0..200 {
+    // The subscriber retries at most every 2 s while Redis is away.
+    for _ in 0..500 {
         if apps.iter().all(|app| app.state.events.relaying()) {
             return;
         }
@@ -235,5 +236,63 @@ impl Drop for Frozen {
         let _ = std::process::Command::new("kill").args(["-CONT", &self.pid.to_string()]).status();
         let _ = self.watchdog.kill();
         let _ = self.watchdog.wait();
+    }
+}
+
+/// A TCP proxy to Redis that the test can cut (every connection closed, new ones refused)
+/// and restore: Redis stopping and starting, without stopping the one other tests use.
+pub struct RedisProxy {
+    pub url: String,
+    state: Arc<std::sync::Mutex<ProxyState>>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    cut: bool,
+    links: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl RedisProxy {
+    pub async fn start() -> RedisProxy {
+        let target = redis_url().trim_start_matches("redis://").trim_end_matches('/').to_owned();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("a port");
+        let url = format!("redis://{}", listener.local_addr().expect("an address"));
+        let state = Arc::new(std::sync::Mutex::new(ProxyState::default()));
+        let shared = state.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut state = shared.lock().unwrap();
+                if state.cut {
+                    continue; // dropped: closed at once
+                }
+                let target = target.clone();
+                state.links.push(tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(&target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                }));
+            }
+        });
+        RedisProxy { url, state, accept }
+    }
+
+    pub fn cut(&self) {
+        let mut state = self.state.lock().unwrap();
+        state.cut = true;
+        for link in state.links.drain(..) {
+            link.abort();
+        }
+    }
+
+    pub fn restore(&self) {
+        self.state.lock().unwrap().cut = false;
+    }
+}
+
+impl Drop for RedisProxy {
+    fn drop(&mut self) {
+        self.cut();
+        self.accept.abort();
     }
 }

@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::helpers::{PASSWORD, TestApp};
 use crate::redis_harness::{
-    EventStream, Frozen, absent_redis, instances, redis_alone, redis_pid, until_redis_is_up, until_relaying,
+    EventStream, Frozen, RedisProxy, absent_redis, instances, redis_alone, redis_pid, until_redis_is_up, until_relaying,
 };
 
 /// A sign-in from `ip` (the apps here trust 127.0.0.1 to forward), with its duration.
@@ -159,4 +159,38 @@ async fn a_frozen_redis_under_load_delays_nothing_and_sharing_resumes_after_it_t
     assert!(crossed, "events cross instances again");
     assert!(matches!(a.state.jobs.run_once(a.clock.now()).await.unwrap(), Outcome::Ran(_)));
     assert_eq!(a.all_tasks(&carol).await.len(), 10);
+}
+
+with_redis_on_both_stores!(when_redis_goes_away_and_comes_back_every_instance_reconnects_by_itself);
+async fn when_redis_goes_away_and_comes_back_every_instance_reconnects_by_itself() {
+    let redis = crate::redis_harness::redis().await;
+    let proxy = RedisProxy::start().await;
+    let through_proxy = RedisSettings { url: proxy.url.clone(), ..redis.settings.clone() };
+    let [a, b] = instances(|s| trusting_localhost(s, &through_proxy, 2)).await;
+    let apps = [&a, &b];
+    until_relaying(&apps).await;
+    let ann = a.user("ann").await;
+    a.sign_up("eve").await;
+    a.sign_up("mallory").await;
+
+    proxy.cut();
+    // Each instance throttles alone: eve gets two failures on each.
+    for app in apps {
+        for i in 0..2 {
+            let (status, took) = sign_in_from(app, "eve", "wrong", &format!("10.5.0.{i}")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED);
+            assert!(took < Duration::from_secs(1), "sign-in took {took:?}");
+        }
+    }
+    assert_eq!(a.create_task(&ann, "while Redis is away").await.status(), StatusCode::CREATED);
+    proxy.restore();
+
+    until_redis_is_up(&apps, Duration::from_secs(5)).await;
+    until_relaying(&apps).await;
+    assert_eq!(sign_in_from(&a, "mallory", "wrong", "10.6.0.1").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in_from(&b, "mallory", "wrong", "10.6.0.2").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in_from(&a, "mallory", "wrong", "10.6.0.3").await.0, StatusCode::TOO_MANY_REQUESTS);
+    let mut stream = EventStream::open(&a, &ann.access).await;
+    b.create_task(&ann, "after").await;
+    assert_eq!(stream.next(Duration::from_secs(3)).await.unwrap().data["content"], "after");
 }
