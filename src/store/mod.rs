@@ -5,11 +5,11 @@
 pub mod postgres;
 pub mod sqlite;
 
-use std::sync::{LazyLock, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use jiff::{Timestamp, civil::Date};
-use uuid::{Uuid, timestamp::context::ContextV7};
+use uuid::Uuid;
 
 use crate::domain::{AuditEntry, QuotaStatus, Role, Task, TaskContent, User, UserZone, Username};
 
@@ -215,12 +215,20 @@ impl Backend {
     }
 }
 
-/// A UUIDv7 for `now`, so that ids sort by the (possibly injected) clock; the shared
-/// context keeps ids made in the same millisecond in order.
+/// A UUIDv7 for `now`: its leading 48 bits are exactly `now`'s unix milliseconds (the
+/// task list's day ranges rely on it), then a 12-bit counter that keeps the ids made in
+/// one millisecond in order, then random bits. Unlike uuid's own context, an earlier
+/// `now` (a clock stepped back, a test's clock) is not bumped to the latest one seen.
 pub fn new_id(now: Timestamp) -> Uuid {
-    static CONTEXT: LazyLock<Mutex<ContextV7>> = LazyLock::new(|| Mutex::new(ContextV7::new()));
-    let secs = u64::try_from(now.as_second()).unwrap_or(0);
-    let nanos = u32::try_from(now.subsec_nanosecond()).unwrap_or(0);
-    let context = CONTEXT.lock().unwrap_or_else(|e| e.into_inner());
-    Uuid::new_v7(uuid::Timestamp::from_unix(&*context, secs, nanos))
+    static LAST: Mutex<(u64, u16)> = Mutex::new((0, 0));
+    let millis = u64::try_from(now.as_millisecond()).unwrap_or(0);
+    let mut bytes: [u8; 10] = rand::random();
+    let counter = {
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        let counter = if last.0 == millis { last.1.wrapping_add(1) & 0x7ff } else { u16::from(bytes[0]) };
+        *last = (millis, counter);
+        counter
+    };
+    bytes[..2].copy_from_slice(&counter.to_be_bytes());
+    uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
 }

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_idempotency.sql"),
     include_str!("migrations/0003_tasks_by_owner.sql"),
+    include_str!("migrations/0004_no_day_index.sql"),
 ];
 
 const USER_COLUMNS: &str =
@@ -174,6 +175,19 @@ fn remember(c: &Connection, user_id: Uuid, key: &IdempotencyKey, task: &Task) ->
     })
     .map(drop)
     .map_err(internal)
+}
+
+/// Ids between which every task of local `day` lies, whatever its zone. Ids are UUIDv7,
+/// which begin with their creation's unix milliseconds, and a local day lies within a
+/// day of its UTC date on either side (zones run from UTC-12 to UTC+14), so two days'
+/// margin on each side is safe; `day = ?` then picks the day's own.
+fn day_bounds(day: Date) -> (Uuid, Uuid) {
+    let at = |d: Option<Date>| {
+        let ms = d.and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok()).map_or(0, |z| z.timestamp().as_millisecond());
+        Uuid::from_u128(u128::from(u64::try_from(ms).unwrap_or(0)) << 80)
+    };
+    let shift = |days: i64| day.checked_add(jiff::Span::new().days(days)).ok();
+    (at(shift(-2)), at(shift(3)))
 }
 
 fn is_unique_violation(e: &rusqlite::Error) -> bool {
@@ -541,19 +555,29 @@ impl Store for SqliteStore {
     }
 
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {
+        // Always a range of the (user_id, id) key, so the scan starts where the page does.
+        let (mut low, mut high) = (String::new(), "~".to_owned());
+        if let Some(day) = filter.day {
+            let (from, to) = day_bounds(day);
+            (low, high) = (from.to_string(), to.to_string());
+        }
+        if let Some(before) = filter.before {
+            high = high.min(before.to_string());
+        }
         self.pool
             .read(move |c| {
                 c.prepare_cached(&format!(
-                    "select {TASK_COLUMNS} from tasks where user_id = ?1 and (?2 is null or day = ?2)
-                     and (?3 is null or done = ?3) and (?4 is null or id < ?4) order by id desc limit ?5"
+                    "select {TASK_COLUMNS} from tasks where user_id = ?1 and id >= ?2 and id < ?3
+                     and (?4 is null or day = ?4) and (?5 is null or done = ?5) order by id desc limit ?6"
                 ))
                 .and_then(|mut s| {
                     s.query_map(
                         params![
                             user_id.to_string(),
+                            low,
+                            high,
                             filter.day.map(|d| d.to_string()),
                             filter.done,
-                            filter.before.map(|b| b.to_string()),
                             filter.limit
                         ],
                         task_from_row,
@@ -610,5 +634,19 @@ impl Store for SqliteStore {
 
     async fn prune(&self, rules: Prune) -> Result<Pruned> {
         prune::run(&self.pool, rules).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_days_bounds_enclose_every_id_made_on_it_anywhere() {
+        let (low, high) = day_bounds(jiff::civil::date(2026, 6, 15));
+        for instant in ["2026-06-14T10:00:00Z", "2026-06-15T12:00:00Z", "2026-06-16T11:59:59Z"] {
+            let id = new_id(instant.parse().unwrap()).to_string();
+            assert!(low.to_string() <= id && id < high.to_string(), "{low} {id} {high}");
+        }
     }
 }

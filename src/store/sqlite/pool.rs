@@ -207,14 +207,15 @@ fn commit_batch(
             replies.push(reply);
             continue;
         }
-        if let Err(e) = conn.execute_batch("savepoint job") {
+        if let Err(e) = run(conn, "savepoint job") {
             failure = Some(e);
             replies.push(job_failed().1);
             continue;
         }
         let (ok, reply) = job(conn);
-        let end = if ok { "release job" } else { "rollback to job; release job" };
-        if let Err(e) = conn.execute_batch(end) {
+        let end =
+            if ok { run(conn, "release job") } else { run(conn, "rollback to job").and(run(conn, "release job")) };
+        if let Err(e) = end {
             failure = Some(e);
         }
         replies.push(reply);
@@ -226,6 +227,12 @@ fn commit_batch(
             Err((replies, e))
         }
     }
+}
+
+/// Runs a statement without results through the statement cache (the savepoints around
+/// every job would otherwise be parsed anew each time).
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
 /// A stand-in for a job that never ran because the batch had already failed; its real
