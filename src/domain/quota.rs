@@ -3,7 +3,7 @@
 
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
 
-use super::{TimeZoneName, UserZone};
+use super::{TimeZoneName, User, UserZone};
 
 /// The local calendar day that contains `now`, with the instants it starts and ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +77,16 @@ pub struct QuotaStatus {
 }
 
 impl QuotaStatus {
+    /// The status of `user` at `now`, given the units used on the day of `now`.
+    pub fn of(user: &User, used: u32, now: Timestamp) -> Self {
+        QuotaStatus {
+            limit: user.daily_limit,
+            used,
+            window: user.zone.window(now),
+            timezone: user.zone.effective(now).clone(),
+        }
+    }
+
     pub fn remaining(&self) -> u32 {
         self.limit.saturating_sub(self.used)
     }

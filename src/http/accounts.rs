@@ -202,6 +202,7 @@ async fn update_me(
                headers(("RateLimit-Policy" = String, description = "\"daily\";q=<limit>;w=86400"),
                        ("RateLimit" = String, description = "\"daily\";r=<remaining>;t=<seconds to reset>")))))]
 async fn quota(State(state): State<AppState>, auth: Authed) -> Result<Response, ApiError> {
-    let status = state.store.quota(auth.user.id, auth.now).await?.ok_or(ApiError::Unauthorized)?;
+    let used = state.store.used(auth.user.id, auth.user.zone.window(auth.now).day).await?;
+    let status = QuotaStatus::of(&auth.user, used, auth.now);
     Ok((quota_headers(&status, auth.now), Json(QuotaView::from(&status))).into_response())
 }

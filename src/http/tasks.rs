@@ -109,7 +109,8 @@ pub async fn create_task(
             Ok(Outcome { task, status, replayed: false })
         }
         Created::Replay(task) => {
-            let status = state.store.quota(auth.user.id, auth.now).await?.ok_or(ApiError::Unauthorized)?;
+            let used = state.store.used(auth.user.id, auth.user.zone.window(auth.now).day).await?;
+            let status = QuotaStatus::of(&auth.user, used, auth.now);
             Ok(Outcome { task, status, replayed: true })
         }
         Created::OverLimit(status) => {

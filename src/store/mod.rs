@@ -178,7 +178,8 @@ pub trait Store: Send + Sync + 'static {
         idempotency: Option<IdempotencyKey>,
         now: Timestamp,
     ) -> Result<Created>;
-    async fn quota(&self, user_id: Uuid, now: Timestamp) -> Result<Option<QuotaStatus>>;
+    /// The units of quota the user has used on local `day`.
+    async fn used(&self, user_id: Uuid, day: Date) -> Result<u32>;
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>>;
     async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>>;
     async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>>;

@@ -535,18 +535,8 @@ impl Store for PostgresStore {
         .await
     }
 
-    async fn quota(&self, user_id: Uuid, now: Timestamp) -> Result<Option<QuotaStatus>> {
-        bounded(async {
-            let Some(user) = self.load_user(user_id).await? else { return Ok(None) };
-            let window = user.zone.window(now);
-            Ok(Some(QuotaStatus {
-                limit: user.daily_limit,
-                used: self.used_on(user_id, window.day).await?,
-                timezone: user.zone.effective(now).clone(),
-                window,
-            }))
-        })
-        .await
+    async fn used(&self, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
+        bounded(self.used_on(user_id, day)).await
     }
 
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {

@@ -107,16 +107,6 @@ fn used_on(conn: &Connection, user_id: Uuid, day: Date) -> Result<u32> {
         .map_err(internal)
 }
 
-fn status_of(conn: &Connection, user: &User, now: Timestamp) -> Result<QuotaStatus> {
-    let window = user.zone.window(now);
-    Ok(QuotaStatus {
-        limit: user.daily_limit,
-        used: used_on(conn, user.id, window.day)?,
-        timezone: user.zone.effective(now).clone(),
-        window,
-    })
-}
-
 fn load_task(conn: &Connection, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
     conn.prepare_cached(&format!("select {TASK_COLUMNS} from tasks where id = ?1 and user_id = ?2"))
         .and_then(|mut s| s.query_row([id.to_string(), user_id.to_string()], task_from_row).optional())
@@ -545,13 +535,8 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn quota(&self, user_id: Uuid, now: Timestamp) -> Result<Option<QuotaStatus>> {
-        self.pool
-            .read(move |c| match load_user(c, user_id)? {
-                Some(user) => status_of(c, &user, now).map(Some),
-                None => Ok(None),
-            })
-            .await
+    async fn used(&self, user_id: Uuid, day: Date) -> Result<u32> {
+        self.pool.read(move |c| used_on(c, user_id, day)).await
     }
 
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {
