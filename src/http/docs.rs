@@ -55,9 +55,14 @@ impl Modify for CommonResponses {
             }
         }
         for (path, item) in doc.paths.paths.iter_mut() {
-            if !path.starts_with("/v1/") {
+            // The seed's routes answer errors in the seed's own shape.
+            let shape = if path.starts_with("/v1/") {
+                ("Problem", "application/problem+json")
+            } else if matches!(path.as_str(), "/auth/signup" | "/auth/signin" | "/task") {
+                ("SeedFailure", "application/json")
+            } else {
                 continue;
-            }
+            };
             let operations = [&mut item.get, &mut item.post, &mut item.patch, &mut item.delete, &mut item.put];
             for op in operations.into_iter().flatten() {
                 let secured = op.security.is_some();
@@ -66,7 +71,7 @@ impl Modify for CommonResponses {
                 let has_query =
                     op.parameters.as_ref().is_some_and(|p| p.iter().any(|p| p.parameter_in != ParameterIn::Header));
                 let mut add = |code: &str, why: &str| {
-                    op.responses.responses.entry(code.into()).or_insert_with(|| problem(why));
+                    op.responses.responses.entry(code.into()).or_insert_with(|| problem(shape, why));
                 };
                 if secured {
                     add("401", "Missing, invalid or expired token (WWW-Authenticate: Bearer)");
@@ -93,12 +98,8 @@ fn zone_names() -> Vec<String> {
     names
 }
 
-fn problem(description: &str) -> RefOr<Response> {
-    let content = Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Problem"))));
-    RefOr::T(
-        utoipa::openapi::ResponseBuilder::new()
-            .description(description)
-            .content("application/problem+json", content)
-            .build(),
-    )
+/// A response of error `schema` sent as `content_type`.
+fn problem((schema, content_type): (&str, &str), description: &str) -> RefOr<Response> {
+    let content = Content::new(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(schema))));
+    RefOr::T(utoipa::openapi::ResponseBuilder::new().description(description).content(content_type, content).build())
 }

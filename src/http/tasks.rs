@@ -128,7 +128,7 @@ fn key_in_flight() -> ApiError {
 }
 
 #[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = NewTask,
-    params(("Idempotency-Key" = Option<String>, Header, description = "1 to 255 visible ASCII characters; a repeat within 24 h gets the first answer")),
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters; a repeat within 24 h gets the first answer")),
     responses((status = 201, description = "The task; one unit of today's quota used (none for a replay)", body = TaskView,
                headers(("Location" = String, description = "/v1/tasks/{id}"),
                        ("Idempotent-Replayed" = String, description = "true when this is the first answer again"),
