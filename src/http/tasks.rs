@@ -98,7 +98,7 @@ pub async fn create_task(
         Some(key) => Some(state.in_flight.claim(auth.user.id, &key.key).ok_or_else(key_in_flight)?),
         None => None,
     };
-    let created = state.store.create_task(auth.user.id, content, key, auth.now).await.map_err(|e| match e {
+    let created = state.store.create_task(&auth.user, content, key, auth.now).await.map_err(|e| match e {
         StoreError::Conflict(KEY_IN_FLIGHT) => key_in_flight(),
         other => other.into(),
     })?;

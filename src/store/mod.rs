@@ -168,12 +168,14 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()>;
 
     /// Checks and consumes one unit of the user's quota for the day of `now` and
-    /// inserts the task, as one atomic step. With an idempotency key, a repeat within
-    /// the window is answered from the first creation instead, and the key is recorded
-    /// in the same transaction as the task.
+    /// inserts the task, as one atomic step. The day comes from `user`'s zone as the
+    /// request read it (a zone change only takes effect at a midnight); the limit is
+    /// read inside the step, so a change made an instant before applies. With an
+    /// idempotency key, a repeat within the window is answered from the first creation
+    /// instead, and the key is recorded in the same transaction as the task.
     async fn create_task(
         &self,
-        user_id: Uuid,
+        user: &User,
         content: TaskContent,
         idempotency: Option<IdempotencyKey>,
         now: Timestamp,

@@ -456,17 +456,17 @@ impl Store for PostgresStore {
 
     async fn create_task(
         &self,
-        user_id: Uuid,
+        user: &User,
         content: TaskContent,
         idempotency: Option<IdempotencyKey>,
         now: Timestamp,
     ) -> Result<Created> {
+        let user_id = user.id;
         bounded(async {
             // The day comes from the user's zone, which only Rust knows how to apply
-            // (the time-zone database ships in the binary), so the user is read first.
-            // A concurrent zone change cannot move the day of `now`: it only takes
-            // effect at the next local midnight (QUOTA.md item 4).
-            let user = self.load_user(user_id).await?.ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
+            // (the time-zone database ships in the binary); the request has the user
+            // already. A concurrent zone change cannot move the day of `now`: it only
+            // takes effect at the next local midnight (QUOTA.md item 4).
             let window = user.zone.window(now);
             let timezone = user.zone.effective(now).clone();
             let task = Task {

@@ -481,11 +481,12 @@ impl Store for SqliteStore {
 
     async fn create_task(
         &self,
-        user_id: Uuid,
+        user: &User,
         content: TaskContent,
         idempotency: Option<IdempotencyKey>,
         now: Timestamp,
     ) -> Result<Created> {
+        let (user_id, window, timezone) = (user.id, user.zone.window(now), user.zone.effective(now).clone());
         self.pool
             .write(move |c| {
                 if let Some(key) = &idempotency
@@ -493,8 +494,12 @@ impl Store for SqliteStore {
                 {
                     return Ok(earlier);
                 }
-                let user = load_user(c, user_id)?.ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
-                let window = user.zone.window(now);
+                // The limit is read here, inside the write transaction, so a change made
+                // an instant ago applies (QUOTA.md item 5).
+                let limit: u32 = c
+                    .prepare_cached("select daily_limit from users where id = ?1")
+                    .and_then(|mut s| s.query_row([user_id.to_string()], |r| r.get(0)))
+                    .map_err(internal)?;
                 let day = window.day.to_string();
                 let used: Option<u32> = c
                     .prepare_cached(
@@ -502,14 +507,11 @@ impl Store for SqliteStore {
                          on conflict (user_id, day) do update set used = used + 1 where used < ?3
                          returning used",
                     )
-                    .and_then(|mut s| {
-                        s.query_row(params![user_id.to_string(), day, user.daily_limit], |r| r.get(0)).optional()
-                    })
+                    .and_then(|mut s| s.query_row(params![user_id.to_string(), day, limit], |r| r.get(0)).optional())
                     .map_err(internal)?;
-                let timezone = user.zone.effective(now).clone();
                 let Some(used) = used else {
                     let used = used_on(c, user_id, window.day)?;
-                    return Ok(Created::OverLimit(QuotaStatus { limit: user.daily_limit, used, window, timezone }));
+                    return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));
                 };
                 let task = Task {
                     id: new_id(now),
@@ -530,7 +532,7 @@ impl Store for SqliteStore {
                 if let Some(key) = &idempotency {
                     remember(c, user_id, key, &task)?;
                 }
-                Ok(Created::Task(task, QuotaStatus { limit: user.daily_limit, used, window, timezone }))
+                Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone }))
             })
             .await
     }
