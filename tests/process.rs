@@ -230,6 +230,40 @@ async fn a_body_shorter_than_its_content_length_is_a_400() {
 }
 
 #[tokio::test]
+async fn a_body_that_never_arrives_is_a_408_and_the_connection_is_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Quotask::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let token = q.token(&client, "ann").await;
+
+    // Content-Length promises 100 bytes; 15 come, and the client waits without closing.
+    let mut stream = TcpStream::connect(q.addr).unwrap();
+    let request = format!(
+        "POST /v1/tasks HTTP/1.1\r\nHost: quotask\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"content\":\"x\"}}"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let started = Instant::now();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(20), "answered by the body timeout: {:?}", started.elapsed());
+    // A fresh client: the server closes connections idle past the header timeout.
+    let tasks: Value = reqwest::Client::new()
+        .get(format!("{}/v1/tasks", q.base))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(tasks["items"].as_array().unwrap().is_empty(), "nothing was created");
+}
+
+#[tokio::test]
 async fn a_sign_in_flood_keeps_memory_bounded_and_other_routes_answering() {
     let dir = tempfile::tempdir().unwrap();
     let q = Quotask::start(dir.path()).await;

@@ -78,6 +78,7 @@ impl Modify for CommonResponses {
                 }
                 if has_body {
                     add("400", "Malformed JSON");
+                    add("408", "The body did not arrive within 10 s");
                     add("413", "Body over 128 KiB");
                     add("415", "Body not sent as application/json");
                 }

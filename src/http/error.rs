@@ -23,6 +23,8 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("payload too large")]
     PayloadTooLarge,
+    #[error("the body took too long to arrive")]
+    RequestTimeout,
     #[error("unauthorized")]
     Unauthorized,
     #[error("forbidden")]
@@ -145,6 +147,15 @@ impl ApiError {
                 "Payload too large",
                 "the body is larger than 128 KiB".into(),
             ),
+            ApiError::RequestTimeout => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+                (
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    "Request timeout",
+                    "the body did not arrive within 10 seconds".into(),
+                )
+            }
             ApiError::Unauthorized => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
                 (

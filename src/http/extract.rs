@@ -31,9 +31,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     }
 }
 
-/// The body's bytes, within the body limit.
+/// How long a client may take to send its body once its headers are in; a client that
+/// trickles a body (or lies in `Content-Length` and waits) gets 408 and loses the
+/// connection instead of holding it.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The body's bytes, within the body limit and the body-read timeout.
 pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
-    Bytes::from_request(req, state).await.map_err(ApiError::from)
+    match tokio::time::timeout(BODY_READ_TIMEOUT, Bytes::from_request(req, state)).await {
+        Ok(read) => read.map_err(ApiError::from),
+        Err(_) => Err(ApiError::RequestTimeout),
+    }
+}
+
+/// A request body as bytes, read as `body_bytes` reads it.
+pub struct RawBody(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for RawBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        body_bytes(req, state).await.map(RawBody)
+    }
 }
 
 impl From<BytesRejection> for ApiError {

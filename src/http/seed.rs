@@ -2,9 +2,7 @@
 //! thin adapters over the same code as `/v1`, answering in the seed's
 //! `{"message", "data"}` shape and its errors as `{"message", "payload"}`.
 
-use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -14,7 +12,7 @@ use utoipa::ToSchema;
 
 use super::accounts::{SignIn, SignUp};
 use super::error::{ApiError, Problem};
-use super::extract::{Authed, ClientIp, JsonBody, parse_json, present};
+use super::extract::{Authed, ClientIp, JsonBody, RawBody, parse_json, present};
 use super::tasks::{TaskView, create_task};
 use crate::app::AppState;
 use crate::domain::Role;
@@ -124,10 +122,10 @@ async fn task(
     State(state): State<AppState>,
     auth: Result<Authed, ApiError>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<RawBody, ApiError>,
 ) -> Result<Json<Envelope<TaskView>>, SeedError> {
     let auth = auth?;
-    let body = body.map_err(ApiError::from)?;
+    let RawBody(body) = body?;
     // No body, or JSON `null`, means no content, as in the seed.
     let content =
         if matches!(body.trim_ascii(), b"" | b"null") { None } else { parse_json::<SeedTask>(&body)?.content };
