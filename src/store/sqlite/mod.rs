@@ -3,20 +3,27 @@
 
 mod pool;
 mod prune;
+mod rows;
+mod tasks;
 
 use std::path::Path;
 
 use async_trait::async_trait;
 use jiff::{Timestamp, civil::Date};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use self::pool::Pool;
-use super::{
-    AdminChanges, Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store,
-    StoreError, TaskFilter, TaskPatch, UserChanges, new_id,
+use self::rows::{
+    TASK_COLUMNS, USER_COLUMNS, from_micros, internal, is_unique_violation, micros, task_from_row, user_from_row,
+    uuid_at,
 };
-use crate::domain::{AuditEntry, QuotaStatus, Role, Task, TaskContent, TimeZoneName, User, UserZone, Username};
+use self::tasks::{day_bounds, load_task, used_on};
+use super::{
+    AdminChanges, Created, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, TaskFilter,
+    TaskPatch, UserChanges, new_id,
+};
+use crate::domain::{AuditEntry, Task, TaskContent, User, UserZone, Username};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
@@ -24,10 +31,6 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_tasks_by_owner.sql"),
     include_str!("migrations/0004_no_day_index.sql"),
 ];
-
-const USER_COLUMNS: &str =
-    "u.id, u.username, u.role, u.daily_limit, u.timezone, u.pending_timezone, u.timezone_effective_at, u.created_at";
-const TASK_COLUMNS: &str = "id, content, done, day, created_at, updated_at";
 
 pub struct SqliteStore {
     pool: Pool,
@@ -40,149 +43,10 @@ impl SqliteStore {
     }
 }
 
-fn internal(e: impl Into<anyhow::Error>) -> StoreError {
-    StoreError::Internal(e.into())
-}
-
-fn micros(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
-
-fn from_micros(us: i64) -> rusqlite::Result<Timestamp> {
-    Timestamp::from_microsecond(us).map_err(|e| conversion(e.into()))
-}
-
-fn conversion(e: anyhow::Error) -> rusqlite::Error {
-    rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, e.into())
-}
-
-fn uuid_at(row: &Row, i: usize) -> rusqlite::Result<Uuid> {
-    let text: String = row.get(i)?;
-    Uuid::parse_str(&text).map_err(|e| conversion(e.into()))
-}
-
-fn zone_at(row: &Row, i: usize) -> rusqlite::Result<TimeZoneName> {
-    let name: String = row.get(i)?;
-    TimeZoneName::parse(&name).map_err(|e| conversion(anyhow::anyhow!(e.message)))
-}
-
-fn user_from_row(row: &Row) -> rusqlite::Result<User> {
-    let role: String = row.get(2)?;
-    let pending = match row.get::<_, Option<String>>(5)? {
-        Some(_) => Some((zone_at(row, 5)?, from_micros(row.get(6)?)?)),
-        None => None,
-    };
-    Ok(User {
-        id: uuid_at(row, 0)?,
-        username: row.get(1)?,
-        role: Role::parse(&role).ok_or_else(|| conversion(anyhow::anyhow!("unknown role {role}")))?,
-        daily_limit: row.get(3)?,
-        zone: UserZone { current: zone_at(row, 4)?, pending },
-        created_at: from_micros(row.get(7)?)?,
-    })
-}
-
-fn task_from_row(row: &Row) -> rusqlite::Result<Task> {
-    let day: String = row.get(3)?;
-    Ok(Task {
-        id: uuid_at(row, 0)?,
-        content: row.get(1)?,
-        done: row.get(2)?,
-        day: day.parse().map_err(|e: jiff::Error| conversion(e.into()))?,
-        created_at: from_micros(row.get(4)?)?,
-        updated_at: from_micros(row.get(5)?)?,
-    })
-}
-
 fn load_user(conn: &Connection, id: Uuid) -> Result<Option<User>> {
     conn.prepare_cached(&format!("select {USER_COLUMNS} from users u where u.id = ?1"))
         .and_then(|mut s| s.query_row([id.to_string()], user_from_row).optional())
         .map_err(internal)
-}
-
-fn used_on(conn: &Connection, user_id: Uuid, day: Date) -> Result<u32> {
-    conn.prepare_cached("select used from usage where user_id = ?1 and day = ?2")
-        .and_then(|mut s| s.query_row(params![user_id.to_string(), day.to_string()], |r| r.get(0)).optional())
-        .map(Option::unwrap_or_default)
-        .map_err(internal)
-}
-
-fn load_task(conn: &Connection, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
-    conn.prepare_cached(&format!("select {TASK_COLUMNS} from tasks where id = ?1 and user_id = ?2"))
-        .and_then(|mut s| s.query_row([id.to_string(), user_id.to_string()], task_from_row).optional())
-        .map_err(internal)
-}
-
-/// The answer to a repeat of an idempotent create, if `key` was used in the window.
-fn remembered(c: &Connection, user_id: Uuid, key: &IdempotencyKey, now: Timestamp) -> Result<Option<Created>> {
-    let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
-    let found = c
-        .prepare_cached(
-            "select fingerprint, task_id, content, day, created_at from idempotency_keys
-             where user_id = ?1 and key = ?2 and created_at > ?3",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![user_id.to_string(), key.key, since], |r| {
-                let fingerprint: Vec<u8> = r.get(0)?;
-                let day: String = r.get(3)?;
-                let created_at = from_micros(r.get(4)?)?;
-                let task = Task {
-                    id: uuid_at(r, 1)?,
-                    content: r.get(2)?,
-                    done: false,
-                    day: day.parse().map_err(|e: jiff::Error| conversion(e.into()))?,
-                    created_at,
-                    updated_at: created_at,
-                };
-                Ok((fingerprint, task))
-            })
-            .optional()
-        })
-        .map_err(internal)?;
-    Ok(found.map(
-        |(fingerprint, task)| {
-            if fingerprint == key.fingerprint { Created::Replay(task) } else { Created::KeyReused }
-        },
-    ))
-}
-
-/// Records `key` with the task it created, replacing an expired use of the same key.
-fn remember(c: &Connection, user_id: Uuid, key: &IdempotencyKey, task: &Task) -> Result<()> {
-    c.prepare_cached(
-        "insert or replace into idempotency_keys (user_id, key, fingerprint, task_id, content, day, created_at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![
-            user_id.to_string(),
-            key.key,
-            key.fingerprint,
-            task.id.to_string(),
-            task.content,
-            task.day.to_string(),
-            micros(task.created_at)
-        ])
-    })
-    .map(drop)
-    .map_err(internal)
-}
-
-/// Ids between which every task of local `day` lies, whatever its zone. Ids are UUIDv7,
-/// which begin with their creation's unix milliseconds, and a local day lies within a
-/// day of its UTC date on either side (zones run from UTC-12 to UTC+14), so two days'
-/// margin on each side is safe; `day = ?` then picks the day's own.
-fn day_bounds(day: Date) -> (Uuid, Uuid) {
-    let at = |d: Option<Date>| {
-        let ms = d.and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok()).map_or(0, |z| z.timestamp().as_millisecond());
-        Uuid::from_u128(u128::from(u64::try_from(ms).unwrap_or(0)) << 80)
-    };
-    let shift = |days: i64| day.checked_add(jiff::Span::new().days(days)).ok();
-    (at(shift(-2)), at(shift(3)))
-}
-
-fn is_unique_violation(e: &rusqlite::Error) -> bool {
-    matches!(e, rusqlite::Error::SqliteFailure(f, _) if f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-        || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
 }
 
 fn save_zone(conn: &Connection, id: Uuid, zone: &UserZone) -> Result<()> {
@@ -487,54 +351,7 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Created> {
         let (user_id, window, timezone) = (user.id, user.zone.window(now), user.zone.effective(now).clone());
-        self.pool
-            .write(move |c| {
-                if let Some(key) = &idempotency
-                    && let Some(earlier) = remembered(c, user_id, key, now)?
-                {
-                    return Ok(earlier);
-                }
-                // The limit is read here, inside the write transaction, so a change made
-                // an instant ago applies (QUOTA.md item 5).
-                let limit: u32 = c
-                    .prepare_cached("select daily_limit from users where id = ?1")
-                    .and_then(|mut s| s.query_row([user_id.to_string()], |r| r.get(0)))
-                    .map_err(internal)?;
-                let day = window.day.to_string();
-                let used: Option<u32> = c
-                    .prepare_cached(
-                        "insert into usage (user_id, day, used) select ?1, ?2, 1 where ?3 > 0
-                         on conflict (user_id, day) do update set used = used + 1 where used < ?3
-                         returning used",
-                    )
-                    .and_then(|mut s| s.query_row(params![user_id.to_string(), day, limit], |r| r.get(0)).optional())
-                    .map_err(internal)?;
-                let Some(used) = used else {
-                    let used = used_on(c, user_id, window.day)?;
-                    return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));
-                };
-                let task = Task {
-                    id: new_id(now),
-                    content: content.into_string(),
-                    done: false,
-                    day: window.day,
-                    created_at: now,
-                    updated_at: now,
-                };
-                c.prepare_cached(
-                    "insert into tasks (id, user_id, content, done, day, created_at, updated_at)
-                     values (?1, ?2, ?3, 0, ?4, ?5, ?5)",
-                )
-                .and_then(|mut s| {
-                    s.execute(params![task.id.to_string(), user_id.to_string(), task.content, day, micros(now)])
-                })
-                .map_err(internal)?;
-                if let Some(key) = &idempotency {
-                    remember(c, user_id, key, &task)?;
-                }
-                Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone }))
-            })
-            .await
+        self.pool.write(move |c| tasks::create(c, user_id, window, timezone, content, idempotency.as_ref(), now)).await
     }
 
     async fn used(&self, user_id: Uuid, day: Date) -> Result<u32> {
@@ -621,19 +438,5 @@ impl Store for SqliteStore {
 
     async fn prune(&self, rules: Prune) -> Result<Pruned> {
         prune::run(&self.pool, rules).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_days_bounds_enclose_every_id_made_on_it_anywhere() {
-        let (low, high) = day_bounds(jiff::civil::date(2026, 6, 15));
-        for instant in ["2026-06-14T10:00:00Z", "2026-06-15T12:00:00Z", "2026-06-16T11:59:59Z"] {
-            let id = new_id(instant.parse().unwrap()).to_string();
-            assert!(low.to_string() <= id && id < high.to_string(), "{low} {id} {high}");
-        }
     }
 }

@@ -1,0 +1,164 @@
+//! Tasks and the quota's counter: the create step that checks, consumes and inserts in
+//! the writer's transaction, idempotency keys, and the id ranges of a day.
+
+use jiff::{Timestamp, civil::Date};
+use rusqlite::{Connection, OptionalExtension, params};
+use uuid::Uuid;
+
+use super::rows::{TASK_COLUMNS, conversion, from_micros, internal, micros, task_from_row, uuid_at};
+use crate::domain::{DayWindow, QuotaStatus, Task, TaskContent, TimeZoneName};
+use crate::store::{Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, Result, new_id};
+
+/// Checks and consumes a unit of `window`'s day and inserts the task, inside the
+/// writer's transaction; with a key, answers a repeat from its first creation instead.
+pub(super) fn create(
+    c: &Connection,
+    user_id: Uuid,
+    window: DayWindow,
+    timezone: TimeZoneName,
+    content: TaskContent,
+    idempotency: Option<&IdempotencyKey>,
+    now: Timestamp,
+) -> Result<Created> {
+    if let Some(key) = idempotency
+        && let Some(earlier) = remembered(c, user_id, key, now)?
+    {
+        return Ok(earlier);
+    }
+    // The limit is read here, inside the write transaction, so a change made
+    // an instant ago applies (QUOTA.md item 5).
+    let limit: u32 = c
+        .prepare_cached("select daily_limit from users where id = ?1")
+        .and_then(|mut s| s.query_row([user_id.to_string()], |r| r.get(0)))
+        .map_err(internal)?;
+    let day = window.day.to_string();
+    let used: Option<u32> = c
+        .prepare_cached(
+            "insert into usage (user_id, day, used) select ?1, ?2, 1 where ?3 > 0
+                 on conflict (user_id, day) do update set used = used + 1 where used < ?3
+                 returning used",
+        )
+        .and_then(|mut s| s.query_row(params![user_id.to_string(), day, limit], |r| r.get(0)).optional())
+        .map_err(internal)?;
+    let Some(used) = used else {
+        let used = used_on(c, user_id, window.day)?;
+        return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));
+    };
+    let task = Task {
+        id: new_id(now),
+        content: content.into_string(),
+        done: false,
+        day: window.day,
+        created_at: now,
+        updated_at: now,
+    };
+    c.prepare_cached(
+        "insert into tasks (id, user_id, content, done, day, created_at, updated_at)
+             values (?1, ?2, ?3, 0, ?4, ?5, ?5)",
+    )
+    .and_then(|mut s| s.execute(params![task.id.to_string(), user_id.to_string(), task.content, day, micros(now)]))
+    .map_err(internal)?;
+    if let Some(key) = idempotency {
+        remember(c, user_id, key, &task)?;
+    }
+    Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone }))
+}
+
+pub(super) fn used_on(conn: &Connection, user_id: Uuid, day: Date) -> Result<u32> {
+    conn.prepare_cached("select used from usage where user_id = ?1 and day = ?2")
+        .and_then(|mut s| s.query_row(params![user_id.to_string(), day.to_string()], |r| r.get(0)).optional())
+        .map(Option::unwrap_or_default)
+        .map_err(internal)
+}
+
+pub(super) fn load_task(conn: &Connection, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
+    conn.prepare_cached(&format!("select {TASK_COLUMNS} from tasks where id = ?1 and user_id = ?2"))
+        .and_then(|mut s| s.query_row([id.to_string(), user_id.to_string()], task_from_row).optional())
+        .map_err(internal)
+}
+
+/// The answer to a repeat of an idempotent create, if `key` was used in the window.
+pub(super) fn remembered(
+    c: &Connection,
+    user_id: Uuid,
+    key: &IdempotencyKey,
+    now: Timestamp,
+) -> Result<Option<Created>> {
+    let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
+    let found = c
+        .prepare_cached(
+            "select fingerprint, task_id, content, day, created_at from idempotency_keys
+             where user_id = ?1 and key = ?2 and created_at > ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![user_id.to_string(), key.key, since], |r| {
+                let fingerprint: Vec<u8> = r.get(0)?;
+                let day: String = r.get(3)?;
+                let created_at = from_micros(r.get(4)?)?;
+                let task = Task {
+                    id: uuid_at(r, 1)?,
+                    content: r.get(2)?,
+                    done: false,
+                    day: day.parse().map_err(|e: jiff::Error| conversion(e.into()))?,
+                    created_at,
+                    updated_at: created_at,
+                };
+                Ok((fingerprint, task))
+            })
+            .optional()
+        })
+        .map_err(internal)?;
+    Ok(found.map(
+        |(fingerprint, task)| {
+            if fingerprint == key.fingerprint { Created::Replay(task) } else { Created::KeyReused }
+        },
+    ))
+}
+
+/// Records `key` with the task it created, replacing an expired use of the same key.
+pub(super) fn remember(c: &Connection, user_id: Uuid, key: &IdempotencyKey, task: &Task) -> Result<()> {
+    c.prepare_cached(
+        "insert or replace into idempotency_keys (user_id, key, fingerprint, task_id, content, day, created_at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            user_id.to_string(),
+            key.key,
+            key.fingerprint,
+            task.id.to_string(),
+            task.content,
+            task.day.to_string(),
+            micros(task.created_at)
+        ])
+    })
+    .map(drop)
+    .map_err(internal)
+}
+
+/// Ids between which every task of local `day` lies, whatever its zone. Ids are UUIDv7,
+/// which begin with their creation's unix milliseconds, and a local day lies within a
+/// day of its UTC date on either side (zones run from UTC-12 to UTC+14), so two days'
+/// margin on each side is safe; `day = ?` then picks the day's own.
+pub(super) fn day_bounds(day: Date) -> (Uuid, Uuid) {
+    let at = |d: Option<Date>| {
+        let ms = d.and_then(|d| d.to_zoned(jiff::tz::TimeZone::UTC).ok()).map_or(0, |z| z.timestamp().as_millisecond());
+        Uuid::from_u128(u128::from(u64::try_from(ms).unwrap_or(0)) << 80)
+    };
+    let shift = |days: i64| day.checked_add(jiff::Span::new().days(days)).ok();
+    (at(shift(-2)), at(shift(3)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_days_bounds_enclose_every_id_made_on_it_anywhere() {
+        let (low, high) = day_bounds(jiff::civil::date(2026, 6, 15));
+        for instant in ["2026-06-14T10:00:00Z", "2026-06-15T12:00:00Z", "2026-06-16T11:59:59Z"] {
+            let id = new_id(instant.parse().unwrap()).to_string();
+            assert!(low.to_string() <= id && id < high.to_string(), "{low} {id} {high}");
+        }
+    }
+}
