@@ -205,6 +205,17 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
 }
 
+/// A `POST /v1/tasks` whose `Content-Length` promises 100 bytes and whose body has 15.
+fn short_body(q: &Quotask, token: &str) -> TcpStream {
+    let mut stream = TcpStream::connect(q.addr).unwrap();
+    let request = format!(
+        "POST /v1/tasks HTTP/1.1\r\nHost: quotask\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"content\":\"x\"}}"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    stream
+}
+
 #[tokio::test]
 async fn a_body_shorter_than_its_content_length_is_a_400() {
     let dir = tempfile::tempdir().unwrap();
@@ -212,12 +223,7 @@ async fn a_body_shorter_than_its_content_length_is_a_400() {
     let client = reqwest::Client::new();
     let token = q.token(&client, "ann").await;
 
-    let mut stream = TcpStream::connect(q.addr).unwrap();
-    let request = format!(
-        "POST /v1/tasks HTTP/1.1\r\nHost: quotask\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"content\":\"x\"}}"
-    );
-    stream.write_all(request.as_bytes()).unwrap();
+    let mut stream = short_body(&q, &token);
     stream.shutdown(std::net::Shutdown::Write).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut answer = String::new();
@@ -237,12 +243,7 @@ async fn a_body_that_never_arrives_is_a_408_and_the_connection_is_closed() {
     let token = q.token(&client, "ann").await;
 
     // Content-Length promises 100 bytes; 15 come, and the client waits without closing.
-    let mut stream = TcpStream::connect(q.addr).unwrap();
-    let request = format!(
-        "POST /v1/tasks HTTP/1.1\r\nHost: quotask\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"content\":\"x\"}}"
-    );
-    stream.write_all(request.as_bytes()).unwrap();
+    let mut stream = short_body(&q, &token);
     stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let started = Instant::now();
     let mut answer = String::new();

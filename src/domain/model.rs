@@ -56,6 +56,14 @@ pub struct Task {
     pub updated_at: Timestamp,
 }
 
+impl Task {
+    /// A task as it is at its creation: not done, never updated. Also what a replayed
+    /// idempotent create answers, whatever became of the task since.
+    pub fn new(id: Uuid, content: String, day: Date, created_at: Timestamp) -> Self {
+        Task { id, content, done: false, day, created_at, updated_at: created_at }
+    }
+}
+
 /// One administrative change: who changed what on whom, and when.
 #[derive(Debug, Clone)]
 pub struct AuditEntry {

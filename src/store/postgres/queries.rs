@@ -469,14 +469,7 @@ impl Store for PostgresStore {
             // takes effect at the next local midnight (QUOTA.md item 4).
             let window = user.zone.window(now);
             let timezone = user.zone.effective(now).clone();
-            let task = Task {
-                id: new_id(now),
-                content: content.into_string(),
-                done: false,
-                day: window.day,
-                created_at: now,
-                updated_at: now,
-            };
+            let task = Task::new(new_id(now), content.into_string(), window.day, now);
             let Some(key) = idempotency else {
                 // One statement, so one implicit transaction and one round trip.
                 let (limit, used) = consume_and_insert(&self.pool, user_id, &task).await?;

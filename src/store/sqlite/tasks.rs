@@ -44,14 +44,7 @@ pub(super) fn create(
         let used = used_on(c, user_id, window.day)?;
         return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));
     };
-    let task = Task {
-        id: new_id(now),
-        content: content.into_string(),
-        done: false,
-        day: window.day,
-        created_at: now,
-        updated_at: now,
-    };
+    let task = Task::new(new_id(now), content.into_string(), window.day, now);
     c.prepare_cached(
         "insert into tasks (id, user_id, content, done, day, created_at, updated_at)
              values (?1, ?2, ?3, 0, ?4, ?5, ?5)",
@@ -95,14 +88,8 @@ pub(super) fn remembered(
                 let fingerprint: Vec<u8> = r.get(0)?;
                 let day: String = r.get(3)?;
                 let created_at = from_micros(r.get(4)?)?;
-                let task = Task {
-                    id: uuid_at(r, 1)?,
-                    content: r.get(2)?,
-                    done: false,
-                    day: day.parse().map_err(|e: jiff::Error| conversion(e.into()))?,
-                    created_at,
-                    updated_at: created_at,
-                };
+                let day = day.parse().map_err(|e: jiff::Error| conversion(e.into()))?;
+                let task = Task::new(uuid_at(r, 1)?, r.get(2)?, day, created_at);
                 Ok((fingerprint, task))
             })
             .optional()
