@@ -124,6 +124,10 @@ impl Events {
     /// Publishes `data` (serialised once) as a `kind` event of `user_id`. Never waits:
     /// local streams get it at once; Redis gets it from the outbox.
     pub fn publish(&self, user_id: Uuid, kind: Kind, data: &impl Serialize) {
+        if self.0.outbox.is_none() && !self.0.listens(user_id) {
+            // Nobody here streams this user's events and no other instance shares them.
+            return;
+        }
         let data = match serde_json::to_string(data) {
             Ok(data) => data,
             Err(e) => return tracing::error!(error = %e, "an event could not be serialised"),
@@ -179,6 +183,11 @@ impl Events {
 }
 
 impl Hub {
+    /// Whether a stream of `user_id`'s events is open here.
+    fn listens(&self, user_id: Uuid) -> bool {
+        self.users.lock().unwrap_or_else(|e| e.into_inner()).get(&user_id).is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
     fn deliver(&self, event: Arc<Event>) {
         let users = self.users.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(tx) = users.get(&event.user_id) {

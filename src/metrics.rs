@@ -19,7 +19,8 @@ pub const REDIS_OUTAGES: &str = "quotask_redis_outages_total";
 pub const REDIS_ERRORS: &str = "quotask_redis_errors_total";
 /// Sign-in evaluations counted by this instance alone because Redis was unavailable.
 pub const THROTTLE_FALLBACKS: &str = "quotask_signin_throttle_local_fallbacks_total";
-/// Live events: published here, dropped on the way to Redis, open streams, lagged clients.
+/// Live events: published here (to a stream open here or to other instances; an event
+/// nobody can receive is not made), dropped on the way to Redis, open streams, lagged clients.
 pub const EVENTS_PUBLISHED: &str = "quotask_events_published_total";
 pub const EVENTS_NOT_SHARED: &str = "quotask_events_not_shared_total";
 pub const EVENT_STREAMS: &str = "quotask_event_streams";
