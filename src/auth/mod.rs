@@ -159,6 +159,14 @@ impl Accounts {
         Ok((user, access.session_id))
     }
 
+    /// `authenticate`, and the units the user used on the day of `now`, read together.
+    pub async fn authenticate_with_usage(&self, bearer: &str, now: Timestamp) -> Result<(User, Uuid, u32), AuthError> {
+        let access = self.tokens.verify(bearer, now).ok_or(AuthError::Unauthorized)?;
+        let (user, used) =
+            self.store.session_usage(access.session_id, access.user_id, now).await?.ok_or(AuthError::Unauthorized)?;
+        Ok((user, access.session_id, used))
+    }
+
     /// Applies the signed-in user's own changes: a new zone (effective at the old
     /// zone's next midnight) and a new password.
     pub async fn update_me(

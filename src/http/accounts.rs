@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::error::{ApiError, Problem, quota_headers};
-use super::extract::{Authed, ClientIp, JsonBody, present};
+use super::extract::{Authed, AuthedUsage, ClientIp, JsonBody, present};
 use crate::app::AppState;
 use crate::auth::Session;
 use crate::domain::{QuotaStatus, Role, User};
@@ -201,8 +201,7 @@ async fn update_me(
     responses((status = 200, description = "Today's quota; reading it uses none", body = QuotaView,
                headers(("RateLimit-Policy" = String, description = "\"daily\";q=<limit>;w=86400"),
                        ("RateLimit" = String, description = "\"daily\";r=<remaining>;t=<seconds to reset>")))))]
-async fn quota(State(state): State<AppState>, auth: Authed) -> Result<Response, ApiError> {
-    let used = state.store.used(auth.user.id, auth.user.zone.window(auth.now).day).await?;
+async fn quota(AuthedUsage { auth, used }: AuthedUsage) -> Result<Response, ApiError> {
     let status = QuotaStatus::of(&auth.user, used, auth.now);
     Ok((quota_headers(&status, auth.now), Json(QuotaView::from(&status))).into_response())
 }

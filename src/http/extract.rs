@@ -73,6 +73,15 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 /// Parses `bytes` as `T`, telling malformed JSON (400) from a body of the wrong shape
 /// (422, with the field's path).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // The usual case, an object of the right shape, read straight into `T`. Anything
+    // else takes the path below, which names what is wrong; a body read here is read
+    // the same there (the same parser; duplicate keys, which `T` refuses, are the one
+    // case that goes below and is taken there, the last one winning, as before).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{')
+        && let Ok(value) = serde_json::from_slice(bytes)
+    {
+        return Ok(value);
+    }
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest("the body is empty; a JSON object is expected".into()));
     }
@@ -152,6 +161,24 @@ impl FromRequestParts<AppState> for Authed {
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let (user, session_id) = state.accounts.authenticate(token, now).await?;
         Ok(Authed { user, session_id, now })
+    }
+}
+
+/// `Authed`, with the units of quota the user used on the day of the request, read in
+/// the same step (for `GET /v1/me/quota`).
+pub struct AuthedUsage {
+    pub auth: Authed,
+    pub used: u32,
+}
+
+impl FromRequestParts<AppState> for AuthedUsage {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let now = state.clock.now();
+        let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let (user, session_id, used) = state.accounts.authenticate_with_usage(token, now).await?;
+        Ok(AuthedUsage { auth: Authed { user, session_id, now }, used })
     }
 }
 

@@ -137,6 +137,13 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, id: Uuid) -> Result<Option<User>>;
     /// The user behind an access token, if its session is still live.
     async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>>;
+    /// `session_user` and the units that user used on the day of `now` (in the zone
+    /// ruling then), for `GET /v1/me/quota`; a store may read both at once.
+    async fn session_usage(&self, session_id: Uuid, user_id: Uuid, now: Timestamp) -> Result<Option<(User, u32)>> {
+        let Some(user) = self.session_user(session_id, user_id).await? else { return Ok(None) };
+        let used = self.used(user.id, user.zone.window(now).day).await?;
+        Ok(Some((user, used)))
+    }
     async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>>;
     /// Users after `after` in id order, each with the quota used on their current day.
     async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>>;

@@ -30,6 +30,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_idempotency.sql"),
     include_str!("migrations/0003_tasks_by_owner.sql"),
     include_str!("migrations/0004_no_day_index.sql"),
+    include_str!("migrations/0005_usage_trigger.sql"),
 ];
 
 pub struct SqliteStore {
@@ -47,6 +48,16 @@ fn load_user(conn: &Connection, id: Uuid) -> Result<Option<User>> {
     conn.prepare_cached(&format!("select {USER_COLUMNS} from users u where u.id = ?1"))
         .and_then(|mut s| s.query_row([id.to_string()], user_from_row).optional())
         .map_err(internal)
+}
+
+/// The user of session `session_id`, if it is `user_id`'s and not revoked.
+fn live_session_user(conn: &Connection, session_id: Uuid, user_id: Uuid) -> Result<Option<User>> {
+    conn.prepare_cached(&format!(
+        "select {USER_COLUMNS} from sessions s join users u on u.id = s.user_id
+         where s.id = ?1 and s.user_id = ?2 and s.revoked_at is null"
+    ))
+    .and_then(|mut s| s.query_row([session_id.to_string(), user_id.to_string()], user_from_row).optional())
+    .map_err(internal)
 }
 
 fn save_zone(conn: &Connection, id: Uuid, zone: &UserZone) -> Result<()> {
@@ -134,14 +145,17 @@ impl Store for SqliteStore {
     }
 
     async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>> {
+        self.pool.read(move |c| live_session_user(c, session_id, user_id)).await
+    }
+
+    async fn session_usage(&self, session_id: Uuid, user_id: Uuid, now: Timestamp) -> Result<Option<(User, u32)>> {
+        // One read transaction for both: each would otherwise take and drop the WAL's
+        // read lock and check the page cache on its own.
         self.pool
-            .read(move |c| {
-                c.prepare_cached(&format!(
-                    "select {USER_COLUMNS} from sessions s join users u on u.id = s.user_id
-                     where s.id = ?1 and s.user_id = ?2 and s.revoked_at is null"
-                ))
-                .and_then(|mut s| s.query_row([session_id.to_string(), user_id.to_string()], user_from_row).optional())
-                .map_err(internal)
+            .read_together(move |c| {
+                let Some(user) = live_session_user(c, session_id, user_id)? else { return Ok(None) };
+                let used = used_on(c, user.id, user.zone.window(now).day)?;
+                Ok(Some((user, used)))
             })
             .await
     }
@@ -351,7 +365,15 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Created> {
         let (user_id, window, timezone) = (user.id, user.zone.window(now), user.zone.effective(now).clone());
-        self.pool.write(move |c| tasks::create(c, user_id, window, timezone, content, idempotency.as_ref(), now)).await
+        let idempotency_is_none = idempotency.is_none();
+        let create =
+            move |c: &Connection| tasks::create(c, user_id, window, timezone, content, idempotency.as_ref(), now);
+        if idempotency_is_none {
+            // Without a key the create changes the database in one statement.
+            self.pool.write_one_statement(create).await
+        } else {
+            self.pool.write(create).await
+        }
     }
 
     async fn used(&self, user_id: Uuid, day: Date) -> Result<u32> {

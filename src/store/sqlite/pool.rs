@@ -29,7 +29,16 @@ const MAX_BATCH: usize = 256;
 const QUEUE: usize = 4096;
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
-type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+type Run = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+
+/// A write waiting for the writer.
+struct Job {
+    run: Run,
+    /// Whether the job gets a savepoint, so that its failure undoes its changes alone.
+    /// A job that changes the database in one statement at most does not need one:
+    /// SQLite applies a statement whole or not at all.
+    savepoint: bool,
+}
 
 pub struct Pool {
     writer: mpsc::Sender<Job>,
@@ -75,14 +84,34 @@ impl Pool {
         })
     }
 
-    /// Runs `f` inside the next group commit; answers after the commit is on disk.
+    /// Runs `f` inside the next group commit, in a savepoint of its own; answers after
+    /// the commit is on disk.
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
+        self.submit(f, true).await
+    }
+
+    /// `write` for an `f` that changes the database with one statement at most, so that
+    /// its failure leaves nothing to undo: it runs without a savepoint (two statements
+    /// fewer for the writer, which every create waits for).
+    pub async fn write_one_statement<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.submit(f, false).await
+    }
+
+    async fn submit<T, F>(&self, f: F, savepoint: bool) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |conn| {
+        let run: Run = Box::new(move |conn| {
             let result = f(conn);
             let ok = result.is_ok();
             let reply: Reply = Box::new(move |commit| {
@@ -90,7 +119,10 @@ impl Pool {
             });
             (ok, reply)
         });
-        self.writer.send(job).await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
+        self.writer
+            .send(Job { run, savepoint })
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 
@@ -110,6 +142,23 @@ impl Pool {
         let result = f(&conn);
         self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
         result
+    }
+}
+
+impl Pool {
+    /// `read`, with every statement of `f` in one read transaction (one snapshot).
+    pub async fn read_together<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T>,
+    {
+        self.read(|c| {
+            run(c, "begin").map_err(|e| StoreError::Internal(e.into()))?;
+            let result = f(c);
+            // Only reads ran: ending it either way changes nothing.
+            let end = run(c, "commit").or_else(|_| run(c, "rollback"));
+            result.and_then(|value| end.map(|()| value).map_err(|e| StoreError::Internal(e.into())))
+        })
+        .await
     }
 }
 
@@ -156,16 +205,9 @@ fn scopeguard(f: impl FnOnce()) -> impl Drop {
     Guard(Some(f))
 }
 
-/// The most of the database file each connection maps into memory.
-const MMAP_SIZE: i64 = 1 << 30;
-
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.pragma_update(None, "foreign_keys", true)?;
     conn.pragma_update(None, "busy_timeout", 5000)?;
-    // Reads of the database file come from a memory map instead of a read() call per
-    // page; a reader's page cache is dropped whenever the writer commits, so under
-    // writes those calls were most of a read's system time.
-    conn.pragma_update(None, "mmap_size", MMAP_SIZE)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -213,37 +255,50 @@ fn commit_batch(
     jobs: impl Iterator<Item = Job>,
 ) -> std::result::Result<Vec<Reply>, (Vec<Reply>, rusqlite::Error)> {
     let mut replies = Vec::with_capacity(MAX_BATCH);
-    let mut failure = conn.execute_batch("begin immediate").err();
+    let mut failure = run(conn, "begin immediate").err();
     for job in jobs {
         if failure.is_some() {
-            let (_, reply) = job_failed();
-            replies.push(reply);
+            replies.push(job_failed().1);
             continue;
         }
-        if let Err(e) = run(conn, "savepoint job") {
+        if job.savepoint
+            && let Err(e) = run(conn, "savepoint job")
+        {
             failure = Some(e);
             replies.push(job_failed().1);
             continue;
         }
-        let (ok, reply) = job(conn);
-        let end =
-            if ok { run(conn, "release job") } else { run(conn, "rollback to job").and(run(conn, "release job")) };
+        let (ok, reply) = (job.run)(conn);
+        replies.push(reply);
+        let end = match (job.savepoint, ok) {
+            (false, _) => Ok(()),
+            (true, true) => run(conn, "release job"),
+            (true, false) => run(conn, "rollback to job").and(run(conn, "release job")),
+        };
         if let Err(e) = end {
             failure = Some(e);
+        } else if conn.is_autocommit() {
+            // Some errors (a full disk, an I/O error) make SQLite roll the whole
+            // transaction back; what follows must not run outside of it.
+            failure = Some(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
+                Some("the transaction was rolled back by a failed statement".into()),
+            ));
         }
-        replies.push(reply);
     }
-    match failure.map_or_else(|| conn.execute_batch("commit").err(), Some) {
+    match failure.map_or_else(|| run(conn, "commit").err(), Some) {
         None => Ok(replies),
         Some(e) => {
-            let _ = conn.execute_batch("rollback");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("rollback");
+            }
             Err((replies, e))
         }
     }
 }
 
-/// Runs a statement without results through the statement cache (the savepoints around
-/// every job would otherwise be parsed anew each time).
+/// Runs a statement without results through the statement cache (the transaction and
+/// savepoint statements of every batch would otherwise be parsed anew each time).
 fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }

@@ -25,32 +25,32 @@ pub(super) fn create(
     {
         return Ok(earlier);
     }
-    // The limit is read here, inside the write transaction, so a change made
-    // an instant ago applies (QUOTA.md item 5).
-    let limit: u32 = c
-        .prepare_cached("select daily_limit from users where id = ?1")
-        .and_then(|mut s| s.query_row([user_id.to_string()], |r| r.get(0)))
-        .map_err(internal)?;
-    let day = window.day.to_string();
-    let used: Option<u32> = c
+    // The limit and the day's use are read here, inside the write transaction of the
+    // one writer, so nothing can change them before the insert below, and a limit
+    // changed an instant ago applies (QUOTA.md item 5).
+    let (limit, used): (u32, u32) = c
         .prepare_cached(
-            "insert into usage (user_id, day, used) select ?1, ?2, 1 where ?3 > 0
-                 on conflict (user_id, day) do update set used = used + 1 where used < ?3
-                 returning used",
+            "select u.daily_limit, coalesce(g.used, 0) from users u
+                 left join usage g on g.user_id = u.id and g.day = ?2 where u.id = ?1",
         )
-        .and_then(|mut s| s.query_row(params![user_id.to_string(), day, limit], |r| r.get(0)).optional())
+        .and_then(|mut s| {
+            s.query_row(params![user_id.to_string(), window.day.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+        })
         .map_err(internal)?;
-    let Some(used) = used else {
-        let used = used_on(c, user_id, window.day)?;
+    if used >= limit {
         return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));
-    };
+    }
+    // One statement: the insert, and the trigger `tasks_use_quota` counting it.
     let task = Task::new(new_id(now), content.into_string(), window.day, now);
     c.prepare_cached(
         "insert into tasks (id, user_id, content, done, day, created_at, updated_at)
              values (?1, ?2, ?3, 0, ?4, ?5, ?5)",
     )
-    .and_then(|mut s| s.execute(params![task.id.to_string(), user_id.to_string(), task.content, day, micros(now)]))
+    .and_then(|mut s| {
+        s.execute(params![task.id.to_string(), user_id.to_string(), task.content, task.day.to_string(), micros(now)])
+    })
     .map_err(internal)?;
+    let used = used + 1;
     if let Some(key) = idempotency {
         remember(c, user_id, key, &task)?;
     }
