@@ -4,6 +4,7 @@
 mod pool;
 mod prune;
 mod rows;
+mod sessions;
 mod tasks;
 
 use std::path::Path;
@@ -18,7 +19,8 @@ use self::rows::{
     TASK_COLUMNS, USER_COLUMNS, from_micros, internal, is_unique_violation, micros, task_from_row, user_from_row,
     uuid_at,
 };
-use self::tasks::{day_bounds, load_task, used_on};
+use self::sessions::SessionCache;
+use self::tasks::{day_bounds, limit_and_use, load_task, used_on};
 use super::{
     AdminChanges, Created, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, TaskFilter,
     TaskPatch, UserChanges, new_id,
@@ -35,12 +37,25 @@ const MIGRATIONS: &[&str] = &[
 
 pub struct SqliteStore {
     pool: Pool,
+    sessions: SessionCache,
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-        Ok(Self { pool: Pool::open(path, readers, MIGRATIONS)? })
+        Ok(Self { pool: Pool::open(path, readers, MIGRATIONS)?, sessions: SessionCache::default() })
+    }
+
+    /// A write that may change what a session resolves to (a user's settings, a
+    /// session's revocation): once it is committed, no cached session is used again.
+    async fn write_accounts<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let result = self.pool.write(f).await;
+        self.sessions.forget_all();
+        result
     }
 }
 
@@ -145,34 +160,55 @@ impl Store for SqliteStore {
     }
 
     async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>> {
-        self.pool.read(move |c| live_session_user(c, session_id, user_id)).await
+        if let Some(user) = self.sessions.get(session_id, user_id) {
+            return Ok(Some(user));
+        }
+        let generation = self.sessions.generation();
+        let user = self.pool.read(move |c| live_session_user(c, session_id, user_id)).await?;
+        if let Some(user) = &user {
+            self.sessions.keep(generation, session_id, user);
+        }
+        Ok(user)
     }
 
     async fn session_usage(&self, session_id: Uuid, user_id: Uuid, now: Timestamp) -> Result<Option<(User, u32)>> {
+        if let Some(mut user) = self.sessions.get(session_id, user_id) {
+            // The limit as it is now, with the day's use: a limit set from the command
+            // line shows at once here.
+            let day = user.zone.window(now).day;
+            let (limit, used) = self.pool.read(move |c| limit_and_use(c, user_id, day)).await?;
+            user.daily_limit = limit;
+            return Ok(Some((user, used)));
+        }
         // One read transaction for both: each would otherwise take and drop the WAL's
         // read lock and check the page cache on its own.
-        self.pool
+        let generation = self.sessions.generation();
+        let found = self
+            .pool
             .read_together(move |c| {
                 let Some(user) = live_session_user(c, session_id, user_id)? else { return Ok(None) };
                 let used = used_on(c, user.id, user.zone.window(now).day)?;
                 Ok(Some((user, used)))
             })
-            .await
+            .await?;
+        if let Some((user, _)) = &found {
+            self.sessions.keep(generation, session_id, user);
+        }
+        Ok(found)
     }
 
     async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>> {
-        self.pool
-            .write(move |c| {
-                if let Some(zone) = &changes.zone {
-                    save_zone(c, id, zone)?;
-                }
-                if let Some(hash) = &changes.password_hash {
-                    c.execute("update users set password_hash = ?2 where id = ?1", params![id.to_string(), hash])
-                        .map_err(internal)?;
-                }
-                load_user(c, id)
-            })
-            .await
+        self.write_accounts(move |c| {
+            if let Some(zone) = &changes.zone {
+                save_zone(c, id, zone)?;
+            }
+            if let Some(hash) = &changes.password_hash {
+                c.execute("update users set password_hash = ?2 where id = ?1", params![id.to_string(), hash])
+                    .map_err(internal)?;
+            }
+            load_user(c, id)
+        })
+        .await
     }
 
     async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>> {
@@ -205,39 +241,38 @@ impl Store for SqliteStore {
         changes: AdminChanges,
         now: Timestamp,
     ) -> Result<Option<User>> {
-        self.pool
-            .write(move |c| {
-                let Some(before) = load_user(c, target)? else { return Ok(None) };
-                let audit = |field: &str, old: String, new: String| {
-                    c.execute(
-                        "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
+        self.write_accounts(move |c| {
+            let Some(before) = load_user(c, target)? else { return Ok(None) };
+            let audit = |field: &str, old: String, new: String| {
+                c.execute(
+                    "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
                          values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![
-                            new_id(now).to_string(),
-                            actor.map(|a| a.to_string()),
-                            target.to_string(),
-                            field,
-                            old,
-                            new,
-                            micros(now)
-                        ],
-                    )
-                    .map(drop)
-                    .map_err(internal)
-                };
-                if let Some(limit) = changes.daily_limit {
-                    c.execute("update users set daily_limit = ?2 where id = ?1", params![target.to_string(), limit])
-                        .map_err(internal)?;
-                    audit("daily_limit", before.daily_limit.to_string(), limit.to_string())?;
-                }
-                if let Some(role) = changes.role {
-                    c.execute("update users set role = ?2 where id = ?1", params![target.to_string(), role.as_str()])
-                        .map_err(internal)?;
-                    audit("role", before.role.as_str().to_owned(), role.as_str().to_owned())?;
-                }
-                load_user(c, target)
-            })
-            .await
+                    params![
+                        new_id(now).to_string(),
+                        actor.map(|a| a.to_string()),
+                        target.to_string(),
+                        field,
+                        old,
+                        new,
+                        micros(now)
+                    ],
+                )
+                .map(drop)
+                .map_err(internal)
+            };
+            if let Some(limit) = changes.daily_limit {
+                c.execute("update users set daily_limit = ?2 where id = ?1", params![target.to_string(), limit])
+                    .map_err(internal)?;
+                audit("daily_limit", before.daily_limit.to_string(), limit.to_string())?;
+            }
+            if let Some(role) = changes.role {
+                c.execute("update users set role = ?2 where id = ?1", params![target.to_string(), role.as_str()])
+                    .map_err(internal)?;
+                audit("role", before.role.as_str().to_owned(), role.as_str().to_owned())?;
+            }
+            load_user(c, target)
+        })
+        .await
     }
 
     async fn audit_trail(&self, target: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<AuditEntry>> {
@@ -300,61 +335,62 @@ impl Store for SqliteStore {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<Refreshed> {
-        self.pool
-            .write(move |c| {
-                let found = c
-                    .query_row(
-                        "select r.session_id, r.user_id, r.expires_at, r.spent_at, s.revoked_at
+        self.write_accounts(move |c| {
+            let found = c
+                .query_row(
+                    "select r.session_id, r.user_id, r.expires_at, r.spent_at, s.revoked_at
                          from refresh_tokens r join sessions s on s.id = r.session_id where r.hash = ?1",
-                        [old_hash],
-                        |r| {
-                            Ok((
-                                uuid_at(r, 0)?,
-                                uuid_at(r, 1)?,
-                                r.get::<_, i64>(2)?,
-                                r.get::<_, Option<i64>>(3)?,
-                                r.get::<_, Option<i64>>(4)?,
-                            ))
-                        },
+                    [old_hash],
+                    |r| {
+                        Ok((
+                            uuid_at(r, 0)?,
+                            uuid_at(r, 1)?,
+                            r.get::<_, i64>(2)?,
+                            r.get::<_, Option<i64>>(3)?,
+                            r.get::<_, Option<i64>>(4)?,
+                        ))
+                    },
+                )
+                .optional()
+                .map_err(internal)?;
+            let Some((session_id, user_id, expires, spent, revoked)) = found else { return Ok(Refreshed::Invalid) };
+            if revoked.is_some() {
+                return Ok(Refreshed::Invalid);
+            }
+            if spent.is_some() {
+                c.execute(
+                    "update sessions set revoked_at = ?2 where id = ?1",
+                    params![session_id.to_string(), micros(now)],
+                )
+                .map_err(internal)?;
+                return Ok(Refreshed::Reused);
+            }
+            if expires <= micros(now) {
+                return Ok(Refreshed::Invalid);
+            }
+            c.execute("update refresh_tokens set spent_at = ?2 where hash = ?1", params![old_hash, micros(now)])
+                .and_then(|_| {
+                    c.execute(
+                        "insert into refresh_tokens (hash, session_id, user_id, expires_at) values (?1, ?2, ?3, ?4)",
+                        params![new_hash, session_id.to_string(), user_id.to_string(), micros(expires_at)],
                     )
-                    .optional()
-                    .map_err(internal)?;
-                let Some((session_id, user_id, expires, spent, revoked)) = found else { return Ok(Refreshed::Invalid) };
-                if revoked.is_some() {
-                    return Ok(Refreshed::Invalid);
-                }
-                if spent.is_some() {
-                    c.execute("update sessions set revoked_at = ?2 where id = ?1", params![session_id.to_string(), micros(now)])
-                        .map_err(internal)?;
-                    return Ok(Refreshed::Reused);
-                }
-                if expires <= micros(now) {
-                    return Ok(Refreshed::Invalid);
-                }
-                c.execute("update refresh_tokens set spent_at = ?2 where hash = ?1", params![old_hash, micros(now)])
-                    .and_then(|_| {
-                        c.execute(
-                            "insert into refresh_tokens (hash, session_id, user_id, expires_at) values (?1, ?2, ?3, ?4)",
-                            params![new_hash, session_id.to_string(), user_id.to_string(), micros(expires_at)],
-                        )
-                    })
-                    .map_err(internal)?;
-                Ok(Refreshed::Rotated { user_id, session_id })
-            })
-            .await
+                })
+                .map_err(internal)?;
+            Ok(Refreshed::Rotated { user_id, session_id })
+        })
+        .await
     }
 
     async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()> {
-        self.pool
-            .write(move |c| {
-                c.execute(
-                    "update sessions set revoked_at = ?2 where id = ?1 and revoked_at is null",
-                    params![session_id.to_string(), micros(now)],
-                )
-                .map(drop)
-                .map_err(internal)
-            })
-            .await
+        self.write_accounts(move |c| {
+            c.execute(
+                "update sessions set revoked_at = ?2 where id = ?1 and revoked_at is null",
+                params![session_id.to_string(), micros(now)],
+            )
+            .map(drop)
+            .map_err(internal)
+        })
+        .await
     }
 
     async fn create_task(

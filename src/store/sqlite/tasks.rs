@@ -28,15 +28,7 @@ pub(super) fn create(
     // The limit and the day's use are read here, inside the write transaction of the
     // one writer, so nothing can change them before the insert below, and a limit
     // changed an instant ago applies (QUOTA.md item 5).
-    let (limit, used): (u32, u32) = c
-        .prepare_cached(
-            "select u.daily_limit, coalesce(g.used, 0) from users u
-                 left join usage g on g.user_id = u.id and g.day = ?2 where u.id = ?1",
-        )
-        .and_then(|mut s| {
-            s.query_row(params![user_id.to_string(), window.day.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
-        })
-        .map_err(internal)?;
+    let (limit, used) = limit_and_use(c, user_id, window.day)?;
     if used >= limit {
         return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));
     }
@@ -55,6 +47,16 @@ pub(super) fn create(
         remember(c, user_id, key, &task)?;
     }
     Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone }))
+}
+
+/// A user's limit and the units used on local `day`.
+pub(super) fn limit_and_use(conn: &Connection, user_id: Uuid, day: Date) -> Result<(u32, u32)> {
+    conn.prepare_cached(
+        "select u.daily_limit, coalesce(g.used, 0) from users u
+             left join usage g on g.user_id = u.id and g.day = ?2 where u.id = ?1",
+    )
+    .and_then(|mut s| s.query_row(params![user_id.to_string(), day.to_string()], |r| Ok((r.get(0)?, r.get(1)?))))
+    .map_err(internal)
 }
 
 pub(super) fn used_on(conn: &Connection, user_id: Uuid, day: Date) -> Result<u32> {
