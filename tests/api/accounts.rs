@@ -63,13 +63,14 @@ async fn refresh_rotates_and_reusing_a_spent_token_revokes_the_family() {
     assert_eq!(res.status(), StatusCode::OK);
     let second: Value = res.json().await.unwrap();
     assert_ne!(second["refresh_token"], ann.refresh.as_str());
+    let access = second["access_token"].as_str().unwrap();
+    assert_eq!(app.get("/v1/me", access).await.status(), StatusCode::OK, "the new pair works");
 
     let reuse = app.post("/v1/auth/refresh", &json!({"refresh_token": ann.refresh}), None).await;
     assert_eq!(reuse.status(), StatusCode::UNAUTHORIZED);
 
     let successor = app.post("/v1/auth/refresh", &json!({"refresh_token": second["refresh_token"]}), None).await;
     assert_eq!(successor.status(), StatusCode::UNAUTHORIZED, "the whole family is revoked");
-    let access = second["access_token"].as_str().unwrap();
     assert_eq!(app.get("/v1/me", access).await.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(app.get("/v1/me", &ann.access).await.status(), StatusCode::UNAUTHORIZED);
 }

@@ -47,6 +47,25 @@ async fn every_admin_change_is_in_the_audit_trail() {
     assert_eq!(entries[1]["new_value"], "admin");
 }
 
+on_both_stores!(a_role_or_limit_changed_by_an_admin_applies_at_the_users_next_request);
+async fn a_role_or_limit_changed_by_an_admin_applies_at_the_users_next_request() {
+    let app = TestApp::spawn().await;
+    let root = app.admin("root").await;
+    let ann = app.user("ann").await;
+    let id = app.me(&ann).await["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/admin/users/{id}");
+
+    let promote = json!({"role": "admin", "daily_limit": 7});
+    assert_eq!(app.patch(&path, &promote, &root.access).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/v1/admin/users", &ann.access).await.status(), StatusCode::OK);
+    assert_eq!(app.me(&ann).await["daily_limit"], 7);
+
+    let demote = json!({"role": "user", "daily_limit": 3});
+    assert_eq!(app.patch(&path, &demote, &root.access).await.status(), StatusCode::OK);
+    assert_eq!(app.get("/v1/admin/users", &ann.access).await.status(), StatusCode::FORBIDDEN);
+    assert_eq!(app.me(&ann).await["daily_limit"], 3);
+}
+
 on_both_stores!(the_user_list_shows_todays_use_and_pages);
 async fn the_user_list_shows_todays_use_and_pages() {
     let app = TestApp::spawn().await;

@@ -17,6 +17,8 @@ async fn the_command_line_path_makes_an_admin_and_sets_a_limit_that_the_servers_
     let app = TestApp::spawn().await;
     app.sign_up("ann").await;
     let ann = app.sign_in("ann").await;
+    // Signed in and seen by the server (which may now keep her session in memory).
+    assert_eq!(app.quota(&ann).await["limit"], 5);
 
     // What `quotask user create root --admin` and `quotask user set-limit ann 2` do.
     let cli = AppState::build(&app.db.settings(), app.clock.clone()).await.unwrap();
