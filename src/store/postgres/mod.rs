@@ -7,8 +7,10 @@
 //! Times are kept as unix microseconds (UTC) in `bigint`, as in the SQLite schema, so
 //! both stores read back exactly the instant they were given; days are `date`.
 
+mod jobs;
 mod queries;
 mod rows;
+mod tasks;
 
 use std::borrow::Cow;
 use std::future::Future;

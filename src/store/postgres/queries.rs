@@ -1,98 +1,24 @@
 //! The `Store` trait on PostgreSQL. Each call is as few round trips as its rules allow;
 //! every call is bounded in time (`bounded`) and its errors classified (`classify`).
+//! The create's statements are in `tasks`, the periodic jobs' in `jobs`.
 
 use std::collections::HashMap;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::Row as _;
-use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
-use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS};
+use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS, decode, micros};
+use super::tasks::consume_and_insert;
 use super::{PostgresStore, bounded, classify};
-use crate::domain::{AuditEntry, QuotaStatus, Task, TaskContent, User, Username};
+use crate::domain::{AuditEntry, Task, TaskContent, User, Username};
 use crate::store::{
-    AdminChanges, Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, NewUser, PRUNE_BATCH, Prune, Pruned, Refreshed,
-    Result, Store, StoreError, TaskFilter, TaskPatch, UserChanges, new_id,
+    AdminChanges, Created, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store, TaskFilter, TaskPatch,
+    UserChanges, new_id,
 };
 
-fn internal(e: impl Into<anyhow::Error>) -> StoreError {
-    StoreError::Internal(e.into())
-}
-
-fn micros(t: Timestamp) -> i64 {
-    t.as_microsecond()
-}
-
-/// Decodes a row, an error in which is the store's fault.
-fn decode<T>(row: &PgRow, f: fn(&PgRow) -> Result<T, sqlx::Error>) -> Result<T> {
-    f(row).map_err(classify)
-}
-
-/// Checks and consumes a unit of the task's day and inserts the task, in one statement:
-/// `(limit, Some(used))` if created, `(limit, None)` if the limit is reached.
-///
-/// READ COMMITTED is enough: `on conflict do update` locks the (user, day) row and
-/// evaluates `used < limit` against its latest committed version, so concurrent creates,
-/// on any instance, queue on that row and the limit can never be passed. The limit is
-/// read in the same statement, so an administrator's change applies at once. The task is
-/// inserted only if the counter moved; if the insert fails, the whole statement (and the
-/// unit it took) is rolled back.
-async fn consume_and_insert<'c>(
-    executor: impl sqlx::PgExecutor<'c>,
-    user_id: Uuid,
-    task: &Task,
-) -> Result<(u32, Option<u32>)> {
-    let row = sqlx::query(
-        "with quota as (
-             select daily_limit from users where id = $1
-         ), counted as (
-             insert into usage as g (user_id, day, used)
-             select $1, $2::date, 1 from quota where daily_limit > 0
-             on conflict (user_id, day) do update set used = g.used + 1
-             where g.used < (select daily_limit from quota)
-             returning g.used
-         ), created as (
-             insert into tasks (id, user_id, content, done, day, created_at, updated_at)
-             select $3, $1, $4, false, $2::date, $5, $5 from counted
-         )
-         select quota.daily_limit, counted.used from quota left join counted on true",
-    )
-    .bind(user_id)
-    .bind(task.day.to_string())
-    .bind(task.id)
-    .bind(&task.content)
-    .bind(micros(task.created_at))
-    .fetch_optional(executor)
-    .await
-    .map_err(classify)?
-    .ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
-    decode(&row, |r| Ok((rows::count(r, "daily_limit")?, rows::optional_count(r, "used")?)))
-}
-
 impl PostgresStore {
-    /// The answer to a create once its statement has run.
-    async fn created(
-        &self,
-        user_id: Uuid,
-        task: Task,
-        limit: u32,
-        used: Option<u32>,
-        window: crate::domain::DayWindow,
-        timezone: crate::domain::TimeZoneName,
-    ) -> Result<Created> {
-        match used {
-            Some(used) => Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone })),
-            None => {
-                // Refused: read the counter as committed now (the statement's own
-                // snapshot may predate the creates that used the day up).
-                let used = self.used_on(user_id, window.day).await?;
-                Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }))
-            }
-        }
-    }
-
     async fn load_user(&self, id: Uuid) -> Result<Option<User>> {
         let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))
             .bind(id)
@@ -100,26 +26,6 @@ impl PostgresStore {
             .await
             .map_err(classify)?;
         row.as_ref().map(|r| decode(r, rows::user)).transpose()
-    }
-
-    async fn used_on(&self, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
-        let row = sqlx::query("select used from usage where user_id = $1 and day = $2::date")
-            .bind(user_id)
-            .bind(day.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(row.map(|r| decode(&r, |r| rows::count(r, "used"))).transpose()?.unwrap_or_default())
-    }
-
-    async fn load_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
-        let row = sqlx::query(&format!("select {TASK_COLUMNS} from tasks where id = $1 and user_id = $2"))
-            .bind(id)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(|r| decode(r, rows::task)).transpose()
     }
 
     /// Marks a refresh family revoked; `revoked_at` keeps the first revocation.
@@ -475,55 +381,7 @@ impl Store for PostgresStore {
                 let (limit, used) = consume_and_insert(&self.pool, user_id, &task).await?;
                 return self.created(user_id, task, limit, used, window, timezone).await;
             };
-            // With a key: look for an earlier use, then create and record the key, in
-            // one transaction. A concurrent request with the same key (on any instance)
-            // queues on the same usage row; when it gets there the key's primary key
-            // refuses the second record, its transaction (task and unit included) rolls
-            // back, and it is answered 409.
-            let mut tx = self.pool.begin().await.map_err(classify)?;
-            let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
-            sqlx::query("delete from idempotency_keys where user_id = $1 and key = $2 and created_at <= $3")
-                .bind(user_id)
-                .bind(&key.key)
-                .bind(since)
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            let earlier = sqlx::query(
-                "select fingerprint, task_id as id, content, false as done, to_char(day, 'YYYY-MM-DD') as day,
-                        created_at, created_at as updated_at
-                 from idempotency_keys where user_id = $1 and key = $2",
-            )
-            .bind(user_id)
-            .bind(&key.key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(classify)?;
-            if let Some(row) = earlier {
-                let fingerprint: Vec<u8> = decode(&row, |r| r.try_get("fingerprint"))?;
-                let first = decode(&row, rows::task)?;
-                tx.commit().await.map_err(classify)?;
-                return Ok(if fingerprint == key.fingerprint { Created::Replay(first) } else { Created::KeyReused });
-            }
-            let (limit, used) = consume_and_insert(&mut *tx, user_id, &task).await?;
-            if used.is_some() {
-                sqlx::query(
-                    "insert into idempotency_keys (user_id, key, fingerprint, task_id, content, day, created_at)
-                     values ($1, $2, $3, $4, $5, $6::date, $7)",
-                )
-                .bind(user_id)
-                .bind(&key.key)
-                .bind(key.fingerprint.as_slice())
-                .bind(task.id)
-                .bind(&task.content)
-                .bind(task.day.to_string())
-                .bind(micros(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
-            }
-            tx.commit().await.map_err(classify)?;
-            self.created(user_id, task, limit, used, window, timezone).await
+            self.create_keyed(user_id, task, key, window, timezone, now).await
         })
         .await
     }
@@ -590,79 +448,10 @@ impl Store for PostgresStore {
     }
 
     async fn claim_job_period(&self, job: &str, period: i64) -> Result<bool> {
-        let key = format!("job:{job}");
-        bounded(async {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
-            // Keyed by schema too, so deployments (and tests) in other schemas of this
-            // database do not contend. Released with the transaction.
-            let locked: bool =
-                sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext(current_schema() || '.' || $1))")
-                    .bind(&key)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(classify)?;
-            if !locked {
-                return Ok(false);
-            }
-            // Big-endian bytes compare as the numbers do.
-            let claimed = sqlx::query(
-                "insert into settings (key, value) values ($1, $2)
-                 on conflict (key) do update set value = excluded.value where settings.value < excluded.value",
-            )
-            .bind(&key)
-            .bind(&period.to_be_bytes()[..])
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?
-            .rows_affected()
-                > 0;
-            tx.commit().await.map_err(classify)?;
-            Ok(claimed)
-        })
-        .await
+        bounded(self.claim(format!("job:{job}"), period)).await
     }
 
     async fn prune(&self, rules: Prune) -> Result<Pruned> {
-        let usage = "delete from usage where (user_id, day) in
-             (select user_id, day from usage where day < $1::date limit $2)";
-        let tokens = "delete from refresh_tokens where hash in
-             (select r.hash from refresh_tokens r join sessions s on s.id = r.session_id
-              where r.expires_at <= $1 or s.revoked_at is not null limit $2)";
-        let keys = "delete from idempotency_keys where (user_id, key) in
-             (select user_id, key from idempotency_keys where created_at < $1 limit $2)";
-        Ok(Pruned {
-            usage: self.prune_batches(usage, Cutoff::Day(rules.usage_before.to_string())).await?,
-            refresh_tokens: self.prune_batches(tokens, Cutoff::Micros(micros(rules.tokens_expired_by))).await?,
-            idempotency_keys: self.prune_batches(keys, Cutoff::Micros(micros(rules.keys_created_before))).await?,
-        })
-    }
-}
-
-/// The `$1` of a prune statement.
-enum Cutoff {
-    Day(String),
-    Micros(i64),
-}
-
-impl PostgresStore {
-    /// Runs `sql` (deleting at most `$2` rows older than `$1`) until a batch comes back short.
-    async fn prune_batches(&self, sql: &str, cutoff: Cutoff) -> Result<u64> {
-        let mut total = 0;
-        loop {
-            let query = sqlx::query(sql);
-            let query = match &cutoff {
-                Cutoff::Day(day) => query.bind(day),
-                Cutoff::Micros(us) => query.bind(us),
-            };
-            let batch = i64::try_from(PRUNE_BATCH).unwrap_or(i64::MAX);
-            let deleted = bounded(async {
-                query.bind(batch).execute(&self.pool).await.map(|d| d.rows_affected()).map_err(classify)
-            })
-            .await?;
-            total += deleted;
-            if deleted < PRUNE_BATCH {
-                return Ok(total);
-            }
-        }
+        self.prune_all(rules).await
     }
 }

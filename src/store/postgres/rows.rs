@@ -6,7 +6,9 @@ use sqlx::Row as _;
 use sqlx::error::BoxDynError;
 use sqlx::postgres::PgRow;
 
+use super::classify;
 use crate::domain::{AuditEntry, Role, Task, TimeZoneName, User, UserZone};
+use crate::store::{Result, StoreError};
 
 /// The user columns, for a query that names `users` as `u`.
 pub(super) const USER_COLUMNS: &str =
@@ -75,4 +77,17 @@ pub(super) fn audit(row: &PgRow) -> Decoded<AuditEntry> {
 /// A quota counter (`used`, `daily_limit`) that may be SQL null.
 pub(super) fn optional_count(row: &PgRow, column: &str) -> Decoded<Option<u32>> {
     row.try_get::<Option<i32>, _>(column)?.map(|n| u32::try_from(n).map_err(bad)).transpose()
+}
+
+pub(super) fn internal(e: impl Into<anyhow::Error>) -> StoreError {
+    StoreError::Internal(e.into())
+}
+
+pub(super) fn micros(t: Timestamp) -> i64 {
+    t.as_microsecond()
+}
+
+/// Decodes a row, an error in which is the store's fault.
+pub(super) fn decode<T>(row: &PgRow, f: fn(&PgRow) -> Result<T, sqlx::Error>) -> Result<T> {
+    f(row).map_err(classify)
 }

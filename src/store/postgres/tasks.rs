@@ -1,0 +1,156 @@
+//! Tasks and the quota's counter: the one statement that checks, consumes and inserts,
+//! the idempotent create around it, and the reads a create's answer needs.
+
+use jiff::Timestamp;
+use sqlx::Row as _;
+use uuid::Uuid;
+
+use super::rows::{self, TASK_COLUMNS, decode, internal, micros};
+use super::{PostgresStore, classify};
+use crate::domain::{DayWindow, QuotaStatus, Task, TimeZoneName};
+use crate::store::{Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, Result};
+
+/// Checks and consumes a unit of the task's day and inserts the task, in one statement:
+/// `(limit, Some(used))` if created, `(limit, None)` if the limit is reached.
+///
+/// READ COMMITTED is enough: `on conflict do update` locks the (user, day) row and
+/// evaluates `used < limit` against its latest committed version, so concurrent creates,
+/// on any instance, queue on that row and the limit can never be passed. The limit is
+/// read in the same statement, so an administrator's change applies at once. The task is
+/// inserted only if the counter moved; if the insert fails, the whole statement (and the
+/// unit it took) is rolled back.
+pub(super) async fn consume_and_insert<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    user_id: Uuid,
+    task: &Task,
+) -> Result<(u32, Option<u32>)> {
+    let row = sqlx::query(
+        "with quota as (
+             select daily_limit from users where id = $1
+         ), counted as (
+             insert into usage as g (user_id, day, used)
+             select $1, $2::date, 1 from quota where daily_limit > 0
+             on conflict (user_id, day) do update set used = g.used + 1
+             where g.used < (select daily_limit from quota)
+             returning g.used
+         ), created as (
+             insert into tasks (id, user_id, content, done, day, created_at, updated_at)
+             select $3, $1, $4, false, $2::date, $5, $5 from counted
+         )
+         select quota.daily_limit, counted.used from quota left join counted on true",
+    )
+    .bind(user_id)
+    .bind(task.day.to_string())
+    .bind(task.id)
+    .bind(&task.content)
+    .bind(micros(task.created_at))
+    .fetch_optional(executor)
+    .await
+    .map_err(classify)?
+    .ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
+    decode(&row, |r| Ok((rows::count(r, "daily_limit")?, rows::optional_count(r, "used")?)))
+}
+
+impl PostgresStore {
+    /// A create with an idempotency key.
+    pub(super) async fn create_keyed(
+        &self,
+        user_id: Uuid,
+        task: Task,
+        key: IdempotencyKey,
+        window: DayWindow,
+        timezone: TimeZoneName,
+        now: Timestamp,
+    ) -> Result<Created> {
+        // With a key: look for an earlier use, then create and record the key, in
+        // one transaction. A concurrent request with the same key (on any instance)
+        // queues on the same usage row; when it gets there the key's primary key
+        // refuses the second record, its transaction (task and unit included) rolls
+        // back, and it is answered 409.
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
+        sqlx::query("delete from idempotency_keys where user_id = $1 and key = $2 and created_at <= $3")
+            .bind(user_id)
+            .bind(&key.key)
+            .bind(since)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        let earlier = sqlx::query(
+            "select fingerprint, task_id as id, content, false as done, to_char(day, 'YYYY-MM-DD') as day,
+                    created_at, created_at as updated_at
+             from idempotency_keys where user_id = $1 and key = $2",
+        )
+        .bind(user_id)
+        .bind(&key.key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(classify)?;
+        if let Some(row) = earlier {
+            let fingerprint: Vec<u8> = decode(&row, |r| r.try_get("fingerprint"))?;
+            let first = decode(&row, rows::task)?;
+            tx.commit().await.map_err(classify)?;
+            return Ok(if fingerprint == key.fingerprint { Created::Replay(first) } else { Created::KeyReused });
+        }
+        let (limit, used) = consume_and_insert(&mut *tx, user_id, &task).await?;
+        if used.is_some() {
+            sqlx::query(
+                "insert into idempotency_keys (user_id, key, fingerprint, task_id, content, day, created_at)
+                 values ($1, $2, $3, $4, $5, $6::date, $7)",
+            )
+            .bind(user_id)
+            .bind(&key.key)
+            .bind(key.fingerprint.as_slice())
+            .bind(task.id)
+            .bind(&task.content)
+            .bind(task.day.to_string())
+            .bind(micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        }
+        tx.commit().await.map_err(classify)?;
+        self.created(user_id, task, limit, used, window, timezone).await
+    }
+
+    /// The answer to a create once its statement has run.
+    pub(super) async fn created(
+        &self,
+        user_id: Uuid,
+        task: Task,
+        limit: u32,
+        used: Option<u32>,
+        window: DayWindow,
+        timezone: TimeZoneName,
+    ) -> Result<Created> {
+        match used {
+            Some(used) => Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone })),
+            None => {
+                // Refused: read the counter as committed now (the statement's own
+                // snapshot may predate the creates that used the day up).
+                let used = self.used_on(user_id, window.day).await?;
+                Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }))
+            }
+        }
+    }
+
+    pub(super) async fn used_on(&self, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
+        let row = sqlx::query("select used from usage where user_id = $1 and day = $2::date")
+            .bind(user_id)
+            .bind(day.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(row.map(|r| decode(&r, |r| rows::count(r, "used"))).transpose()?.unwrap_or_default())
+    }
+
+    pub(super) async fn load_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
+        let row = sqlx::query(&format!("select {TASK_COLUMNS} from tasks where id = $1 and user_id = $2"))
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(|r| decode(r, rows::task)).transpose()
+    }
+}
