@@ -61,12 +61,14 @@ impl Jobs {
                     period,
                     usage = pruned.usage,
                     refresh_tokens = pruned.refresh_tokens,
+                    sessions = pruned.sessions,
                     idempotency_keys = pruned.idempotency_keys,
                     "periodic pruning ran"
                 );
                 for (what, n) in [
                     ("usage", pruned.usage),
                     ("refresh_tokens", pruned.refresh_tokens),
+                    ("sessions", pruned.sessions),
                     ("idempotency_keys", pruned.idempotency_keys),
                 ] {
                     metrics::counter!(crate::metrics::JOB_PRUNED, "what" => what).increment(n);

@@ -101,6 +101,11 @@ pub struct Prune {
 pub struct Pruned {
     pub usage: u64,
     pub refresh_tokens: u64,
+    /// Sessions the token prune left without a refresh token: revoked ones, and ones
+    /// idle past their last token's 30 days. Neither has a live access token (those
+    /// last 15 minutes from the last refresh), and a live session always has a token,
+    /// made in the same transaction as the session or as its rotation.
+    pub sessions: u64,
     pub idempotency_keys: u64,
 }
 

@@ -40,7 +40,8 @@ pub async fn make_stale_rows(app: &TestApp) -> Pruned {
     assert_eq!(app.post("/v1/auth/signout", &json!(null), Some(&gone.access)).await.status(), StatusCode::NO_CONTENT);
     create_with_key(app, &current, "fresh-key").await;
 
-    Pruned { usage: 1, refresh_tokens: 2, idempotency_keys: 2 }
+    // Sessions: the old one (its only token expired) and the signed-out one go.
+    Pruned { usage: 1, refresh_tokens: 2, sessions: 2, idempotency_keys: 2 }
 }
 
 /// After a prune of `make_stale_rows`' rows: only what is still needed is left.
@@ -48,6 +49,7 @@ pub async fn assert_only_fresh_rows_left(app: &TestApp) {
     let count = |table: &str| format!("select count(*) from {table}");
     assert_eq!(app.db.stored::<i64>(&count("usage")).await, [2]);
     assert_eq!(app.db.stored::<i64>(&count("refresh_tokens")).await, [3]);
+    assert_eq!(app.db.stored::<i64>(&count("sessions")).await, [2]);
     assert_eq!(app.db.stored::<i64>(&count("idempotency_keys")).await, [1]);
     assert_eq!(app.db.stored::<i64>(&count("tasks")).await, [3], "tasks are never pruned");
 }

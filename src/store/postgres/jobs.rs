@@ -44,11 +44,16 @@ impl PostgresStore {
         let tokens = "delete from refresh_tokens where hash in
              (select r.hash from refresh_tokens r join sessions s on s.id = r.session_id
               where r.expires_at <= $1 or s.revoked_at is not null limit $2)";
+        // After the tokens: sessions left without one (see `Prune`).
+        let sessions = "delete from sessions where id in
+             (select s.id from sessions s where s.created_at <= $1
+              and not exists (select 1 from refresh_tokens r where r.session_id = s.id) limit $2)";
         let keys = "delete from idempotency_keys where (user_id, key) in
              (select user_id, key from idempotency_keys where created_at < $1 limit $2)";
         Ok(Pruned {
             usage: self.prune_batches(usage, Cutoff::Day(rules.usage_before.to_string())).await?,
             refresh_tokens: self.prune_batches(tokens, Cutoff::Micros(micros(rules.tokens_expired_by))).await?,
+            sessions: self.prune_batches(sessions, Cutoff::Micros(micros(rules.tokens_expired_by))).await?,
             idempotency_keys: self.prune_batches(keys, Cutoff::Micros(micros(rules.keys_created_before))).await?,
         })
     }

@@ -25,6 +25,10 @@ const USAGE: &str = "delete from usage where (user_id, day) in
 const TOKENS: &str = "delete from refresh_tokens where rowid in
     (select r.rowid from refresh_tokens r join sessions s on s.id = r.session_id
      where r.expires_at <= ?1 or s.revoked_at is not null limit ?2)";
+/// After `TOKENS`: sessions left without a refresh token (see `Prune`), made by `?1`.
+const SESSIONS: &str = "delete from sessions where id in
+    (select s.id from sessions s where s.created_at <= ?1
+     and not exists (select 1 from refresh_tokens r where r.session_id = s.id) limit ?2)";
 const KEYS: &str = "delete from idempotency_keys where (user_id, key) in
     (select user_id, key from idempotency_keys where created_at < ?1 limit ?2)";
 
@@ -32,6 +36,7 @@ pub async fn run(pool: &Pool, rules: Prune) -> Result<Pruned> {
     Ok(Pruned {
         usage: batches(pool, USAGE, rules.usage_before.to_string().into()).await?,
         refresh_tokens: batches(pool, TOKENS, micros(rules.tokens_expired_by).into()).await?,
+        sessions: batches(pool, SESSIONS, micros(rules.tokens_expired_by).into()).await?,
         idempotency_keys: batches(pool, KEYS, micros(rules.keys_created_before).into()).await?,
     })
 }
