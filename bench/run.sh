@@ -268,12 +268,12 @@ verdict() { awk -v v="$1" -v t="$3" -v op="$2" 'BEGIN { ok = (op == ">=") ? v >=
 
 print_table() {
     local label
-    printf '%-16s %10s %7s %7s %7s %14s %13s %10s %6s %5s %5s %5s %6s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
+    printf '%-22s %10s %7s %7s %7s %14s %13s %10s %6s %5s %5s %5s %6s\n' scenario "req/s(2xx)" "p50 ms" "p90 ms" "p99 ms" \
         "non-2xx/errors" "peak RSS MiB" "CPU us/req" "server" "pg" "wrk" "irq" "others"
     for label in "$@"; do
         local pg="-"
         [[ $label == postgres-* ]] && pg=${R[$label.db_cores]}
-        printf '%-16s %10s %7s %7s %7s %14s %13s %10s %6s %5s %5s %5s %6s\n' "$label" "${R[$label.ok_per_s]}" \
+        printf '%-22s %10s %7s %7s %7s %14s %13s %10s %6s %5s %5s %5s %6s\n' "$label" "${R[$label.ok_per_s]}" \
             "$(ms "${R[$label.p50_us]}")" "$(ms "${R[$label.p90_us]}")" "$(ms "${R[$label.p99_us]}")" \
             "${R[$label.errors]}" "$(mib "${R[$label.rss_kib]}")" "${R[$label.cpu_us]}" "${R[$label.srv_cores]}" "$pg" \
             "${R[$label.wrk_cores]}" "${R[$label.irq_cores]}" "${R[$label.other_cores]}"
@@ -342,6 +342,10 @@ bench_backend() {
             'BEGIN { printf "%d commits (%.0f/s), %.1f jobs per commit on average", c, c / (us / 1e6), j / c }')
     fi
     scenario "$name-quota" "$url" GET /v1/me/quota "$tokens" ""
+    # The ceiling again: this machine's speed drifts from minute to minute, so the
+    # ratios use the better of the two healthz runs (a dip in either cannot flatter them).
+    scenario "$name-healthz-after" "$url" GET /healthz - ""
+    R[$name.ceiling]=$(awk -v a="${R[$name-healthz.ok_per_s]}" -v b="${R[$name-healthz-after.ok_per_s]}" 'BEGIN { print (a > b) ? a : b }')
     R[$name.hwm_kib]=$(kib "$SERVER_PID" VmHWM)
     R[$name.rss_end_kib]=$(kib "$SERVER_PID" VmRSS)
     stop_server
@@ -349,8 +353,9 @@ bench_backend() {
 
     echo "(CPU us/req: quotask's CPU time per answer. server, pg, wrk, irq, others: cores busy on average while wrk ran," \
         "of $(nproc): quotask, PostgreSQL's processes, wrk, interrupts and softirqs (loopback TCP), everything else)"
-    print_table "$name-healthz" "$name-create" "$name-quota"
-    echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; quota ${R[$name-quota.codes]}"
+    print_table "$name-healthz" "$name-create" "$name-quota" "$name-healthz-after"
+    echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; quota ${R[$name-quota.codes]}; healthz after ${R[$name-healthz-after.codes]}"
+    echo "HTTP ceiling for the ratios: the better healthz run, ${R[$name.ceiling]} req/s"
     [[ -n ${R[$name.group_commit]:-} ]] && echo "group commit during POST /v1/tasks: ${R[$name.group_commit]}"
     printf 'server memory while measured: VmRSS %s MiB when ready, VmHWM %s MiB at the end (VmRSS %s MiB)\n' \
         "$(mib "${R[$name.ready_rss_kib]}")" "$(mib "${R[$name.hwm_kib]}")" "$(mib "${R[$name.rss_end_kib]}")"
@@ -404,7 +409,7 @@ echo
 DATA_DIR="$TMP/sqlite-data"
 bench_backend sqlite bench_u QUOTASK_DATA_DIR="$DATA_DIR" || die "the SQLite server did not start"
 
-H=${R[sqlite-healthz.ok_per_s]}
+H=${R[sqlite.ceiling]}
 C=${R[sqlite-create.ok_per_s]}
 Q=${R[sqlite-quota.ok_per_s]}
 CR=$(ratio "$C" "$H")
@@ -413,8 +418,8 @@ P99=$(ms "${R[sqlite-create.p99_us]}")
 HWM=$(mib "${R[sqlite.hwm_kib]}")
 SETUP_HWM=$(mib "${R[sqlite.setup_hwm_kib]}")
 echo "== SQLite targets"
-printf '%-52s %-12s %-10s %s\n' "creates/s / healthz/s" "$CR" ">= 0.333" "$(verdict "$CR" ">=" "$TARGET_CREATE_RATIO")"
-printf '%-52s %-12s %-10s %s\n' "quota/s / healthz/s" "$QR" ">= 0.5" "$(verdict "$QR" ">=" "$TARGET_QUOTA_RATIO")"
+printf '%-52s %-12s %-10s %s\n' "creates/s / healthz/s (the better of 2 runs)" "$CR" ">= 0.333" "$(verdict "$CR" ">=" "$TARGET_CREATE_RATIO")"
+printf '%-52s %-12s %-10s %s\n' "quota/s / healthz/s (the better of 2 runs)" "$QR" ">= 0.5" "$(verdict "$QR" ">=" "$TARGET_QUOTA_RATIO")"
 printf '%-52s %-12s %-10s %s\n' "p99 of POST /v1/tasks (ms)" "$P99" "<= 5" "$(verdict "$P99" "<=" "$TARGET_CREATE_P99_MS")"
 printf '%-52s %-12s %-10s %s\n' "server peak RSS under the load above, VmHWM (MiB)" "$HWM" "<= 64" "$(verdict "$HWM" "<=" "$TARGET_RSS_MIB")"
 printf '%-52s %-12s %-10s %s\n' "server peak RSS during user setup, VmHWM (MiB)" "$SETUP_HWM" "<= 64" "$(verdict "$SETUP_HWM" "<=" "$TARGET_RSS_MIB")"
@@ -450,12 +455,12 @@ if [[ -n $PG_URL ]]; then
         TPS=$(awk '/^tps = / { print $3; exit }' "$TMP/pgbench.out")
         [[ -n $TPS ]] || { tail -n 20 "$TMP/pgbench.out" >&2; die "pgbench failed"; }
         echo
-        print_table postgres-healthz postgres-create postgres-quota
+        print_table postgres-healthz postgres-create postgres-quota postgres-healthz-after
         PC=${R[postgres-create.ok_per_s]}
         PR=$(ratio "$PC" "$TPS")
         echo "== PostgreSQL targets"
         printf '%-52s %-12s %-10s %s\n' "HTTP creates/s / pgbench tps ($PC / $TPS)" "$PR" ">= 0.70" "$(verdict "$PR" ">=" "$TARGET_PG_RATIO")"
-        printf '%-52s %-12s %-10s %s\n' "creates/s / healthz/s" "$(ratio "$PC" "${R[postgres-healthz.ok_per_s]}")" "(info)" ""
+        printf '%-52s %-12s %-10s %s\n' "creates/s / healthz/s" "$(ratio "$PC" "${R[postgres.ceiling]}")" "(info)" ""
         printf '%-52s %-12s %-10s %s\n' "p99 of POST /v1/tasks (ms)" "$(ms "${R[postgres-create.p99_us]}")" "(info)" ""
         printf '%-52s %-12s %-10s %s\n' "stored tasks match the 201s" "" "" "${R[postgres.count_check]}"
     else
