@@ -2,9 +2,10 @@
 //!
 //! SQLite allows one writer at a time, and with `synchronous=FULL` every commit waits
 //! for the disk. So all writes go to one thread, which takes every job waiting, runs
-//! each in its own savepoint (a failing job is rolled back alone), commits once, and
-//! only then answers them all: group commit. Reads run on their own connections and
-//! never queue behind the writer (WAL lets them read meanwhile).
+//! each in its own savepoint (a failing job is rolled back alone; a job of one
+//! statement needs none), commits once, and only then answers them all: group commit.
+//! Reads run on their own connections and never queue behind the writer (WAL lets them
+//! read meanwhile).
 //!
 //! Reads run right on the async worker that asks. They are short indexed lookups (a
 //! page of at most 100 tasks at worst), and in WAL mode a reader never waits for the
@@ -143,9 +144,7 @@ impl Pool {
         self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
         result
     }
-}
 
-impl Pool {
     /// `read`, with every statement of `f` in one read transaction (one snapshot).
     pub async fn read_together<T, F>(&self, f: F) -> Result<T>
     where
