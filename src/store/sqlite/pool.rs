@@ -257,14 +257,14 @@ fn commit_batch(
     let mut failure = run(conn, "begin immediate").err();
     for job in jobs {
         if failure.is_some() {
-            replies.push(job_failed().1);
+            replies.push(never_ran());
             continue;
         }
         if job.savepoint
             && let Err(e) = run(conn, "savepoint job")
         {
             failure = Some(e);
-            replies.push(job_failed().1);
+            replies.push(never_ran());
             continue;
         }
         let (ok, reply) = (job.run)(conn);
@@ -302,8 +302,8 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-/// A stand-in for a job that never ran because the batch had already failed; its real
-/// reply channel is dropped with the job, which its caller reads as "unavailable".
-fn job_failed() -> (bool, Reply) {
-    (false, Box::new(|_| {}))
+/// The reply in place of a job that never ran because the batch had already failed; its
+/// real reply channel is dropped with the job, which its caller reads as "unavailable".
+fn never_ran() -> Reply {
+    Box::new(|_| {})
 }
