@@ -60,12 +60,12 @@ impl Pool {
         configure(&conn)?;
         migrate(&mut conn, migrations)?;
         // The checkpoint thread does the copying; the writer still checkpoints when the
-        // WAL passes this many pages, because only a checkpoint that reaches the end of
-        // the WAL right before a write lets SQLite start the WAL over. Without it,
+        // WAL passes `WAL_RESTART_PAGES`, because only a checkpoint that reaches the end
+        // of the WAL right before a write lets SQLite start the WAL over. Without it,
         // under steady writes the WAL grew by 38 MB a second (measured), and a restart
         // then spent 0.5 s reading it back.
-        conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
-        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_RESTART_PAGES)?;
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let checkpoints = start_checkpointer(path)?;
         let readers = (0..readers.max(1))
             .map(|_| {
@@ -161,8 +161,22 @@ impl Pool {
     }
 }
 
-/// How often the checkpoint thread copies committed WAL pages into the database.
-const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(100);
+/// WAL pages after which the writer checkpoints what the checkpoint thread has not yet
+/// copied, so that the next write starts the WAL over. The writer's checkpoint stalls
+/// every create waiting for it, so it should be rare (a larger WAL) and short (the
+/// checkpoint thread copying often, see `CHECKPOINT_BUSY`). At 4,000 pages it ran about
+/// 15 times a second under creates and cost 2 to 3 ms of the writer's CPU each time;
+/// at 16,000 the p99 of creates fell by about 1 ms (bench/README.md, "Checkpoints").
+const WAL_RESTART_PAGES: i64 = 16_000;
+/// The WAL is cut back to this size when it starts over. Above the largest WAL the
+/// writer lets grow (16,000 frames of 4 KiB and a batch more, about 67 MB), so the
+/// file is reused in place: growing it again costs block allocation inside commits.
+const WAL_SIZE_LIMIT: i64 = 96 * 1024 * 1024;
+/// How soon the checkpoint thread copies again after it found pages to copy: the less
+/// it leaves, the less the writer's own checkpoint has to copy.
+const CHECKPOINT_BUSY: std::time::Duration = std::time::Duration::from_millis(20);
+/// How soon it looks again after it found nothing to copy (no writes meanwhile).
+const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// Starts the thread that checkpoints the WAL (`PASSIVE`: it never blocks the writer or
 /// readers; what it cannot copy yet it copies next time). It stops when the returned
@@ -172,9 +186,18 @@ fn start_checkpointer(path: &Path) -> anyhow::Result<std::sync::mpsc::Sender<()>
     configure(&conn)?;
     let (stop, stopped) = std::sync::mpsc::channel::<()>();
     std::thread::Builder::new().name("sqlite-checkpoint".into()).spawn(move || {
-        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(CHECKPOINT_EVERY) {
-            if let Err(e) = conn.query_row("pragma wal_checkpoint(passive)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed; retrying");
+        // The WAL's (pages, pages copied) at the last look; unchanged means no writes.
+        let mut last = (0, 0);
+        let mut wait = CHECKPOINT_IDLE;
+        while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+            match conn
+                .query_row("pragma wal_checkpoint(passive)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+            {
+                Ok(now) => {
+                    wait = if now == last { CHECKPOINT_IDLE } else { CHECKPOINT_BUSY };
+                    last = now;
+                }
+                Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; retrying"),
             }
         }
     })?;
