@@ -186,6 +186,37 @@ async fn a_time_zone_change_waits_for_the_old_zones_midnight_and_mints_nothing()
     assert_eq!(app.create_task(&frank, "x").await.status(), StatusCode::CREATED);
 }
 
+on_both_stores!(a_time_zone_change_shows_at_once_and_applies_at_midnight_to_the_same_session);
+async fn a_time_zone_change_shows_at_once_and_applies_at_midnight_to_the_same_session() {
+    // The session's user is read (and, on SQLite, kept in memory) before the change;
+    // the same access token must see the change at once, and the new zone at midnight.
+    let app = TestApp::spawn_at(ts("2026-06-15T23:55:00Z")).await;
+    let hana = app.user("hana").await;
+    assert_eq!(app.me(&hana).await["pending_timezone"], serde_json::Value::Null);
+    assert_eq!(app.quota(&hana).await["timezone"], "UTC");
+
+    let res = app.patch("/v1/me", &json!({"timezone": "Asia/Tokyo"}), &hana.access).await;
+    assert_eq!(res.status(), StatusCode::OK);
+
+    let me = app.me(&hana).await;
+    assert_eq!(me["timezone"], "UTC");
+    assert_eq!(me["pending_timezone"], "Asia/Tokyo");
+    assert_eq!(me["timezone_effective_at"], "2026-06-16T00:00:00Z");
+    assert_eq!(app.quota(&hana).await["timezone"], "UTC");
+
+    // Six minutes later: the same token, still valid, now lives in Tokyo (09:01 on the 16th).
+    app.clock.set(ts("2026-06-16T00:01:00Z"));
+    let quota = app.quota(&hana).await;
+    assert_eq!(quota["timezone"], "Asia/Tokyo");
+    assert_eq!(quota["day"], "2026-06-16");
+    assert_eq!(quota["resets_at"], "2026-06-16T15:00:00Z");
+    let res = app.create_task(&hana, "first in Tokyo").await;
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let task: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(task["day"], "2026-06-16");
+    assert_eq!(app.me(&hana).await["timezone"], "Asia/Tokyo");
+}
+
 on_both_stores!(moving_west_across_the_date_line_reenters_a_used_day_without_new_quota);
 async fn moving_west_across_the_date_line_reenters_a_used_day_without_new_quota() {
     let app = TestApp::spawn_at(ts("2026-06-01T05:00:00Z")).await;
