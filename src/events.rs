@@ -121,14 +121,15 @@ impl Events {
         }))
     }
 
-    /// Publishes `data` (serialised once) as a `kind` event of `user_id`. Never waits:
-    /// local streams get it at once; Redis gets it from the outbox.
-    pub fn publish(&self, user_id: Uuid, kind: Kind, data: &impl Serialize) {
+    /// Publishes what `data` makes (serialised once) as a `kind` event of `user_id`.
+    /// Never waits: local streams get it at once; Redis gets it from the outbox.
+    /// `data` is called only when someone can receive the event.
+    pub fn publish<T: Serialize>(&self, user_id: Uuid, kind: Kind, data: impl FnOnce() -> T) {
         if self.0.outbox.is_none() && !self.0.listens(user_id) {
             // Nobody here streams this user's events and no other instance shares them.
             return;
         }
-        let data = match serde_json::to_string(data) {
+        let data = match serde_json::to_string(&data()) {
             Ok(data) => data,
             Err(e) => return tracing::error!(error = %e, "an event could not be serialised"),
         };
@@ -339,7 +340,7 @@ mod tests {
         let mut slow = events.subscribe(user).unwrap();
 
         for i in 0..PER_USER_BUFFER + 10 {
-            events.publish(user, Kind::TaskUpdated, &i);
+            events.publish(user, Kind::TaskUpdated, || i);
         }
 
         assert!(matches!(next_now(&mut slow).await, Some(Item::Lagged(10))));
@@ -356,8 +357,8 @@ mod tests {
         let mut ann_stream = events.subscribe(ann).unwrap();
         let bob_stream = events.subscribe(bob).unwrap();
 
-        events.publish(bob, Kind::TaskCreated, &"bob's");
-        events.publish(ann, Kind::TaskDeleted, &"ann's");
+        events.publish(bob, Kind::TaskCreated, || "bob's");
+        events.publish(ann, Kind::TaskDeleted, || "ann's");
 
         match next_now(&mut ann_stream).await {
             Some(Item::Event(e)) => assert_eq!((e.kind.as_str(), e.data.as_str()), ("task.deleted", "\"ann's\"")),

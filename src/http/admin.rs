@@ -132,7 +132,7 @@ async fn update_user(
     let user =
         state.store.admin_update_user(Some(auth.user.id), id, changes, auth.now).await?.ok_or(ApiError::NotFound)?;
     if daily_limit.is_some() {
-        state.events.publish(user.id, Kind::QuotaChanged, &serde_json::json!({"daily_limit": user.daily_limit}));
+        state.events.publish(user.id, Kind::QuotaChanged, || serde_json::json!({"daily_limit": user.daily_limit}));
     }
     Ok(Json(UserView::new(&user, auth.now)))
 }

@@ -4,7 +4,9 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use axum::http::HeaderMap;
+use axum::extract::FromRequestParts;
+use axum::http::HeaderValue;
+use axum::http::request::Parts;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -14,11 +16,23 @@ use crate::store::IdempotencyKey;
 
 pub const HEADER: &str = "idempotency-key";
 
+/// The request's `Idempotency-Key` header as sent, if any (only that header is taken
+/// from the request, not a copy of all of them).
+pub struct KeyHeader(pub Option<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(KeyHeader(parts.headers.get(HEADER).cloned()))
+    }
+}
+
 /// The key of a request, if it sent one; 1 to 255 visible ASCII characters. The
 /// fingerprint covers the route and the content, so the same key with another body (or
 /// on the other create route) is told apart.
-pub fn key(headers: &HeaderMap, route: &str, content: &str) -> Result<Option<IdempotencyKey>, ApiError> {
-    let Some(value) = headers.get(HEADER) else { return Ok(None) };
+pub fn key(header: &KeyHeader, route: &str, content: &str) -> Result<Option<IdempotencyKey>, ApiError> {
+    let Some(value) = &header.0 else { return Ok(None) };
     let bytes = value.as_bytes();
     if bytes.is_empty() || bytes.len() > 255 || !bytes.iter().all(|b| (0x21..=0x7e).contains(b)) {
         return Err(FieldError::new("Idempotency-Key", "must be 1 to 255 visible ASCII characters").into());
@@ -61,15 +75,13 @@ impl Drop for Claim {
 mod tests {
     use super::*;
 
-    fn headers(value: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(HEADER, value.parse().unwrap());
-        h
+    fn headers(value: &str) -> KeyHeader {
+        KeyHeader(Some(value.parse().unwrap()))
     }
 
     #[test]
     fn keys_are_one_to_255_visible_ascii_characters() {
-        assert!(key(&HeaderMap::new(), "v1", "x").unwrap().is_none());
+        assert!(key(&KeyHeader(None), "v1", "x").unwrap().is_none());
         assert!(key(&headers("abc-123_~"), "v1", "x").unwrap().is_some());
         assert!(key(&headers(&"k".repeat(255)), "v1", "x").unwrap().is_some());
         assert!(key(&headers(&"k".repeat(256)), "v1", "x").is_err());

@@ -2,8 +2,8 @@
 //! thin adapters over the same code as `/v1`, answering in the seed's
 //! `{"message", "data"}` shape and its errors as `{"message", "payload"}`.
 
+use super::idempotency::KeyHeader;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -121,7 +121,7 @@ pub struct SeedTask {
 async fn task(
     State(state): State<AppState>,
     auth: Result<Authed, ApiError>,
-    headers: HeaderMap,
+    key_header: KeyHeader,
     body: Result<RawBody, ApiError>,
 ) -> Result<Json<Envelope<TaskView>>, SeedError> {
     let auth = auth?;
@@ -129,6 +129,6 @@ async fn task(
     // No body, or JSON `null`, means no content, as in the seed.
     let content =
         if matches!(body.trim_ascii(), b"" | b"null") { None } else { parse_json::<SeedTask>(&body)?.content };
-    let created = create_task(&state, &auth, &headers, "seed", content.unwrap_or_else(|| UNTITLED.into())).await?;
+    let created = create_task(&state, &auth, &key_header, "seed", content.unwrap_or_else(|| UNTITLED.into())).await?;
     Ok(ok(TaskView::from(created.task)))
 }

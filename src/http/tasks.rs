@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::error::{ApiError, Problem, quota_headers};
 use super::extract::{Authed, JsonBody, present};
-use super::idempotency;
+use super::idempotency::{self, KeyHeader};
 use crate::app::AppState;
 use crate::domain::{FieldError, QuotaStatus, Task, TaskContent};
 use crate::events::Kind;
@@ -88,12 +88,12 @@ pub struct Outcome {
 pub async fn create_task(
     state: &AppState,
     auth: &Authed,
-    headers: &HeaderMap,
+    key_header: &KeyHeader,
     route: &str,
     content: String,
 ) -> Result<Outcome, ApiError> {
     let content = TaskContent::parse(content)?;
-    let key = idempotency::key(headers, route, content.as_str())?;
+    let key = idempotency::key(key_header, route, content.as_str())?;
     let _claim = match &key {
         Some(key) => Some(state.in_flight.claim(auth.user.id, &key.key).ok_or_else(key_in_flight)?),
         None => None,
@@ -105,7 +105,7 @@ pub async fn create_task(
     match created {
         Created::Task(task, status) => {
             metrics::counter!(crate::metrics::TASKS_CREATED).increment(1);
-            state.events.publish(auth.user.id, Kind::TaskCreated, &TaskView::from(task.clone()));
+            state.events.publish(auth.user.id, Kind::TaskCreated, || TaskView::from(task.clone()));
             Ok(Outcome { task, status, replayed: false })
         }
         Created::Replay(task) => {
@@ -141,10 +141,10 @@ fn key_in_flight() -> ApiError {
 async fn create(
     State(state): State<AppState>,
     auth: Authed,
-    headers: HeaderMap,
+    key_header: KeyHeader,
     JsonBody(body): JsonBody<NewTask>,
 ) -> Response {
-    match create_task(&state, &auth, &headers, "v1", body.content).await {
+    match create_task(&state, &auth, &key_header, "v1", body.content).await {
         Ok(Outcome { task, status, replayed }) => {
             let location = format!("/v1/tasks/{}", task.id);
             let replayed = if replayed { "true" } else { "false" };
@@ -234,7 +234,7 @@ async fn update(
     let patch = TaskPatch { content: body.content.map(TaskContent::parse).transpose()?, done: body.done };
     let task =
         TaskView::from(state.store.update_task(auth.user.id, id, patch, auth.now).await?.ok_or(ApiError::NotFound)?);
-    state.events.publish(auth.user.id, Kind::TaskUpdated, &task);
+    state.events.publish(auth.user.id, Kind::TaskUpdated, || &task);
     Ok(Json(task))
 }
 
@@ -246,6 +246,6 @@ async fn remove(State(state): State<AppState>, auth: Authed, Path(id): Path<Stri
     if !state.store.delete_task(auth.user.id, id).await? {
         return Err(ApiError::NotFound);
     }
-    state.events.publish(auth.user.id, Kind::TaskDeleted, &serde_json::json!({"id": id.to_string()}));
+    state.events.publish(auth.user.id, Kind::TaskDeleted, || serde_json::json!({"id": id.to_string()}));
     Ok(StatusCode::NO_CONTENT)
 }
