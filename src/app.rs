@@ -195,6 +195,7 @@ pub async fn serve(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
     } else {
         tracing::info!("periodic jobs are off on this instance (--no-jobs)");
     }
+    let store = state.store.clone();
     let server = Server::start(state.clone(), settings.bind)
         .await
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", settings.bind))?;
@@ -207,6 +208,7 @@ pub async fn serve(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         let _ = stop.send(true);
     });
     server.wait().await;
+    store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

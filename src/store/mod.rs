@@ -133,6 +133,8 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<()>;
     /// A one-line description of durability settings, read back from the database.
     async fn durability(&self) -> Result<String>;
+    /// Tidies up at a clean stop, after the last request has been answered.
+    async fn close(&self) {}
     /// The signing secret kept in the database; `candidate` is stored if none is yet.
     async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>>;
 

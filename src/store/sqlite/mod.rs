@@ -94,6 +94,10 @@ impl Store for SqliteStore {
         self.pool.read(|c| c.query_row("select 1", [], |_| Ok(())).map_err(internal)).await
     }
 
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+
     async fn durability(&self) -> Result<String> {
         self.pool
             .write(|c| {
