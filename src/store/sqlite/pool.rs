@@ -177,7 +177,7 @@ impl Pool {
 /// every create waiting for it, so it should be rare (a larger WAL) and short (the
 /// checkpoint thread copying often, see `CHECKPOINT_BUSY`). At 4,000 pages it ran about
 /// 15 times a second under creates and cost 2 to 3 ms of the writer's CPU each time;
-/// at 16,000 the p99 of creates fell by about 1 ms (bench/README.md, "Checkpoints").
+/// at 16,000 the p99 of creates fell by about 1 ms (bench/README.md, "Third session").
 const WAL_RESTART_PAGES: i64 = 16_000;
 /// The WAL is cut back to this size when it starts over. Above the largest WAL the
 /// writer lets grow (16,000 frames of 4 KiB and a batch more, about 67 MB), so the
