@@ -33,6 +33,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_tasks_by_owner.sql"),
     include_str!("migrations/0004_no_day_index.sql"),
     include_str!("migrations/0005_usage_trigger.sql"),
+    include_str!("migrations/0006_prune_indexes.sql"),
 ];
 
 pub struct SqliteStore {

@@ -58,3 +58,33 @@ async fn batches(pool: &Pool, sql: &'static str, cutoff: rusqlite::types::Value)
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite's plan for `sql`, one step a line.
+    fn plan(c: &Connection, sql: &str) -> String {
+        let mut s = c.prepare(&format!("explain query plan {sql}")).unwrap();
+        let steps = s.query_map(params!["2026-01-01", 100], |r| r.get::<_, String>(3)).unwrap();
+        steps.map(Result::unwrap).collect::<Vec<_>>().join("\n")
+    }
+
+    #[test]
+    fn the_prunes_that_run_on_the_writer_find_their_rows_through_an_index() {
+        let mut c = Connection::open_in_memory().unwrap();
+        for sql in super::super::MIGRATIONS {
+            let tx = c.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.commit().unwrap();
+        }
+        for (sql, index) in [(USAGE, "usage_by_day"), (KEYS, "idempotency_keys_by_age")] {
+            let plan = plan(&c, sql);
+            assert!(plan.contains(&format!("INDEX {index} (")), "{plan}");
+            assert!(!plan.contains("SCAN"), "a whole-table scan on the writer: {plan}");
+        }
+        // The create's own lookup of a key stays on the primary key.
+        let remembered = "select fingerprint from idempotency_keys where user_id = ?1 and key = ?2 and created_at > 0";
+        assert!(plan(&c, remembered).contains("PRIMARY KEY"), "{}", plan(&c, remembered));
+    }
+}
