@@ -251,7 +251,7 @@ impl Store for SqliteStore {
             let audit = |field: &str, old: String, new: String| {
                 c.execute(
                     "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
-                         values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         new_id(now).to_string(),
                         actor.map(|a| a.to_string()),
@@ -344,7 +344,7 @@ impl Store for SqliteStore {
             let found = c
                 .query_row(
                     "select r.session_id, r.user_id, r.expires_at, r.spent_at, s.revoked_at
-                         from refresh_tokens r join sessions s on s.id = r.session_id where r.hash = ?1",
+                     from refresh_tokens r join sessions s on s.id = r.session_id where r.hash = ?1",
                     [old_hash],
                     |r| {
                         Ok((
