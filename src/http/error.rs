@@ -1,7 +1,7 @@
 //! The one error type of the HTTP layer, answered as an RFC 9457 problem document.
 //! A 5xx is logged with its cause (under the request's id) and answered without it.
 
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use jiff::Timestamp;
 use serde::Serialize;
@@ -110,10 +110,13 @@ impl From<AuthError> for ApiError {
 }
 
 /// The `RateLimit-Policy` and `RateLimit` headers of a quota status at `now`.
-pub fn quota_headers(status: &QuotaStatus, now: Timestamp) -> [(&'static str, HeaderValue); 2] {
+pub fn quota_headers(status: &QuotaStatus, now: Timestamp) -> [(HeaderName, HeaderValue); 2] {
     let policy = format!("\"daily\";q={};w=86400", status.limit);
     let current = format!("\"daily\";r={};t={}", status.remaining(), status.window.seconds_until_reset(now));
-    [("ratelimit-policy", header_value(policy)), ("ratelimit", header_value(current))]
+    [
+        (HeaderName::from_static("ratelimit-policy"), header_value(policy)),
+        (HeaderName::from_static("ratelimit"), header_value(current)),
+    ]
 }
 
 fn header_value(s: String) -> HeaderValue {

@@ -37,13 +37,16 @@ pub struct TaskView {
 
 impl From<Task> for TaskView {
     fn from(t: Task) -> Self {
+        let created_at = t.created_at.to_string();
+        // A task never changed has both times equal: formatted once.
+        let updated_at = if t.updated_at == t.created_at { created_at.clone() } else { t.updated_at.to_string() };
         TaskView {
             id: t.id.to_string(),
             content: t.content,
             done: t.done,
             day: t.day.to_string(),
-            created_at: t.created_at.to_string(),
-            updated_at: t.updated_at.to_string(),
+            created_at,
+            updated_at,
         }
     }
 }
