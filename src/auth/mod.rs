@@ -152,6 +152,12 @@ impl Accounts {
         Ok(self.store.revoke_session(session_id, now).await?)
     }
 
+    /// Whether `session_id` of `user_id` is still signed in (not signed out, not revoked
+    /// for a reused refresh token), for what outlives its request: an event stream.
+    pub async fn still_signed_in(&self, session_id: Uuid, user_id: Uuid) -> Result<bool, AuthError> {
+        Ok(self.store.session_user(session_id, user_id).await?.is_some())
+    }
+
     /// The user behind a bearer token, if it is valid and its session is live.
     pub async fn authenticate(&self, bearer: &str, now: Timestamp) -> Result<(User, Uuid), AuthError> {
         let access = self.tokens.verify(bearer, now).ok_or(AuthError::Unauthorized)?;

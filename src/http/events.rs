@@ -10,6 +10,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::get;
 use futures_util::{Stream, StreamExt as _, stream};
 use serde_json::json;
+use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
+use uuid::Uuid;
 
 use super::error::{ApiError, Problem};
 use super::extract::Authed;
@@ -18,6 +20,10 @@ use crate::events::{Item, Subscription};
 
 /// What a client's `EventSource` waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(3);
+/// How often an open stream checks that its session is still signed in: a sign-out ends
+/// the session's streams within this long (on every instance, since each checks the
+/// store). A check costs one session lookup, which the SQLite store answers from memory.
+const SESSION_CHECK: Duration = Duration::from_secs(5);
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", get(stream_events))
@@ -29,8 +35,8 @@ pub fn router() -> Router<AppState> {
         description = "Server-sent events of the signed-in user, from whichever instance made them. Each has an `id:` (UUIDv7), \
 an `event:` and JSON `data:`: `task.created` and `task.updated` (the task), `task.deleted` (`{\"id\"}`), \
 `quota.changed` (`{\"daily_limit\"}`, after an admin's change), and `lagged` (`{\"missed\"}`: events were lost, re-read \
-the list). Comments keep the connection alive; the stream ends after 15 minutes (an access token's lifetime) and when \
-the server stops, and the client reconnects."),
+the list). Comments keep the connection alive; the stream ends after 15 minutes (an access token's lifetime), within \
+5 s of its session's sign-out, and when the server stops; the client reconnects."),
               (status = 503, description = "This instance serves as many streams as it can", body = Problem, content_type = "application/problem+json")))]
 async fn stream_events(
     State(state): State<AppState>,
@@ -40,23 +46,57 @@ async fn stream_events(
     let subscription =
         state.events.subscribe(auth.user.id).ok_or_else(|| ApiError::Unavailable("too many event streams".into()))?;
     let resumed = headers.contains_key("last-event-id");
-    Ok(Sse::new(sse(subscription, resumed)).keep_alive(KeepAlive::default()))
+    let live = Live { subscription, state, session_id: auth.session_id, user_id: auth.user.id, check: session_check() };
+    Ok(Sse::new(sse(live, resumed)).keep_alive(KeepAlive::default()))
+}
+
+/// An open stream: the user's events, and the session they were asked for with.
+struct Live {
+    subscription: Subscription,
+    state: AppState,
+    session_id: Uuid,
+    user_id: Uuid,
+    check: Interval,
+}
+
+fn session_check() -> Interval {
+    let mut check = interval_at(Instant::now() + SESSION_CHECK, SESSION_CHECK);
+    check.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    check
+}
+
+impl Live {
+    /// The next event; `None` once the stream should end: the server is stopping, the
+    /// stream's lifetime is over, or its session was signed out. A check the store cannot
+    /// answer (an outage) keeps the stream; the next check asks again.
+    async fn next(&mut self) -> Option<Item> {
+        loop {
+            tokio::select! {
+                item = self.subscription.next() => return item,
+                _ = self.check.tick() => {
+                    let signed_in = self.state.accounts.still_signed_in(self.session_id, self.user_id).await;
+                    if matches!(signed_in, Ok(false)) {
+                        return None;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The stream: first the reconnect delay (and, for a reconnecting client, `lagged`,
 /// since nothing is replayed), then events as they come.
-fn sse(subscription: Subscription, resumed: bool) -> impl Stream<Item = Result<SseEvent, Infallible>> {
+fn sse(live: Live, resumed: bool) -> impl Stream<Item = Result<SseEvent, Infallible>> {
     let mut opening = vec![SseEvent::default().retry(RETRY).comment("quotask events")];
     if resumed {
         opening.push(lagged(None));
     }
-    let live = stream::unfold(subscription, |mut subscription| async move {
-        let item = subscription.next().await?;
-        let event = match item {
+    let live = stream::unfold(live, |mut live| async move {
+        let event = match live.next().await? {
             Item::Event(e) => SseEvent::default().id(e.id.to_string()).event(&e.kind).data(&e.data),
             Item::Lagged(missed) => lagged(Some(missed)),
         };
-        Some((event, subscription))
+        Some((event, live))
     });
     stream::iter(opening).chain(live).map(Ok)
 }

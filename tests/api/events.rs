@@ -122,3 +122,23 @@ async fn open_streams_end_when_the_server_stops_so_the_stop_is_quick() {
     assert!(started.elapsed() < Duration::from_secs(3), "the stop waited {:?}", started.elapsed());
     assert!(stream.ends_within(Duration::from_secs(1)).await);
 }
+
+on_both_stores!(a_sign_out_ends_that_sessions_streams_and_no_others);
+async fn a_sign_out_ends_that_sessions_streams_and_no_others() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    let other_session = app.sign_in("ann").await;
+    let mut signed_out = EventStream::open(&app, &ann.access).await;
+    let mut kept = EventStream::open(&app, &other_session.access).await;
+
+    let res = app.post("/v1/auth/signout", &json!(null), Some(&ann.access)).await;
+    assert_eq!(res.status(), StatusCode::NO_CONTENT);
+
+    // Streams check their session every 5 s; the other stream's check comes right
+    // after this one's, since it was opened right after it.
+    assert!(signed_out.ends_within(Duration::from_secs(8)).await, "the signed-out session's stream ended");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    app.create_task(&other_session, "after the check").await;
+    let created = kept.next(WAIT).await.expect("the other session's stream lives on");
+    assert_eq!((created.event.as_str(), &created.data["content"]), ("task.created", &json!("after the check")));
+}
