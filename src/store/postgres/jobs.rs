@@ -39,27 +39,37 @@ impl PostgresStore {
 
     /// Deletes what `rules` say is no longer needed, in batches.
     pub(super) async fn prune_all(&self, rules: Prune) -> Result<Pruned> {
-        let usage = "delete from usage where (user_id, day) in
-             (select user_id, day from usage where day < $1::date limit $2)";
-        let tokens = "delete from refresh_tokens where hash in
-             (select r.hash from refresh_tokens r join sessions s on s.id = r.session_id
-              where r.expires_at <= $1 or s.revoked_at is not null limit $2)";
-        // After the tokens: sessions left without one (see `Prune`).
-        let sessions = "delete from sessions where id in
-             (select s.id from sessions s where s.created_at <= $1
-              and not exists (select 1 from refresh_tokens r where r.session_id = s.id) limit $2)";
-        let keys = "delete from idempotency_keys where (user_id, key) in
-             (select user_id, key from idempotency_keys where created_at < $1 limit $2)";
+        let tokens_expired_by = Cutoff::Micros(micros(rules.tokens_expired_by));
         Ok(Pruned {
-            usage: self.prune_batches(usage, Cutoff::Day(rules.usage_before.to_string())).await?,
-            refresh_tokens: self.prune_batches(tokens, Cutoff::Micros(micros(rules.tokens_expired_by))).await?,
-            sessions: self.prune_batches(sessions, Cutoff::Micros(micros(rules.tokens_expired_by))).await?,
-            idempotency_keys: self.prune_batches(keys, Cutoff::Micros(micros(rules.keys_created_before))).await?,
+            usage: self.prune_batches(USAGE, Cutoff::Day(rules.usage_before.to_string())).await?,
+            refresh_tokens: self.prune_batches(EXPIRED_TOKENS, tokens_expired_by.clone()).await?
+                + self.prune_batches(REVOKED_TOKENS, tokens_expired_by.clone()).await?,
+            sessions: self.prune_batches(SESSIONS, tokens_expired_by).await?,
+            idempotency_keys: self.prune_batches(KEYS, Cutoff::Micros(micros(rules.keys_created_before))).await?,
         })
     }
 }
 
+// Each finds its rows through an index of migration 0003 (a test checks the plans).
+const USAGE: &str = "delete from usage where (user_id, day) in
+    (select user_id, day from usage where day < $1::date limit $2)";
+/// Refresh tokens expired by `$1`, then (`REVOKED_TOKENS`) those of revoked sessions:
+/// two statements, because one with an `or` across the join could use no index.
+const EXPIRED_TOKENS: &str = "delete from refresh_tokens where hash in
+    (select hash from refresh_tokens where expires_at <= $1 limit $2)";
+/// `$1` is unused: every token of a revoked session goes, whatever its expiry.
+const REVOKED_TOKENS: &str = "delete from refresh_tokens where hash in
+    (select r.hash from sessions s join refresh_tokens r on r.session_id = s.id
+     where s.revoked_at is not null limit $2)";
+/// After the tokens: sessions left without a refresh token (see `Prune`), made by `$1`.
+const SESSIONS: &str = "delete from sessions where id in
+    (select s.id from sessions s where s.created_at <= $1
+     and not exists (select 1 from refresh_tokens r where r.session_id = s.id) limit $2)";
+const KEYS: &str = "delete from idempotency_keys where (user_id, key) in
+    (select user_id, key from idempotency_keys where created_at < $1 limit $2)";
+
 /// The `$1` of a prune statement.
+#[derive(Clone)]
 enum Cutoff {
     Day(String),
     Micros(i64),
@@ -85,5 +95,64 @@ impl PostgresStore {
                 return Ok(total);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Connection as _, Executor as _, PgConnection};
+
+    use super::*;
+
+    /// PostgreSQL's plan for `sql`, run with `$1` of `first_type`. Sequential scans are
+    /// priced out, so a plan that still has one found no index to use.
+    async fn plan(conn: &mut PgConnection, name: &str, sql: &str, first_type: &str) -> String {
+        conn.execute(format!("prepare {name} ({first_type}, bigint) as {sql}").as_str()).await.unwrap();
+        let argument = if first_type == "text" { "'2026-01-01'" } else { "0" };
+        let rows: Vec<(String,)> =
+            sqlx::query_as(&format!("explain execute {name} ({argument}, 100)")).fetch_all(&mut *conn).await.unwrap();
+        rows.into_iter().map(|(line,)| line).collect::<Vec<_>>().join("\n")
+    }
+
+    #[tokio::test]
+    #[ignore = "needs PostgreSQL at QUOTASK_TEST_POSTGRES_URL or 127.0.0.1:5432"]
+    async fn every_prune_finds_its_rows_through_an_index() {
+        let server = std::env::var("QUOTASK_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let mut conn = PgConnection::connect(&server).await.unwrap();
+        // Named as the API tests name theirs, so that a schema left by a failed run is swept.
+        let schema = format!("t_{}_{:016x}", jiff::Timestamp::now().as_second(), rand::random::<u64>());
+        conn.execute(format!("create schema {schema}; set search_path to {schema}").as_str()).await.unwrap();
+        for (_, _, sql) in super::super::MIGRATIONS {
+            conn.execute(*sql).await.unwrap();
+        }
+        // Tables of some size with statistics, as in a deployment, where nearly nothing
+        // is old enough to go: with empty tables the planner's choice is arbitrary.
+        conn.execute(
+            "insert into users select gen_random_uuid(), 'u' || n, 'x', 'user', 10, 'UTC', null, null, n
+                 from generate_series(1, 2000) n;
+             insert into usage select id, date '2026-06-01' + (created_at % 90)::int, 1 from users;
+             insert into sessions select gen_random_uuid(), id, 1000 + created_at, null from users;
+             insert into refresh_tokens select sha256(id::text::bytea), id, user_id, 1000 + created_at, null
+                 from sessions;
+             insert into idempotency_keys select id, 'k', 'f', gen_random_uuid(), 'c', '2026-06-01', 1000 + created_at
+                 from users;
+             analyze",
+        )
+        .await
+        .unwrap();
+        conn.execute("set enable_seqscan = off").await.unwrap();
+        for (sql, first_type, index) in [
+            (USAGE, "text", "usage_by_day"),
+            (KEYS, "bigint", "idempotency_keys_by_age"),
+            (EXPIRED_TOKENS, "bigint", "refresh_tokens_by_expiry"),
+            (REVOKED_TOKENS, "bigint", "sessions_revoked"),
+            (SESSIONS, "bigint", "sessions_by_age"),
+        ] {
+            let plan = plan(&mut conn, index, sql, first_type).await;
+            assert!(plan.contains(index), "{index} unused:\n{plan}");
+            assert!(!plan.contains("Seq Scan"), "a whole-table scan:\n{plan}");
+        }
+        conn.execute(format!("drop schema {schema} cascade").as_str()).await.unwrap();
     }
 }

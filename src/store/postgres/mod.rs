@@ -51,6 +51,7 @@ const CALL_DEADLINE: Duration = Duration::from_secs(6);
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "idempotency", include_str!("migrations/0002_idempotency.sql")),
+    (3, "prune_indexes", include_str!("migrations/0003_prune_indexes.sql")),
 ];
 
 pub struct PostgresStore {
