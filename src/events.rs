@@ -129,18 +129,24 @@ impl Events {
             // Nobody here streams this user's events and no other instance shares them.
             return;
         }
-        let data = match serde_json::to_string(&data()) {
-            Ok(data) => data,
-            Err(e) => return tracing::error!(error = %e, "an event could not be serialised"),
-        };
-        let event = Arc::new(Event { id: Uuid::now_v7(), user_id, kind: kind.as_str().to_owned(), data });
-        metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "kind" => kind.as_str()).increment(1);
+        let Some(event) = new_event(user_id, kind, data) else { return };
         self.0.deliver(event.clone());
         if let Some(outbox) = &self.0.outbox
             && outbox.try_send(event).is_err()
         {
             metrics::counter!(crate::metrics::EVENTS_NOT_SHARED).increment(1);
         }
+    }
+
+    /// `publish` for a process about to exit, the command line: waits until Redis has
+    /// taken the event (or failed to, within its call timeout) instead of leaving it in
+    /// the outbox. True if Redis took it. Without Redis it reaches nobody, since event
+    /// streams are served by the server processes, not this one.
+    pub async fn publish_and_wait<T: Serialize>(&self, user_id: Uuid, kind: Kind, data: impl FnOnce() -> T) -> bool {
+        let Some(redis) = &self.0.redis else { return false };
+        let Some(event) = new_event(user_id, kind, data) else { return false };
+        self.0.deliver(event.clone());
+        share(redis, self.0.instance, &event).await
     }
 
     /// A stream of `user_id`'s events from now on, or `None` when this instance already
@@ -252,22 +258,37 @@ impl Drop for Subscription {
 /// Sends this instance's events to Redis, in order. While Redis is unavailable they
 /// stay local (the call fails at once).
 async fn forward(redis: RedisLink, instance: Uuid, mut outbox: mpsc::Receiver<Arc<Event>>) {
-    let channel = redis.key("events");
     while let Some(event) = outbox.recv().await {
-        let payload = match serde_json::to_vec(&Wire { origin: instance, event: (*event).clone() }) {
-            Ok(payload) => payload,
-            Err(_) => continue,
-        };
-        let channel = channel.clone();
-        let sent = redis
-            .call("publish", |mut conn| async move {
-                redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<i64>(&mut conn).await
-            })
-            .await;
-        if sent.is_err() {
-            metrics::counter!(crate::metrics::EVENTS_NOT_SHARED).increment(1);
-        }
+        share(&redis, instance, &event).await;
     }
+}
+
+/// A new event of `user_id`, its data serialised once (`None`, logged, if it cannot be).
+fn new_event<T: Serialize>(user_id: Uuid, kind: Kind, data: impl FnOnce() -> T) -> Option<Arc<Event>> {
+    let data = match serde_json::to_string(&data()) {
+        Ok(data) => data,
+        Err(e) => {
+            tracing::error!(error = %e, "an event could not be serialised");
+            return None;
+        }
+    };
+    metrics::counter!(crate::metrics::EVENTS_PUBLISHED, "kind" => kind.as_str()).increment(1);
+    Some(Arc::new(Event { id: Uuid::now_v7(), user_id, kind: kind.as_str().to_owned(), data }))
+}
+
+/// Publishes `event` to the other instances through Redis; true if Redis took it.
+async fn share(redis: &RedisLink, instance: Uuid, event: &Event) -> bool {
+    let Ok(payload) = serde_json::to_vec(&Wire { origin: instance, event: event.clone() }) else { return false };
+    let channel = redis.key("events");
+    let sent = redis
+        .call("publish", |mut conn| async move {
+            redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<i64>(&mut conn).await
+        })
+        .await;
+    if sent.is_err() {
+        metrics::counter!(crate::metrics::EVENTS_NOT_SHARED).increment(1);
+    }
+    sent.is_ok()
 }
 
 /// Subscribes to the events channel and feeds what other instances publish into the

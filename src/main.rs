@@ -10,7 +10,9 @@ use quotask::app;
 use quotask::clock::{Clock, SystemClock};
 use quotask::config::{Config, LogFormat, Settings};
 use quotask::domain::{DailyLimit, Role, Username};
+use quotask::events::Kind;
 use quotask::store::AdminChanges;
+use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
 /// quotask: a todo-task API in which every user may create at most N tasks per day,
@@ -126,6 +128,14 @@ async fn user_command(cmd: UserCommand, settings: Settings) -> anyhow::Result<()
             let changes = AdminChanges { daily_limit: Some(limit.get()), role: None };
             state.store.admin_update_user(None, user.id, changes, clock.now()).await?;
             println!("{}: daily limit {} -> {}", user.username, user.daily_limit, limit.get());
+            // The user's open event streams hear of it as after an admin's change through
+            // the API, when the servers share events through Redis.
+            let daily_limit = limit.get();
+            let told =
+                state.events.publish_and_wait(user.id, Kind::QuotaChanged, || json!({ "daily_limit": daily_limit }));
+            if settings.redis.is_some() && !told.await {
+                eprintln!("quotask: Redis did not take the quota.changed event; open event streams were not told");
+            }
         }
         UserCommand::List => {
             let now = clock.now();

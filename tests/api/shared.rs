@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::helpers::{PASSWORD, TestApp};
 use crate::redis_harness::{EventStream, instances, redis, until_relaying};
+use quotask::store::Backend;
 
 async fn wrong_sign_in(app: &TestApp, username: &str, forged_ip: &str) -> StatusCode {
     let body = json!({"username": username, "password": "not the password"});
@@ -115,4 +116,33 @@ async fn a_job_run_on_two_instances_at_once_prunes_once() {
     assert!(outcomes.contains(&Outcome::Claimed), "{outcomes:?}");
     assert_eq!(b.state.jobs.run_once(now).await.unwrap(), Outcome::Claimed, "once per period");
     crate::jobs::assert_only_fresh_rows_left(&a).await;
+}
+
+with_redis_on_both_stores!(a_limit_set_with_the_command_line_reaches_open_event_streams);
+async fn a_limit_set_with_the_command_line_reaches_open_event_streams() {
+    let redis = redis().await;
+    let [app] = instances(|s| s.redis = Some(redis.settings.clone())).await;
+    until_relaying(&[&app]).await;
+    let ann = app.user("ann").await;
+    let mut stream = EventStream::open(&app, &ann.access).await;
+
+    // The real command, a process of its own on the same database and Redis.
+    let mut cli = std::process::Command::new(env!("CARGO_BIN_EXE_quotask"));
+    match app.db.settings().backend {
+        Backend::Sqlite(path) => cli.env("QUOTASK_DATA_DIR", path.parent().unwrap()),
+        Backend::Postgres(url) => cli.env("QUOTASK_DATABASE_URL", url),
+    };
+    let out = cli
+        .env("QUOTASK_REDIS_URL", &redis.settings.url)
+        .env("QUOTASK_REDIS_PREFIX", &redis.settings.prefix)
+        .env("RUST_LOG", "warn")
+        .args(["user", "set-limit", "ann", "7"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let event = stream.next(Duration::from_secs(3)).await.expect("the limit change, through Redis");
+    assert_eq!((event.event.as_str(), &event.data), ("quota.changed", &json!({"daily_limit": 7})));
+    assert_eq!(app.get("/v1/me/quota", &ann.access).await.json::<serde_json::Value>().await.unwrap()["limit"], 7);
 }
