@@ -130,11 +130,11 @@ async fn user_command(cmd: UserCommand, settings: Settings) -> anyhow::Result<()
             println!("{}: daily limit {} -> {}", user.username, user.daily_limit, limit.get());
             // The user's open event streams hear of it as after an admin's change through
             // the API, when the servers share events through Redis.
-            let daily_limit = limit.get();
-            let told =
-                state.events.publish_and_wait(user.id, Kind::QuotaChanged, || json!({ "daily_limit": daily_limit }));
-            if settings.redis.is_some() && !told.await {
-                eprintln!("quotask: Redis did not take the quota.changed event; open event streams were not told");
+            if settings.redis.is_some() {
+                let data = || json!({ "daily_limit": limit.get() });
+                if !state.events.publish_and_wait(user.id, Kind::QuotaChanged, data).await {
+                    eprintln!("quotask: Redis did not take the quota.changed event; open event streams were not told");
+                }
             }
         }
         UserCommand::List => {
