@@ -40,7 +40,7 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 pub async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
     let mut read = std::pin::pin!(Bytes::from_request(req, state));
     // A small body usually came in with the headers: then it is taken at once, without
-    // arming a timer (a timer costs two locked updates of the runtime's timer wheel).
+    // arming a timer (registering one in the runtime's timer wheel, then cancelling it).
     if let Some(read) = futures_util::FutureExt::now_or_never(&mut read) {
         return read.map_err(ApiError::from);
     }
