@@ -29,7 +29,13 @@ pub const EVENTS_LAGGED: &str = "quotask_event_streams_lagged_total";
 pub const JOB_RUNS: &str = "quotask_job_runs_total";
 pub const JOB_PRUNED: &str = "quotask_job_pruned_rows_total";
 
-/// The recorder, installed on first use; tests start many servers in one process.
+/// How often the recorder's histogram samples are folded into their buckets. Until then
+/// each sample is kept, a few bytes per request; without this, a server nobody scrapes
+/// grew by 8 MiB every 450,000 requests (measured), without end.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The recorder, installed on first use (tests start many servers in one process), and
+/// the thread that keeps its memory bounded, started with it.
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -45,6 +51,16 @@ pub fn handle() -> &'static PrometheusHandle {
         let handle = recorder.handle();
         // Fails only if another recorder is installed, and then ours simply stays empty.
         let _ = metrics::set_global_recorder(recorder);
+        let upkeep = handle.clone();
+        let started = std::thread::Builder::new().name("metrics-upkeep".into()).spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            }
+        });
+        if let Err(e) = started {
+            tracing::warn!(error = %e, "no metrics upkeep thread: samples are kept until /metrics is read");
+        }
         handle
     })
 }
