@@ -201,10 +201,24 @@ pub async fn serve(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", settings.bind))?;
     tracing::info!(addr = %server.addr, "listening");
     let stop = server.stopper();
+    let delay = settings.shutdown_delay;
     tokio::spawn(async move {
-        shutdown_signal().await;
-        tracing::info!("signal received");
+        let signal = shutdown_signal().await;
         state.draining.store(true, Ordering::Relaxed);
+        if signal == Signal::Terminate && !delay.is_zero() {
+            // The lame-duck period: `/readyz` answers 503 from now on, so load balancers
+            // take this instance out, while every request still gets its answer here.
+            tracing::info!(
+                delay_ms = delay.as_millis() as u64,
+                "SIGTERM: /readyz answers 503; serving on until the delay ends"
+            );
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown_signal() => tracing::info!("second signal: stopping now"),
+            }
+        } else {
+            tracing::info!(?signal, "signal received");
+        }
         let _ = stop.send(true);
     });
     server.wait().await;
@@ -213,19 +227,33 @@ pub async fn serve(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
     Ok(())
 }
 
-async fn shutdown_signal() {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// Ctrl-C: someone at a terminal, who wants the server gone now.
+    Interrupt,
+    /// SIGTERM: an orchestrator or service manager, which gets the lame-duck period.
+    Terminate,
+}
+
+async fn shutdown_signal() -> Signal {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
         let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
             Ok(term) => term,
-            Err(_) => return std::future::pending().await,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return Signal::Interrupt;
+            }
         };
         tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+            _ = ctrl_c => Signal::Interrupt,
+            _ = term.recv() => Signal::Terminate,
         }
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    {
+        let _ = ctrl_c.await;
+        Signal::Interrupt
+    }
 }

@@ -62,6 +62,10 @@ pub struct Config {
     /// Failed sign-ins evaluated per account (and per client address) per hour.
     #[arg(long, env = "QUOTASK_SIGNIN_FAILURES_PER_HOUR", default_value_t = 100, global = true)]
     pub signin_failures_per_hour: u32,
+    /// After SIGTERM, how long (ms, 0 to 60000) the server goes on serving, with `/readyz`
+    /// answering 503, so that load balancers stop sending it requests before it closes.
+    #[arg(long, env = "QUOTASK_SHUTDOWN_DELAY_MS", default_value_t = 1000, global = true)]
+    pub shutdown_delay_ms: u64,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +88,8 @@ pub struct Settings {
     pub redis: Option<RedisSettings>,
     pub trusted_proxies: TrustedProxies,
     pub jobs: JobSettings,
+    /// How long SIGTERM leaves the server serving (with `/readyz` 503) before it closes.
+    pub shutdown_delay: std::time::Duration,
 }
 
 /// Where Redis is, and the prefix of this deployment's keys.
@@ -146,6 +152,9 @@ impl Config {
         if !(2..=36500).contains(&self.usage_retention_days) {
             return Err("QUOTASK_USAGE_RETENTION_DAYS: must be from 2 to 36500".into());
         }
+        if self.shutdown_delay_ms > 60_000 {
+            return Err("QUOTASK_SHUTDOWN_DELAY_MS: must be from 0 to 60000".into());
+        }
         Ok(Settings {
             bind: self.bind,
             backend,
@@ -157,6 +166,7 @@ impl Config {
             redis,
             trusted_proxies,
             jobs: JobSettings { enabled: !self.no_jobs, usage_retention_days: self.usage_retention_days },
+            shutdown_delay: std::time::Duration::from_millis(self.shutdown_delay_ms),
         })
     }
 }

@@ -155,6 +155,21 @@ async fn sigterm_answers_every_request_in_flight_and_exits_zero() {
         .collect();
     tokio::time::sleep(Duration::from_millis(100)).await;
     q.signal("-TERM");
+    let signalled = Instant::now();
+
+    // The default lame-duck second: on a new connection, `/readyz` says 503 at once,
+    // and the server still answers everything else.
+    let fresh = || reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    // (The signal reaches the server's handler a moment after `kill` returns.)
+    let mut ready = fresh().get(format!("{}/readyz", q.base)).send().await.unwrap().status();
+    while ready != 503 && signalled.elapsed() < Duration::from_millis(200) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        ready = fresh().get(format!("{}/readyz", q.base)).send().await.unwrap().status();
+    }
+    assert_eq!(ready, 503, "/readyz turns 503 at once");
+    let health = fresh().get(format!("{}/healthz", q.base)).send().await.unwrap();
+    assert_eq!(health.status(), 200, "other routes are still served");
+    assert!(signalled.elapsed() < Duration::from_secs(1), "both answered within the delay");
 
     let mut answered = 0;
     for request in inflight {
@@ -166,6 +181,16 @@ async fn sigterm_answers_every_request_in_flight_and_exits_zero() {
     let status = q.wait_exit(Duration::from_secs(10));
     assert_eq!(status.code(), Some(0));
     assert!(TcpStream::connect(q.addr).is_err(), "the listener is closed");
+}
+
+#[tokio::test]
+async fn ctrl_c_stops_without_the_lame_duck_delay() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Quotask::start(dir.path()).await;
+    q.signal("-INT");
+    // The SIGTERM delay is 1 s by default; Ctrl-C is someone at a terminal.
+    let status = q.wait_exit(Duration::from_millis(900));
+    assert_eq!(status.code(), Some(0));
 }
 
 #[tokio::test]
@@ -419,6 +444,7 @@ fn bad_configuration_exits_non_zero_with_one_line_before_binding() {
         ("QUOTASK_JWT_SECRET", "too short", "at least 32 bytes"),
         ("QUOTASK_DEFAULT_TIMEZONE", "Mars/Olympus", "QUOTASK_DEFAULT_TIMEZONE"),
         ("QUOTASK_DEFAULT_DAILY_LIMIT", "-1", "QUOTASK_DEFAULT_DAILY_LIMIT"),
+        ("QUOTASK_SHUTDOWN_DELAY_MS", "60001", "QUOTASK_SHUTDOWN_DELAY_MS"),
     ];
     for (name, value, says) in cases {
         let addr = free_addr();
