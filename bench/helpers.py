@@ -6,6 +6,7 @@
                                        report ms from spawn to the first 200 of /readyz
   sqlite-count DB                      print "TASKS USED_SUM" of a SQLite database
   pg-count URL PREFIX                  the same for PREFIX's users in PostgreSQL (psql)
+  signin-body NAME                     print the JSON body that signs NAME in
   pgbench-script URL PREFIX N OUT [SHAPE]
                                        write a pgbench script doing create_task's SQL
                                        (SHAPE: statement, the default, or transaction)
@@ -45,6 +46,10 @@ def make_user(base, name):
     if status != 200:
         raise SystemExit(f"signin {name}: HTTP {status} {body[:200]!r}")
     return json.loads(body)["access_token"]
+
+
+def signin_body(name):
+    print(json.dumps({"username": name, "password": PASSWORD}))
 
 
 def users(base, prefix, n, out):
@@ -205,6 +210,7 @@ def main():
     command, args = sys.argv[1], sys.argv[2:]
     commands = {
         "users": users,
+        "signin-body": signin_body,
         "startup": startup,
         "sqlite-count": sqlite_count,
         "pg-count": pg_count,
