@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto::Builder;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -144,8 +144,12 @@ impl Server {
 
 async fn accept_loop(listener: TcpListener, router: Router, state: AppState, mut stopped: watch::Receiver<bool>) {
     let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    // HTTP/1.1 only (HTTP/2 belongs to a TLS-terminating proxy in front): hyper's header
+    // timer then starts the moment a connection is accepted, so a client that connects
+    // and sends nothing is also let go. Serving HTTP/2 as well, the server first waited,
+    // with no timer, for the bytes that tell the two apart.
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     let builder = Arc::new(builder);
     loop {
         tokio::select! {
@@ -168,7 +172,7 @@ async fn accept_loop(listener: TcpListener, router: Router, state: AppState, mut
                 let builder = builder.clone();
                 let watcher = graceful.watcher();
                 tokio::spawn(async move {
-                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+                    let conn = builder.serve_connection(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }

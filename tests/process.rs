@@ -323,6 +323,27 @@ async fn a_client_that_never_finishes_its_headers_is_disconnected() {
     assert!(text.is_empty() || text.starts_with("HTTP/1.1 408"), "{text}");
 }
 
+#[tokio::test]
+async fn a_client_that_connects_and_sends_nothing_is_disconnected() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = Quotask::start(dir.path()).await;
+    // Before, such a connection was kept for ever (a server that also spoke HTTP/2
+    // waited for the first bytes to choose, with no timer), so idle sockets could use
+    // up the file descriptors. One with the first bytes of HTTP/2's preface, likewise.
+    let silent = TcpStream::connect(q.addr).unwrap();
+    let mut preface = TcpStream::connect(q.addr).unwrap();
+    preface.write_all(b"PRI * HT").unwrap();
+    let started = Instant::now();
+    for mut stream in [silent, preface] {
+        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut buf = Vec::new();
+        let _ = stream.read_to_end(&mut buf);
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_secs(20), "disconnected by the header timeout, not ours: {waited:?}");
+    }
+    assert!(started.elapsed() >= Duration::from_secs(5), "not before a fair chance: {:?}", started.elapsed());
+}
+
 /// A `POST /v1/tasks` whose `Content-Length` promises 100 bytes and whose body has 15.
 fn short_body(q: &Quotask, token: &str) -> TcpStream {
     let mut stream = TcpStream::connect(q.addr).unwrap();
