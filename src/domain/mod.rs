@@ -6,5 +6,5 @@ pub mod model;
 pub mod quota;
 
 pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
-pub use model::{AuditEntry, Role, Task, User, UserZone};
+pub use model::{AuditEntry, Role, Task, User, UserZone, check_role_change};
 pub use quota::{DayWindow, QuotaStatus};

@@ -13,7 +13,7 @@ use super::accounts::UserView;
 use super::error::{ApiError, Problem};
 use super::extract::{Admin, JsonBody, present};
 use crate::app::AppState;
-use crate::domain::{DailyLimit, FieldError, Role};
+use crate::domain::{DailyLimit, FieldError, Role, check_role_change};
 use crate::events::Kind;
 use crate::store;
 
@@ -57,6 +57,7 @@ struct AdminChanges {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     daily_limit: Option<i64>,
+    /// Admins cannot take away their own admin role (422); another admin can.
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     role: Option<RoleName>,
@@ -128,6 +129,9 @@ async fn update_user(
         RoleName::User => Role::User,
         RoleName::Admin => Role::Admin,
     });
+    if let Some(role) = role {
+        check_role_change(auth.user.id, id, role)?;
+    }
     let changes = store::AdminChanges { daily_limit, role };
     let user =
         state.store.admin_update_user(Some(auth.user.id), id, changes, auth.now).await?.ok_or(ApiError::NotFound)?;

@@ -66,6 +66,34 @@ async fn a_role_or_limit_changed_by_an_admin_applies_at_the_users_next_request()
     assert_eq!(app.me(&ann).await["daily_limit"], 3);
 }
 
+on_both_stores!(an_admin_cannot_remove_their_own_admin_role);
+async fn an_admin_cannot_remove_their_own_admin_role() {
+    let app = TestApp::spawn().await;
+    let root = app.admin("root").await;
+    let other = app.admin("other").await;
+    let root_id = app.me(&root).await["id"].as_str().unwrap().to_owned();
+    let other_id = app.me(&other).await["id"].as_str().unwrap().to_owned();
+
+    let own = app
+        .patch(&format!("/v1/admin/users/{root_id}"), &json!({"role": "user", "daily_limit": 9}), &root.access)
+        .await;
+
+    assert_eq!(own.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let problem: Value = own.json().await.unwrap();
+    assert_eq!(problem["errors"][0]["field"], "role", "{problem}");
+    let me = app.me(&root).await;
+    assert_eq!((me["role"].as_str(), me["daily_limit"].as_u64()), (Some("admin"), Some(5)), "nothing changed");
+    assert_eq!(app.get("/v1/admin/users", &root.access).await.status(), StatusCode::OK);
+    let audit: Value = app.get(&format!("/v1/admin/users/{root_id}/audit"), &root.access).await.json().await.unwrap();
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(0), "{audit}");
+    // Their own limit, and the role of another admin, they can change.
+    let limit = app.patch(&format!("/v1/admin/users/{root_id}"), &json!({"daily_limit": 9}), &root.access).await;
+    assert_eq!(limit.status(), StatusCode::OK);
+    let demote = app.patch(&format!("/v1/admin/users/{other_id}"), &json!({"role": "user"}), &root.access).await;
+    assert_eq!(demote.status(), StatusCode::OK);
+    assert_eq!(app.get("/v1/admin/users", &other.access).await.status(), StatusCode::FORBIDDEN);
+}
+
 on_both_stores!(the_user_list_shows_todays_use_and_pages);
 async fn the_user_list_shows_todays_use_and_pages() {
     let app = TestApp::spawn().await;
