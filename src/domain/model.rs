@@ -3,7 +3,7 @@
 use jiff::{Timestamp, civil::Date};
 use uuid::Uuid;
 
-use super::{FieldError, TimeZoneName};
+use super::TimeZoneName;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -28,13 +28,13 @@ impl Role {
     }
 }
 
-/// Whether `actor` (an admin) may give `target` the role `role`. Admins may not take
-/// away their own admin role, so that one slip cannot leave a deployment with no admin;
-/// another admin can, and `quotask user create NAME --admin` on the server makes a new
-/// one.
-pub fn check_role_change(actor: Uuid, target: Uuid, role: Role) -> Result<(), FieldError> {
+/// Whether `actor` (an admin) may give `target` the role `role`, or why not. Admins may
+/// not take away their own admin role, so that one slip cannot leave a deployment with no
+/// admin; another admin can, and `quotask user create NAME --admin` on the server makes a
+/// new one.
+pub fn check_role_change(actor: Uuid, target: Uuid, role: Role) -> Result<(), &'static str> {
     if actor == target && role != Role::Admin {
-        return Err(FieldError::new("role", "admins cannot remove their own admin role; another admin can"));
+        return Err("admins cannot remove their own admin role; another admin can");
     }
     Ok(())
 }

@@ -57,7 +57,7 @@ struct AdminChanges {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     daily_limit: Option<i64>,
-    /// Admins cannot take away their own admin role (422); another admin can.
+    /// Admins cannot take away their own admin role (409); another admin can.
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     role: Option<RoleName>,
@@ -116,7 +116,8 @@ async fn list_users(
     request_body = AdminChanges,
     responses((status = 200, description = "The user; a new limit applies at once", body = UserView),
               (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
-              (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json")))]
+              (status = 404, description = "No such user", body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Admins cannot remove their own admin role", body = Problem, content_type = "application/problem+json")))]
 async fn update_user(
     State(state): State<AppState>,
     Admin(auth): Admin,
@@ -130,7 +131,7 @@ async fn update_user(
         RoleName::Admin => Role::Admin,
     });
     if let Some(role) = role {
-        check_role_change(auth.user.id, id, role)?;
+        check_role_change(auth.user.id, id, role).map_err(|why| ApiError::Conflict(why.into()))?;
     }
     let changes = store::AdminChanges { daily_limit, role };
     let user =
