@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::accounts::UserView;
 use super::error::{ApiError, Problem};
-use super::extract::{Admin, JsonBody, present};
+use super::extract::{Admin, JsonBody, present, present_integer};
 use crate::app::AppState;
 use crate::domain::{DailyLimit, FieldError, Role, check_role_change};
 use crate::events::Kind;
@@ -54,7 +54,7 @@ struct AuditView {
 struct AdminChanges {
     /// 0 (no new tasks) to 1,000,000; applies at once, to today too.
     #[schema(minimum = 0, maximum = 1000000)]
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_integer")]
     #[schema(nullable = false)]
     daily_limit: Option<i64>,
     /// Admins cannot take away their own admin role (409); another admin can.

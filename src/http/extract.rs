@@ -144,6 +144,30 @@ pub fn present<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(d: 
     T::deserialize(d).map(Some)
 }
 
+/// For optional integer body fields: as `present`, and a number with no fractional part
+/// written with one (`20.0`) is that integer, as JSON Schema's `integer` says (the
+/// OpenAPI document promises that type). `20.5` is refused.
+pub fn present_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    struct Integer;
+    impl serde::de::Visitor<'_> for Integer {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a whole number")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom("is too large"))
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // Exactly representable: |v| < 2^63 and no fraction.
+            if v.fract() == 0.0 && v.abs() < 9.2e18 { Ok(v as i64) } else { Err(E::custom("must be a whole number")) }
+        }
+    }
+    d.deserialize_any(Integer).map(Some)
+}
+
 /// A signed-in user, with the instant this request was decided at.
 pub struct Authed {
     pub user: User,

@@ -120,7 +120,7 @@ async fn an_admin_limit_outside_zero_to_a_million_is_refused() {
     let root = app.admin("root").await;
     let id = app.sign_up("ann").await["id"].as_str().unwrap().to_owned();
 
-    for bad in [json!(-1), json!(1_000_000_000_000_i64), json!(1.5), json!("10")] {
+    for bad in [json!(-1), json!(1_000_000_000_000_i64), json!(1.5), json!("10"), json!(1e19), json!(20000000.0)] {
         let res = app.patch(&format!("/v1/admin/users/{id}"), &json!({"daily_limit": bad}), &root.access).await;
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{bad}");
         let body: Value = res.json().await.unwrap();
@@ -128,4 +128,9 @@ async fn an_admin_limit_outside_zero_to_a_million_is_refused() {
     }
     let audit: Value = app.get(&format!("/v1/admin/users/{id}/audit"), &root.access).await.json().await.unwrap();
     assert!(audit["items"].as_array().unwrap().is_empty(), "nothing changed, nothing audited");
+
+    // JSON Schema's `integer`, which the document promises, includes 20.0.
+    let res = app.patch(&format!("/v1/admin/users/{id}"), &json!({"daily_limit": 20.0}), &root.access).await;
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.json::<Value>().await.unwrap()["daily_limit"], 20);
 }
