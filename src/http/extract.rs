@@ -161,8 +161,14 @@ pub fn present_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<
             i64::try_from(v).map_err(|_| E::custom("is too large"))
         }
         fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
-            // Exactly representable: |v| < 2^63 and no fraction.
-            if v.fract() == 0.0 && v.abs() < 9.2e18 { Ok(v as i64) } else { Err(E::custom("must be a whole number")) }
+            if v.fract() != 0.0 {
+                Err(E::custom("must be a whole number"))
+            } else if v.abs() < 9.2e18 {
+                // Within i64, where a float with no fraction converts exactly.
+                Ok(v as i64)
+            } else {
+                Err(E::custom("is too large"))
+            }
         }
     }
     d.deserialize_any(Integer).map(Some)
