@@ -29,8 +29,8 @@ const PER_USER_BUFFER: usize = 64;
 const MAX_STREAMS: usize = 10_000;
 /// Events waiting to go to Redis; past it they stay local (counted in metrics).
 const OUTBOX: usize = 1024;
-/// A stream ends after an access token's lifetime, so that a signed-out session cannot
-/// keep one open; clients reconnect with a current token.
+/// A stream ends when the token it was opened with stops being accepted, at most an
+/// access token's lifetime after it opened; clients reconnect with a current token.
 pub const STREAM_LIFETIME: Duration = Duration::from_secs(crate::auth::token::ACCESS_TTL_SECS.unsigned_abs());
 /// Pause before the subscriber reconnects, growing to `RECONNECT_MAX` while Redis stays away.
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
@@ -149,9 +149,9 @@ impl Events {
         share(redis, self.0.instance, &event).await
     }
 
-    /// A stream of `user_id`'s events from now on, or `None` when this instance already
-    /// serves `MAX_STREAMS`.
-    pub fn subscribe(&self, user_id: Uuid) -> Option<Subscription> {
+    /// A stream of `user_id`'s events from now on, for `lifetime` (at most
+    /// `STREAM_LIFETIME`), or `None` when this instance already serves `MAX_STREAMS`.
+    pub fn subscribe(&self, user_id: Uuid, lifetime: Duration) -> Option<Subscription> {
         let permit = self.0.streams.clone().try_acquire_owned().ok()?;
         let rx = {
             let mut users = self.0.users.lock().unwrap_or_else(|e| e.into_inner());
@@ -163,7 +163,7 @@ impl Events {
             user_id,
             rx: Some(rx),
             closed: self.0.closed.subscribe(),
-            deadline: Instant::now() + STREAM_LIFETIME,
+            deadline: Instant::now() + lifetime.min(STREAM_LIFETIME),
             _permit: permit,
         })
     }
@@ -358,7 +358,7 @@ mod tests {
     async fn a_stream_that_falls_behind_is_told_how_much_it_missed_then_goes_on() {
         let events = Events::new(None);
         let user = Uuid::now_v7();
-        let mut slow = events.subscribe(user).unwrap();
+        let mut slow = events.subscribe(user, STREAM_LIFETIME).unwrap();
 
         for i in 0..PER_USER_BUFFER + 10 {
             events.publish(user, Kind::TaskUpdated, || i);
@@ -375,8 +375,8 @@ mod tests {
     async fn streams_get_only_their_users_events_and_a_closed_stream_frees_its_place() {
         let events = Events::new(None);
         let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
-        let mut ann_stream = events.subscribe(ann).unwrap();
-        let bob_stream = events.subscribe(bob).unwrap();
+        let mut ann_stream = events.subscribe(ann, STREAM_LIFETIME).unwrap();
+        let bob_stream = events.subscribe(bob, STREAM_LIFETIME).unwrap();
 
         events.publish(bob, Kind::TaskCreated, || "bob's");
         events.publish(ann, Kind::TaskDeleted, || "ann's");
@@ -393,7 +393,7 @@ mod tests {
     #[tokio::test]
     async fn closing_ends_every_stream() {
         let events = Events::new(None);
-        let mut stream = events.subscribe(Uuid::now_v7()).unwrap();
+        let mut stream = events.subscribe(Uuid::now_v7(), STREAM_LIFETIME).unwrap();
 
         events.close();
 

@@ -36,6 +36,13 @@ pub enum AuthError {
     Internal(#[from] anyhow::Error),
 }
 
+/// Who a valid bearer token speaks for, and until when the token is accepted.
+pub struct Bearer {
+    pub user: User,
+    pub session_id: Uuid,
+    pub accepted_until: Timestamp,
+}
+
 /// What a client gets on sign-in and refresh.
 pub struct Session {
     pub access_token: String,
@@ -159,18 +166,18 @@ impl Accounts {
     }
 
     /// The user behind a bearer token, if it is valid and its session is live.
-    pub async fn authenticate(&self, bearer: &str, now: Timestamp) -> Result<(User, Uuid), AuthError> {
-        let access = self.tokens.verify(bearer, now).ok_or(AuthError::Unauthorized)?;
+    pub async fn authenticate(&self, bearer: &str, now: Timestamp) -> Result<Bearer, AuthError> {
+        let (access, accepted_until) = self.tokens.verify(bearer, now).ok_or(AuthError::Unauthorized)?;
         let user = self.store.session_user(access.session_id, access.user_id).await?.ok_or(AuthError::Unauthorized)?;
-        Ok((user, access.session_id))
+        Ok(Bearer { user, session_id: access.session_id, accepted_until })
     }
 
     /// `authenticate`, and the units the user used on the day of `now`, read together.
-    pub async fn authenticate_with_usage(&self, bearer: &str, now: Timestamp) -> Result<(User, Uuid, u32), AuthError> {
-        let access = self.tokens.verify(bearer, now).ok_or(AuthError::Unauthorized)?;
+    pub async fn authenticate_with_usage(&self, bearer: &str, now: Timestamp) -> Result<(Bearer, u32), AuthError> {
+        let (access, accepted_until) = self.tokens.verify(bearer, now).ok_or(AuthError::Unauthorized)?;
         let (user, used) =
             self.store.session_usage(access.session_id, access.user_id, now).await?.ok_or(AuthError::Unauthorized)?;
-        Ok((user, access.session_id, used))
+        Ok((Bearer { user, session_id: access.session_id, accepted_until }, used))
     }
 
     /// Applies the signed-in user's own changes: a new zone (effective at the old

@@ -80,8 +80,8 @@ impl Tokens {
     }
 
     /// The token's claims if it is well formed, signed by us with HS256, of our type,
-    /// and valid at `now`.
-    pub fn verify(&self, token: &str, now: Timestamp) -> Option<Access> {
+    /// and valid at `now`; with the instant it stops being accepted.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Option<(Access, Timestamp)> {
         let (signed, signature) = token.rsplit_once('.')?;
         let (header, payload) = signed.split_once('.')?;
         if header != HEADER {
@@ -97,8 +97,9 @@ impl Tokens {
         let now = now.as_second();
         let current =
             claims.nbf - LEEWAY_SECS <= now && now < claims.exp + LEEWAY_SECS && claims.iat - LEEWAY_SECS <= now;
+        let accepted_until = Timestamp::from_second(claims.exp.saturating_add(LEEWAY_SECS)).ok()?;
         (current && claims.iss == ISSUER && claims.aud == AUDIENCE)
-            .then_some(Access { user_id: claims.sub, session_id: claims.sid })
+            .then_some((Access { user_id: claims.sub, session_id: claims.sid }, accepted_until))
     }
 }
 
@@ -138,7 +139,8 @@ mod tests {
     fn a_token_is_valid_until_its_expiry_plus_the_leeway() {
         let tokens = Tokens::new(&[7; 32]);
         let t = tokens.issue(access(), ts("2026-01-01T00:00:00Z")).unwrap();
-        assert!(tokens.verify(&t, ts("2026-01-01T00:15:04Z")).is_some());
+        let (_, accepted_until) = tokens.verify(&t, ts("2026-01-01T00:15:04Z")).unwrap();
+        assert_eq!(accepted_until, ts("2026-01-01T00:15:05Z"));
         assert!(tokens.verify(&t, ts("2026-01-01T00:15:05Z")).is_none());
         assert!(tokens.verify(&t, ts("2025-12-31T23:59:54Z")).is_none(), "not yet valid");
     }
@@ -179,7 +181,7 @@ mod tests {
             "exp": now.as_second() + 60, "iss": ISSUER, "aud": AUDIENCE,
         });
         let foreign = jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(&[7; 32])).unwrap();
-        let checked = tokens.verify(&foreign, now).unwrap();
+        let (checked, _) = tokens.verify(&foreign, now).unwrap();
         assert_eq!((checked.user_id, checked.session_id), (a.user_id, a.session_id));
 
         let mut wrong = claims.clone();

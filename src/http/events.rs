@@ -35,16 +35,20 @@ pub fn router() -> Router<AppState> {
         description = "Server-sent events of the signed-in user, from whichever instance made them. Each has an `id:` (UUIDv7), \
 an `event:` and JSON `data:`: `task.created` and `task.updated` (the task), `task.deleted` (`{\"id\"}`), \
 `quota.changed` (`{\"daily_limit\"}`, after an admin's change), and `lagged` (`{\"missed\"}`: events were lost, re-read \
-the list). Comments keep the connection alive; the stream ends after 15 minutes (an access token's lifetime), within \
-5 s of its session's sign-out, and when the server stops; the client reconnects."),
+the list). Comments keep the connection alive; the stream ends when its access token expires, within \
+5 s of its session's sign-out, and when the server stops; the client reconnects with a current token."),
               (status = 503, description = "This instance serves as many streams as it can", body = Problem, content_type = "application/problem+json")))]
 async fn stream_events(
     State(state): State<AppState>,
     auth: Authed,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
-    let subscription =
-        state.events.subscribe(auth.user.id).ok_or_else(|| ApiError::Unavailable("too many event streams".into()))?;
+    // Until the token stops being accepted, as measured by the server's clock now.
+    let lifetime = Duration::try_from(auth.token_until.duration_since(auth.now)).unwrap_or(Duration::ZERO);
+    let subscription = state
+        .events
+        .subscribe(auth.user.id, lifetime)
+        .ok_or_else(|| ApiError::Unavailable("too many event streams".into()))?;
     let resumed = headers.contains_key("last-event-id");
     let live = Live { subscription, state, session_id: auth.session_id, user_id: auth.user.id, check: session_check() };
     Ok(Sse::new(sse(live, resumed)).keep_alive(KeepAlive::default()))

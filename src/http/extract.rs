@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use crate::app::AppState;
+use crate::auth::Bearer;
 use crate::domain::{FieldError, Role, User};
 
 /// A JSON request body, refused with 415 (not JSON), 413 (too large), 400 (not
@@ -179,6 +180,9 @@ pub struct Authed {
     pub user: User,
     pub session_id: Uuid,
     pub now: Timestamp,
+    /// When the request's token stops being accepted (what outlives the request, an
+    /// event stream, ends then).
+    pub token_until: Timestamp,
 }
 
 /// The token of `Authorization: Bearer <token>`, or of the seed's `Bearer: <token>`.
@@ -189,14 +193,20 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|t| !t.is_empty())
 }
 
+impl Authed {
+    fn new(bearer: Bearer, now: Timestamp) -> Self {
+        Authed { user: bearer.user, session_id: bearer.session_id, now, token_until: bearer.accepted_until }
+    }
+}
+
 impl FromRequestParts<AppState> for Authed {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let now = state.clock.now();
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let (user, session_id) = state.accounts.authenticate(token, now).await?;
-        Ok(Authed { user, session_id, now })
+        let bearer = state.accounts.authenticate(token, now).await?;
+        Ok(Authed::new(bearer, now))
     }
 }
 
@@ -213,8 +223,8 @@ impl FromRequestParts<AppState> for AuthedUsage {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let now = state.clock.now();
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let (user, session_id, used) = state.accounts.authenticate_with_usage(token, now).await?;
-        Ok(AuthedUsage { auth: Authed { user, session_id, now }, used })
+        let (bearer, used) = state.accounts.authenticate_with_usage(token, now).await?;
+        Ok(AuthedUsage { auth: Authed::new(bearer, now), used })
     }
 }
 

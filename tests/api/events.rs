@@ -123,6 +123,21 @@ async fn open_streams_end_when_the_server_stops_so_the_stop_is_quick() {
     assert!(stream.ends_within(Duration::from_secs(1)).await);
 }
 
+on_both_stores!(a_stream_ends_when_its_token_stops_being_accepted);
+async fn a_stream_ends_when_its_token_stops_being_accepted() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    // The token was issued at the clock's noon and is accepted until 15 min 5 s later
+    // (its expiry plus the leeway); the stream opens 3 s before that.
+    app.clock.advance(jiff::SignedDuration::from_secs(15 * 60 + 2));
+    let mut stream = EventStream::open(&app, &ann.access).await;
+    let opened = Instant::now();
+
+    assert!(!stream.ends_within(Duration::from_millis(1500)).await, "not before the token's time");
+    assert!(stream.ends_within(Duration::from_secs(4)).await, "ended with its token, not 15 minutes later");
+    assert!(opened.elapsed() < Duration::from_secs(5), "{:?}", opened.elapsed());
+}
+
 on_both_stores!(a_sign_out_ends_that_sessions_streams_and_no_others);
 async fn a_sign_out_ends_that_sessions_streams_and_no_others() {
     let app = TestApp::spawn().await;
