@@ -162,10 +162,10 @@ pub fn present_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<
             i64::try_from(v).map_err(|_| E::custom("is too large"))
         }
         fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // -2^63 and 2^63 are exact as floats: within them, a whole float is an i64.
             if v.fract() != 0.0 {
                 Err(E::custom("must be a whole number"))
-            } else if v.abs() < 9.2e18 {
-                // Within i64, where a float with no fraction converts exactly.
+            } else if (i64::MIN as f64..i64::MAX as f64).contains(&v) {
                 Ok(v as i64)
             } else {
                 Err(E::custom("is too large"))
