@@ -15,6 +15,9 @@ use quotask::store::AdminChanges;
 use serde_json::json;
 use tracing_subscriber::EnvFilter;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// quotask: a todo-task API in which every user may create at most N tasks per day,
 /// the day being the user's own calendar day in their time zone.
 ///
