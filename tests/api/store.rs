@@ -17,8 +17,10 @@ async fn the_command_line_path_makes_an_admin_and_sets_a_limit_that_the_servers_
     let app = TestApp::spawn().await;
     app.sign_up("ann").await;
     let ann = app.sign_in("ann").await;
-    // Signed in and seen by the server (which may now keep her session in memory).
+    // Signed in and seen by the server (which may now keep her session in memory), and
+    // a create made, which the embedded store's writer remembers (`QuotaMemo`).
     assert_eq!(app.quota(&ann).await["limit"], 5);
+    assert_eq!(app.create_task(&ann, "x").await.status(), StatusCode::CREATED);
 
     // What `quotask user create root --admin` and `quotask user set-limit ann 2` do.
     let cli = AppState::build(&app.db.settings(), app.clock.clone()).await.unwrap();
@@ -31,6 +33,8 @@ async fn the_command_line_path_makes_an_admin_and_sets_a_limit_that_the_servers_
     assert_eq!(changed.daily_limit, 2);
 
     assert_eq!(app.quota(&ann).await["limit"], 2, "the running server sees the new limit at once");
+    assert_eq!(app.create_task(&ann, "x").await.status(), StatusCode::CREATED);
+    assert_eq!(app.create_task(&ann, "x").await.status(), StatusCode::TOO_MANY_REQUESTS, "creates obey it too");
     let root = app.sign_in("root").await;
     let audit: Value = app.get(&format!("/v1/admin/users/{}/audit", user.id), &root.access).await.json().await.unwrap();
     assert_eq!(audit["items"][0]["old_value"], "5");

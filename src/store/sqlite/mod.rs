@@ -8,19 +8,20 @@ mod sessions;
 mod tasks;
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use jiff::{Timestamp, civil::Date};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use self::pool::Pool;
+use self::pool::{Mode, Pool};
 use self::rows::{
     TASK_COLUMNS, USER_COLUMNS, from_micros, internal, is_unique_violation, micros, task_from_row, user_from_row,
     uuid_at,
 };
 use self::sessions::SessionCache;
-use self::tasks::{day_bounds, limit_and_use, load_task, used_on};
+use self::tasks::{QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
 use super::{
     AdminChanges, Created, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, TaskFilter,
     TaskPatch, UserChanges, new_id,
@@ -39,12 +40,18 @@ const MIGRATIONS: &[&str] = &[
 pub struct SqliteStore {
     pool: Pool,
     sessions: SessionCache,
+    /// Read and changed by creates only, on the writer thread (so never contended).
+    quota_memo: Arc<Mutex<QuotaMemo>>,
 }
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
         let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-        Ok(Self { pool: Pool::open(path, readers, MIGRATIONS)?, sessions: SessionCache::default() })
+        Ok(Self {
+            pool: Pool::open(path, readers, MIGRATIONS)?,
+            sessions: SessionCache::default(),
+            quota_memo: Arc::default(),
+        })
     }
 
     /// A write that may change what a session resolves to (a user's settings, a
@@ -406,15 +413,21 @@ impl Store for SqliteStore {
         now: Timestamp,
     ) -> Result<Created> {
         let (user_id, window, timezone) = (user.id, user.zone.window(now), user.zone.effective(now).clone());
-        let idempotency_is_none = idempotency.is_none();
-        let create =
-            move |c: &Connection| tasks::create(c, user_id, window, timezone, content, idempotency.as_ref(), now);
-        if idempotency_is_none {
-            // Without a key the create changes the database in one statement.
-            self.pool.write_one_statement(create).await
-        } else {
-            self.pool.write(create).await
-        }
+        // Without a key the create changes the database in one statement.
+        let mode = Mode { savepoint: idempotency.is_some(), keeps_epoch: true };
+        let (memo, epoch) = (self.quota_memo.clone(), self.pool.epoch());
+        self.pool
+            .write_with(mode, move |c| {
+                // A create that panicked may have left it half changed: start it over.
+                let mut memo = memo.lock().unwrap_or_else(|poisoned| {
+                    let mut memo = poisoned.into_inner();
+                    *memo = QuotaMemo::default();
+                    memo
+                });
+                let memo = (&mut *memo, epoch.get());
+                tasks::create(c, memo, user_id, window, timezone, content, idempotency.as_ref(), now)
+            })
+            .await
     }
 
     async fn used(&self, user_id: Uuid, day: Date) -> Result<u32> {

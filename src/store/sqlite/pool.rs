@@ -15,8 +15,13 @@
 //!
 //! Checkpoints (copying the WAL back into the database) run mostly on a thread of their
 //! own, so the writer's commits rarely pay for them.
+//!
+//! The writer keeps an `Epoch`: a count that moves whenever what a job read in an earlier
+//! batch may no longer be what the database holds. Jobs that want to remember what they
+//! read (the quota's counts, see `tasks::QuotaMemo`) keep it only while the epoch stays.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
@@ -35,10 +40,37 @@ type Run = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
 /// A write waiting for the writer.
 struct Job {
     run: Run,
+    mode: Mode,
+}
+
+/// How the writer runs a job.
+#[derive(Clone, Copy)]
+pub struct Mode {
     /// Whether the job gets a savepoint, so that its failure undoes its changes alone.
     /// A job that changes the database in one statement at most does not need one:
     /// SQLite applies a statement whole or not at all.
-    savepoint: bool,
+    pub savepoint: bool,
+    /// Whether the job leaves the `Epoch` where it is: true only for jobs whose every
+    /// change is recorded by the memo that relies on the epoch (creates, in
+    /// `tasks::QuotaMemo`). Any other job moves it before it runs.
+    pub keeps_epoch: bool,
+}
+
+/// See the module doc. It moves before a job that does not keep it, after a batch that
+/// failed (its changes were rolled back, including those a memo recorded), and when
+/// another connection (another process: the command line) committed since the last
+/// batch. Only the writer thread moves or reads it.
+#[derive(Clone, Default)]
+pub struct Epoch(Arc<AtomicU64>);
+
+impl Epoch {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn advance(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 pub struct Pool {
@@ -48,6 +80,7 @@ pub struct Pool {
     checkpoints: std::sync::mpsc::Sender<oneshot::Sender<()>>,
     readers: Arc<Mutex<Vec<Connection>>>,
     permits: Arc<Semaphore>,
+    epoch: Epoch,
 }
 
 impl Pool {
@@ -77,13 +110,21 @@ impl Pool {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || run_writer(conn, rx))?;
+        let epoch = Epoch::default();
+        let writer_epoch = epoch.clone();
+        std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || run_writer(conn, rx, writer_epoch))?;
         Ok(Self {
             permits: Arc::new(Semaphore::new(readers.len())),
             readers: Arc::new(Mutex::new(readers)),
             writer: tx,
             checkpoints,
+            epoch,
         })
+    }
+
+    /// The writer's epoch, for jobs to read (on the writer thread).
+    pub fn epoch(&self) -> Epoch {
+        self.epoch.clone()
     }
 
     /// Runs `f` inside the next group commit, in a savepoint of its own; answers after
@@ -93,21 +134,13 @@ impl Pool {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.submit(f, true).await
+        self.write_with(Mode { savepoint: true, keeps_epoch: false }, f).await
     }
 
-    /// `write` for an `f` that changes the database with one statement at most, so that
-    /// its failure leaves nothing to undo: it runs without a savepoint (two statements
-    /// fewer for the writer, which every create waits for).
-    pub async fn write_one_statement<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        self.submit(f, false).await
-    }
-
-    async fn submit<T, F>(&self, f: F, savepoint: bool) -> Result<T>
+    /// `write`, run as `mode` says. Without a savepoint (for an `f` that changes the
+    /// database with one statement at most, so that its failure leaves nothing to undo)
+    /// the writer runs two statements fewer, and every create waits for the writer.
+    pub async fn write_with<T, F>(&self, mode: Mode, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -122,7 +155,7 @@ impl Pool {
             (ok, reply)
         });
         self.writer
-            .send(Job { run, savepoint })
+            .send(Job { run, mode })
             .await
             .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
         rx.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
@@ -269,7 +302,8 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
+fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, epoch: Epoch) {
+    let mut data_version = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -280,12 +314,13 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
             }
         }
         metrics::histogram!(crate::metrics::DB_GROUP_COMMIT_SIZE).record(batch.len() as f64);
-        let replies = commit_batch(&conn, batch.drain(..));
+        let replies = commit_batch(&conn, batch.drain(..), &epoch, &mut data_version);
         let (replies, outcome) = match replies {
             Ok(replies) => (replies, Ok(())),
             Err((replies, e)) => (replies, Err(e)),
         };
         if let Err(e) = &outcome {
+            epoch.advance();
             tracing::error!(error = %e, jobs = replies.len(), "group commit failed");
         }
         for reply in replies {
@@ -299,15 +334,31 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>) {
 fn commit_batch(
     conn: &Connection,
     jobs: impl Iterator<Item = Job>,
+    epoch: &Epoch,
+    data_version: &mut Option<i64>,
 ) -> std::result::Result<Vec<Reply>, (Vec<Reply>, rusqlite::Error)> {
     let mut replies = Vec::with_capacity(MAX_BATCH);
     let mut failure = run(conn, "begin immediate").err();
+    if failure.is_none() {
+        // Read with the write lock held: no other connection can commit until ours does.
+        match conn.prepare_cached("pragma data_version").and_then(|mut s| s.query_row([], |r| r.get(0))) {
+            Ok(now) if Some(now) == *data_version => {}
+            Ok(now) => {
+                *data_version = Some(now);
+                epoch.advance();
+            }
+            Err(e) => failure = Some(e),
+        }
+    }
     for job in jobs {
         if failure.is_some() {
             replies.push(never_ran());
             continue;
         }
-        if job.savepoint
+        if !job.mode.keeps_epoch {
+            epoch.advance();
+        }
+        if job.mode.savepoint
             && let Err(e) = run(conn, "savepoint job")
         {
             failure = Some(e);
@@ -316,7 +367,7 @@ fn commit_batch(
         }
         let (ok, reply) = (job.run)(conn);
         replies.push(reply);
-        let end = match (job.savepoint, ok) {
+        let end = match (job.mode.savepoint, ok) {
             (false, _) => Ok(()),
             (true, true) => run(conn, "release job"),
             (true, false) => run(conn, "rollback to job").and(run(conn, "release job")),
@@ -353,4 +404,48 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
 /// real reply channel is dropped with the job, which its caller reads as "unavailable".
 fn never_ran() -> Reply {
     Box::new(|_| {})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(dir: &tempfile::TempDir) -> Pool {
+        Pool::open(&dir.path().join("db"), 1, &["create table t (x integer primary key)"]).unwrap()
+    }
+
+    const KEEPS: Mode = Mode { savepoint: false, keeps_epoch: true };
+
+    /// The epoch as a job that keeps it sees it.
+    async fn at(pool: &Pool) -> u64 {
+        let epoch = pool.epoch();
+        pool.write_with(KEEPS, move |_| Ok(epoch.get())).await.unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_epoch_moves_for_every_change_a_memo_could_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(&dir);
+        let epoch = pool.epoch();
+        let first = at(&pool).await;
+        assert_eq!(at(&pool).await, first, "jobs that keep it leave it");
+
+        pool.write(|c| c.execute("insert into t values (1)", []).map_err(|e| StoreError::Internal(e.into())))
+            .await
+            .unwrap();
+        let after_write = at(&pool).await;
+        assert!(after_write > first, "another job moves it");
+
+        let other = Connection::open(dir.path().join("db")).unwrap();
+        other.execute("insert into t values (2)", []).unwrap();
+        let after_other = at(&pool).await;
+        assert!(after_other > after_write, "another connection's commit moves it");
+
+        // A job that ends the transaction under the writer makes the batch fail.
+        let failed =
+            pool.write_with(KEEPS, |c| c.execute_batch("rollback").map_err(|e| StoreError::Internal(e.into()))).await;
+        assert!(failed.is_err());
+        assert!(at(&pool).await > after_other, "a failed batch moves it");
+        assert_eq!(epoch.get(), at(&pool).await);
+    }
 }
