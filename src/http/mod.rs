@@ -50,15 +50,22 @@ pub fn router(state: AppState) -> Router {
 
 /// Gives each request an id (the client's `x-request-id` if sane), runs it inside a
 /// span carrying that id, logs one line when it is answered, and echoes the id.
+/// A UUIDv7 (sorts by time) in 32 hex digits. Its random bits come from the thread's
+/// own generator: `Uuid::now_v7` asks the kernel for them, a system call per request.
+fn new_request_id() -> HeaderValue {
+    let millis = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    let id = uuid::Builder::from_unix_timestamp_millis(u64::try_from(millis).unwrap_or(0), &rand::random()).into_uuid();
+    let mut text = [0u8; uuid::fmt::Simple::LENGTH];
+    HeaderValue::from_bytes(id.simple().encode_lower(&mut text).as_bytes()).unwrap_or(HeaderValue::from_static("-"))
+}
+
 async fn request_context(req: Request, next: Next) -> Response {
     let id = req
         .headers()
         .get("x-request-id")
         .filter(|v| (1..=64).contains(&v.len()) && v.as_bytes().iter().all(|b| b.is_ascii_graphic()))
         .cloned()
-        .unwrap_or_else(|| {
-            HeaderValue::try_from(uuid::Uuid::now_v7().simple().to_string()).unwrap_or(HeaderValue::from_static("-"))
-        });
+        .unwrap_or_else(new_request_id);
     let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
@@ -75,4 +82,24 @@ async fn request_context(req: Request, next: Next) -> Response {
     metrics::counter!(crate::metrics::HTTP_REQUESTS, &[route, method, ("status", status.to_string())]).increment(1);
     response.headers_mut().insert("x-request-id", id);
     response
+}
+
+#[cfg(test)]
+mod request_id_tests {
+    use super::*;
+
+    #[test]
+    fn a_new_request_id_is_a_fresh_uuid_v7_of_now_in_32_hex_digits() {
+        let before = jiff::Timestamp::now().as_millisecond();
+        let (a, b) = (new_request_id(), new_request_id());
+        let after = jiff::Timestamp::now().as_millisecond();
+        assert_ne!(a, b);
+        let text = a.to_str().unwrap();
+        assert_eq!(text.len(), 32);
+        let id = uuid::Uuid::parse_str(text).unwrap();
+        assert_eq!(id.get_version_num(), 7);
+        let (secs, nanos) = id.get_timestamp().unwrap().to_unix();
+        let millis = i64::try_from(secs).unwrap() * 1000 + i64::from(nanos / 1_000_000);
+        assert!((before..=after).contains(&millis), "{before} <= {millis} <= {after}");
+    }
 }
