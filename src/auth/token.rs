@@ -3,6 +3,9 @@
 //! Expiry and not-before are checked against the request's own clock reading rather
 //! than the host's, so one instant decides each request (QUOTA.md item 7).
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
@@ -50,14 +53,34 @@ pub struct Access {
 /// then are its claims read. Doing this directly, instead of through a general JWT
 /// library that parses the header and the claims twice, took 12 to 15% of the async
 /// workers' CPU on authenticated routes (measured with `perf`, see bench/README.md).
+///
+/// A client sends the same token with every request for its 15 minutes, so tokens that
+/// passed are kept, with what they say: checking one again was still a twentieth of a
+/// quota read's CPU (bench/README.md, "Sixth session"). Only the times are checked on
+/// each use; a token is found only by its whole text.
 pub struct Tokens {
     /// The HMAC, keyed once; each use starts from a copy.
     key: Hmac<Sha256>,
+    verified: Mutex<HashMap<Box<str>, Verified>>,
 }
+
+/// What a token that passed the checks says, and when it counts.
+#[derive(Clone, Copy)]
+struct Verified {
+    access: Access,
+    /// Unix seconds from which it counts (its not-before and issue time, less leeway).
+    from: i64,
+    /// When it stops counting (its expiry plus leeway).
+    until: Timestamp,
+}
+
+/// Tokens kept at most; past that the record starts over. Only valid tokens get in,
+/// and each takes a sign-in (an argon2 hash) or a refresh to make.
+const VERIFIED_KEPT: usize = 10_000;
 
 impl Tokens {
     pub fn new(secret: &[u8]) -> Self {
-        Self { key: Hmac::new_from_slice(secret).expect("HMAC takes a key of any length") }
+        Self { key: Hmac::new_from_slice(secret).expect("HMAC takes a key of any length"), verified: Mutex::default() }
     }
 
     pub fn issue(&self, access: Access, now: Timestamp) -> anyhow::Result<String> {
@@ -82,6 +105,22 @@ impl Tokens {
     /// The token's claims if it is well formed, signed by us with HS256, of our type,
     /// and valid at `now`; with the instant it stops being accepted.
     pub fn verify(&self, token: &str, now: Timestamp) -> Option<(Access, Timestamp)> {
+        let kept = self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(token).copied();
+        let counts = |v: &Verified| v.from <= now.as_second() && now < v.until;
+        if let Some(verified) = kept {
+            return counts(&verified).then_some((verified.access, verified.until));
+        }
+        let verified = self.check(token).filter(counts)?;
+        let mut kept = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if kept.len() >= VERIFIED_KEPT {
+            kept.clear();
+        }
+        kept.insert(token.into(), verified);
+        Some((verified.access, verified.until))
+    }
+
+    /// The header, the signature and the claims that do not depend on the time.
+    fn check(&self, token: &str) -> Option<Verified> {
         let (signed, signature) = token.rsplit_once('.')?;
         let (header, payload) = signed.split_once('.')?;
         if header != HEADER {
@@ -94,12 +133,12 @@ impl Tokens {
         self.key.clone().chain_update(signed.as_bytes()).verify_slice(&expected).ok()?;
         let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
         let claims: Claims = serde_json::from_slice(&payload).ok()?;
-        let now = now.as_second();
-        let current =
-            claims.nbf - LEEWAY_SECS <= now && now < claims.exp + LEEWAY_SECS && claims.iat - LEEWAY_SECS <= now;
-        let accepted_until = Timestamp::from_second(claims.exp.saturating_add(LEEWAY_SECS)).ok()?;
-        (current && claims.iss == ISSUER && claims.aud == AUDIENCE)
-            .then_some((Access { user_id: claims.sub, session_id: claims.sid }, accepted_until))
+        let until = Timestamp::from_second(claims.exp.saturating_add(LEEWAY_SECS)).ok()?;
+        (claims.iss == ISSUER && claims.aud == AUDIENCE).then_some(Verified {
+            access: Access { user_id: claims.sub, session_id: claims.sid },
+            from: claims.nbf.max(claims.iat).saturating_sub(LEEWAY_SECS),
+            until,
+        })
     }
 }
 
@@ -150,11 +189,24 @@ mod tests {
         let now = ts("2026-01-01T00:00:00Z");
         let t = Tokens::new(&[7; 32]).issue(access(), now).unwrap();
         assert!(Tokens::new(&[8; 32]).verify(&t, now).is_none());
+        let tokens = Tokens::new(&[7; 32]);
+        assert!(tokens.verify(&t, now).is_some(), "and now it is kept");
         let mut bytes = t.into_bytes();
         let last = bytes.len() - 3;
         bytes[last] ^= 1;
         let flipped = String::from_utf8(bytes).unwrap();
-        assert!(Tokens::new(&[7; 32]).verify(&flipped, now).is_none());
+        assert!(tokens.verify(&flipped, now).is_none());
+    }
+
+    #[test]
+    fn a_kept_token_is_still_checked_against_the_time_of_each_use() {
+        let tokens = Tokens::new(&[7; 32]);
+        let t = tokens.issue(access(), ts("2026-01-01T00:00:00Z")).unwrap();
+        assert!(tokens.verify(&t, ts("2025-12-31T23:59:54Z")).is_none(), "not yet valid, so not kept");
+        assert!(tokens.verify(&t, ts("2026-01-01T00:10:00Z")).is_some());
+        assert!(tokens.verify(&t, ts("2025-12-31T23:59:54Z")).is_none(), "kept, and still not valid before");
+        assert!(tokens.verify(&t, ts("2026-01-01T00:15:05Z")).is_none(), "kept, and expired");
+        assert_eq!(tokens.verified.lock().unwrap().len(), 1);
     }
 
     /// Cross-checked with an independent JWT implementation (`jsonwebtoken`, used by
