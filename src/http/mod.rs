@@ -48,8 +48,6 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Gives each request an id (the client's `x-request-id` if sane), runs it inside a
-/// span carrying that id, logs one line when it is answered, and echoes the id.
 /// A UUIDv7 (sorts by time) in 32 hex digits. Its random bits come from the thread's
 /// own generator: `Uuid::now_v7` asks the kernel for them, a system call per request.
 fn new_request_id() -> HeaderValue {
@@ -59,6 +57,8 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(id.simple().encode_lower(&mut text).as_bytes()).unwrap_or(HeaderValue::from_static("-"))
 }
 
+/// Gives each request an id (the client's `x-request-id` if sane), runs it inside a
+/// span carrying that id, logs one line when it is answered, and echoes the id.
 async fn request_context(req: Request, next: Next) -> Response {
     let id = req
         .headers()

@@ -21,7 +21,7 @@ use self::rows::{
     uuid_at,
 };
 use self::sessions::SessionCache;
-use self::tasks::{QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
+use self::tasks::{NewTask, QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
 use super::{
     AdminChanges, Created, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, TaskFilter,
     TaskPatch, UserChanges, new_id,
@@ -412,9 +412,16 @@ impl Store for SqliteStore {
         idempotency: Option<IdempotencyKey>,
         now: Timestamp,
     ) -> Result<Created> {
-        let (user_id, window, timezone) = (user.id, user.zone.window(now), user.zone.effective(now).clone());
+        let new = NewTask {
+            user_id: user.id,
+            window: user.zone.window(now),
+            timezone: user.zone.effective(now).clone(),
+            content,
+            idempotency,
+            now,
+        };
         // Without a key the create changes the database in one statement.
-        let mode = Mode { savepoint: idempotency.is_some(), keeps_epoch: true };
+        let mode = Mode { savepoint: new.idempotency.is_some(), keeps_epoch: true };
         let (memo, epoch) = (self.quota_memo.clone(), self.pool.epoch());
         self.pool
             .write_with(mode, move |c| {
@@ -424,8 +431,7 @@ impl Store for SqliteStore {
                     *memo = QuotaMemo::default();
                     memo
                 });
-                let memo = (&mut *memo, epoch.get());
-                tasks::create(c, memo, user_id, window, timezone, content, idempotency.as_ref(), now)
+                tasks::create(c, &mut memo, epoch.get(), new)
             })
             .await
     }

@@ -51,20 +51,22 @@ impl QuotaMemo {
     }
 }
 
+/// A create as the writer gets it: who, at which instant, in which local day and zone.
+pub(super) struct NewTask {
+    pub user_id: Uuid,
+    pub window: DayWindow,
+    pub timezone: TimeZoneName,
+    pub content: TaskContent,
+    pub idempotency: Option<IdempotencyKey>,
+    pub now: Timestamp,
+}
+
 /// Checks and consumes a unit of `window`'s day and inserts the task, inside the
 /// writer's transaction; with a key, answers a repeat from its first creation instead.
 /// `memo` must be read and changed only by the writer, in writer epoch `epoch`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn create(
-    c: &Connection,
-    (memo, epoch): (&mut QuotaMemo, u64),
-    user_id: Uuid,
-    window: DayWindow,
-    timezone: TimeZoneName,
-    content: TaskContent,
-    idempotency: Option<&IdempotencyKey>,
-    now: Timestamp,
-) -> Result<Created> {
+pub(super) fn create(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new: NewTask) -> Result<Created> {
+    let NewTask { user_id, window, timezone, content, idempotency, now } = new;
+    let idempotency = idempotency.as_ref();
     if let Some(key) = idempotency
         && let Some(earlier) = remembered(c, user_id, key, now)?
     {
