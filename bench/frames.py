@@ -16,9 +16,15 @@ with the real statement. The variants change only how keys and days are stored:
   blob-keys+day  the same, and the day as an integer (days since 1970) instead of text
   blob-id        only the task id as a blob (users.id stays text, so no foreign key
                  changes)
+  appended       rows in creation order (a rowid table), found through an index on
+                 (user_id, id); "appended+blob-keys" the same with blob ids
+  staged         the schema, with creates going to a small table keyed by id alone and
+                 moved into `tasks` in bulk, sorted by owner, every --move-every commits
 
-Prints, per variant, frames per create and per commit, and which B-trees the frames
-belong to (from the `dbstat` table when this Python's SQLite has it).
+Prints, per variant, frames per create and per commit, this process's CPU time per
+create (SQLite's work, the kernel's writes and Python's own overhead, without syncs),
+and which B-trees the frames belong to (from the `dbstat` table when this Python's
+SQLite has it).
 """
 
 import argparse
@@ -72,7 +78,23 @@ VARIANTS = {
     "blob-id": {"user": "text", "task": "blob", "day": "text"},
     "appended": {"user": "text", "task": "text", "day": "text", "tasks": APPENDED},
     "appended+blob-keys": {"user": "blob", "task": "blob", "day": "text", "tasks": APPENDED},
+    "staged": None,
 }
+
+# "staged": the schema, with creates going to a table keyed by id alone (ids are
+# UUIDv7, so new ones land at its right edge), counted by its own trigger.
+STAGED_DDL = """
+drop trigger tasks_use_quota;
+create table tasks_recent (
+    id text primary key, user_id text not null references users (id),
+    content text not null, done integer not null default 0, day text not null,
+    created_at integer not null, updated_at integer not null
+) strict, without rowid;
+create trigger tasks_recent_use_quota after insert on tasks_recent begin
+    insert into usage (user_id, day, used) values (new.user_id, new.day, 1)
+        on conflict (user_id, day) do update set used = used + 1;
+end;
+"""
 
 
 def new_id(ms):
@@ -99,7 +121,7 @@ def value(kind, u):
     return u.bytes if kind == "blob" else str(u)
 
 
-def run(variant, tasks, creates, batch, users):
+def run(variant, tasks, creates, batch, users, move_every):
     with tempfile.TemporaryDirectory(prefix="quotask-frames-") as tmp:
         path = os.path.join(tmp, "db")
         db, types = open_db(path, variant)
@@ -133,18 +155,36 @@ def run(variant, tasks, creates, batch, users):
         db.execute("commit")
         db.execute("pragma wal_checkpoint(truncate)")
 
+        if variant == "staged":
+            # New tasks go to a small table in id order (its right edge) instead, and
+            # move into `tasks` in bulk, sorted by owner, every `move_every` commits.
+            db.executescript(STAGED_DDL)
+            insert = insert.replace("insert into tasks ", "insert into tasks_recent ")
+
+        # No sync per commit: frames do not depend on it, and the CPU time below is then
+        # SQLite's and the kernel's writes (and Python's), not waits for the disk.
+        db.execute("pragma synchronous=normal")
         commits = 0
         done = 0
         order = list(range(users))
+        cpu = time.process_time()
         while done < creates:
             random.shuffle(order)
             db.execute("begin")
             for j in order[:batch]:
                 one(owners[j])
                 done += 1
+            if variant == "staged" and commits % move_every == move_every - 1:
+                db.execute(
+                    "insert into tasks (id, user_id, content, done, day, created_at, updated_at)"
+                    " select id, user_id, content, done, day, created_at, updated_at from tasks_recent"
+                    " order by user_id, id"
+                )
+                db.execute("delete from tasks_recent")
             db.execute("commit")
             commits += 1
 
+        cpu = time.process_time() - cpu
         pages = wal_pages(path + "-wal")
         owner_of = {}
         try:
@@ -157,7 +197,10 @@ def run(variant, tasks, creates, batch, users):
         db.close()
     by_tree = collections.Counter(owner_of.get(p, "?") for p in pages)
     trees = ", ".join(f"{name} {n / commits:.1f}" for name, n in by_tree.most_common())
-    print(f"{variant:<14} {len(pages) / done:5.2f} frames a create, {len(pages) / commits:5.1f} a commit ({trees})")
+    print(
+        f"{variant:<14} {len(pages) / done:5.2f} frames a create, {len(pages) / commits:5.1f} a commit, "
+        f"{cpu / done * 1e6:4.1f} µs of CPU a create ({trees})"
+    )
 
 
 def wal_pages(path):
@@ -178,6 +221,7 @@ def main():
     parser.add_argument("--creates", type=int, default=20_000, help="creates measured")
     parser.add_argument("--batch", type=int, default=25, help="creates per commit (distinct owners)")
     parser.add_argument("--users", type=int, default=64, help="owners")
+    parser.add_argument("--move-every", type=int, default=16, help="commits between moves (staged)")
     parser.add_argument("variants", nargs="*", default=list(VARIANTS), help=", ".join(VARIANTS))
     args = parser.parse_args()
     if args.batch > args.users:
@@ -187,7 +231,7 @@ def main():
     for variant in args.variants:
         if variant not in VARIANTS:
             sys.exit(f"unknown variant {variant}; known: {', '.join(VARIANTS)}")
-        run(variant, args.tasks, args.creates, args.batch, args.users)
+        run(variant, args.tasks, args.creates, args.batch, args.users, args.move_every)
 
 
 if __name__ == "__main__":
