@@ -10,7 +10,8 @@ pub const QUOTA_REJECTIONS: &str = "quotask_quota_rejections_total";
 pub const TASKS_CREATED: &str = "quotask_tasks_created_total";
 pub const SIGNIN_FAILURES: &str = "quotask_signin_failures_total";
 pub const SIGNIN_THROTTLED: &str = "quotask_signin_throttled_total";
-pub const DB_READERS_BUSY: &str = "quotask_db_readers_busy";
+/// SQLite reads asked for and not yet answered (waiting for or running on the reader).
+pub const DB_READS_IN_FLIGHT: &str = "quotask_db_reads_in_flight";
 pub const DB_GROUP_COMMIT_SIZE: &str = "quotask_db_group_commit_jobs";
 /// 1 while Redis answers, 0 during an outage (only with `QUOTASK_REDIS_URL`).
 pub const REDIS_UP: &str = "quotask_redis_up";

@@ -46,12 +46,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        let readers = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
-        Ok(Self {
-            pool: Pool::open(path, readers, MIGRATIONS)?,
-            sessions: SessionCache::default(),
-            quota_memo: Arc::default(),
-        })
+        Ok(Self { pool: Pool::open(path, MIGRATIONS)?, sessions: SessionCache::default(), quota_memo: Arc::default() })
     }
 
     /// A write that may change what a session resolves to (a user's settings, a
@@ -192,12 +187,11 @@ impl Store for SqliteStore {
             user.daily_limit = limit;
             return Ok(Some((user, used)));
         }
-        // One read transaction for both: each would otherwise take and drop the WAL's
-        // read lock and check the page cache on its own.
+        // Both reads see one snapshot (every read does: see `Pool::read`).
         let generation = self.sessions.generation();
         let found = self
             .pool
-            .read_together(move |c| {
+            .read(move |c| {
                 let Some(user) = live_session_user(c, session_id, user_id)? else { return Ok(None) };
                 let used = used_on(c, user.id, user.zone.window(now).day)?;
                 Ok(Some((user, used)))

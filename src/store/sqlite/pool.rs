@@ -4,14 +4,17 @@
 //! for the disk. So all writes go to one thread, which takes every job waiting, runs
 //! each in its own savepoint (a failing job is rolled back alone; a job of one
 //! statement needs none), commits once, and only then answers them all: group commit.
-//! Reads run on their own connections and never queue behind the writer (WAL lets them
-//! read meanwhile).
 //!
-//! Reads run right on the async worker that asks. They are short indexed lookups (a
-//! page of at most 100 tasks at worst), and in WAL mode a reader never waits for the
-//! writer; handing each to the blocking pool cost two thread switches a read and more
-//! CPU than the read itself (measured with `perf`: 59% of the server's samples in the
-//! scheduler during a `/v1/me/quota` load).
+//! Reads go the same way to a reader thread of their own, with its own connection, so
+//! they never queue behind the writer (WAL lets them read meanwhile). It takes every
+//! read waiting and runs them all in one read transaction: group read. Beginning and
+//! ending a read transaction was half of what a read cost, in locks on the `-shm` file
+//! that the async workers' own connections contended for. One transaction per batch
+//! took `GET /v1/me/quota` from 70,658 and 67,508 to 90,638 and 85,454 a second in two
+//! pairs of 5 s runs (bench/README.md, "Seventh session"). Every read in a batch was
+//! asked for before the batch's transaction began, so it sees at least every commit its
+//! caller could know of. Reads are short indexed lookups (a page of at most 100 tasks
+//! at worst), so one thread runs them in turn without holding others up for long.
 //!
 //! Checkpoints (copying the WAL back into the database) run mostly on a thread of their
 //! own, so the writer's commits rarely pay for them.
@@ -21,21 +24,25 @@
 //! read (the quota's counts, see `tasks::QuotaMemo`) keep it only while the epoch stays.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::store::{Result, StoreError};
 
-/// The most jobs one commit carries; bounds a batch's latency.
+/// The most jobs one commit, or one read transaction, carries; bounds a batch's latency.
 const MAX_BATCH: usize = 256;
-/// Jobs that may wait for the writer before senders wait too (backpressure).
+/// Jobs that may wait for the writer, or for the reader, before senders wait too
+/// (backpressure).
 const QUEUE: usize = 4096;
 
 type Reply = Box<dyn FnOnce(Result<()>) + Send>;
 type Run = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+/// A read waiting for the reader: given the connection inside the batch's transaction,
+/// or `None` when that transaction could not begin.
+type Read = Box<dyn FnOnce(Option<&Connection>) + Send>;
 
 /// A write waiting for the writer.
 struct Job {
@@ -78,15 +85,16 @@ pub struct Pool {
     /// Asks the checkpoint thread for a final checkpoint; dropped with the pool, which
     /// tells the thread to stop.
     checkpoints: std::sync::mpsc::Sender<oneshot::Sender<()>>,
-    readers: Arc<Mutex<Vec<Connection>>>,
-    permits: Arc<Semaphore>,
+    reader: mpsc::Sender<Read>,
+    /// Reads asked for and not yet answered.
+    reads_in_flight: metrics::Gauge,
     epoch: Epoch,
 }
 
 impl Pool {
     /// Opens the database, applies `migrations` (each once, tracked by `user_version`)
-    /// and starts the writer thread.
-    pub fn open(path: &Path, readers: usize, migrations: &[&str]) -> anyhow::Result<Self> {
+    /// and starts the writer, reader and checkpoint threads.
+    pub fn open(path: &Path, migrations: &[&str]) -> anyhow::Result<Self> {
         create_private(path)?;
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "wal")?;
@@ -101,23 +109,20 @@ impl Pool {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_RESTART_PAGES)?;
         conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)?;
         let checkpoints = start_checkpointer(path)?;
-        let readers = (0..readers.max(1))
-            .map(|_| {
-                let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
-                configure(&conn)?;
-                conn.pragma_update(None, "query_only", true)?;
-                Ok(conn)
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let reader_conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE)?;
+        configure(&reader_conn)?;
+        reader_conn.pragma_update(None, "query_only", true)?;
+        let (reader, reads) = mpsc::channel(QUEUE);
+        std::thread::Builder::new().name("sqlite-reader".into()).spawn(move || run_reader(reader_conn, reads))?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let epoch = Epoch::default();
         let writer_epoch = epoch.clone();
         std::thread::Builder::new().name("sqlite-writer".into()).spawn(move || run_writer(conn, rx, writer_epoch))?;
         Ok(Self {
-            permits: Arc::new(Semaphore::new(readers.len())),
-            readers: Arc::new(Mutex::new(readers)),
             writer: tx,
             checkpoints,
+            reader,
+            reads_in_flight: metrics::gauge!(crate::metrics::DB_READS_IN_FLIGHT),
             epoch,
         })
     }
@@ -161,22 +166,26 @@ impl Pool {
         rx.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
     }
 
-    /// Runs `f` on a reader connection, on the calling worker (see the module doc).
+    /// Runs `f` on the reader thread, in the next group read: every statement of `f`,
+    /// and of the other reads in its batch, sees one snapshot of the database, taken
+    /// after `f` was asked for.
     pub async fn read<T, F>(&self, f: F) -> Result<T>
     where
-        F: FnOnce(&Connection) -> Result<T>,
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Unavailable("closed".into()))?;
-        let busy = metrics::gauge!(crate::metrics::DB_READERS_BUSY);
-        busy.increment(1);
-        let _done = scopeguard(move || busy.decrement(1));
-        let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let Some(conn) = conn else {
-            return Err(StoreError::Internal(anyhow::anyhow!("reader pool empty despite a permit")));
-        };
-        let result = f(&conn);
-        self.readers.lock().unwrap_or_else(|e| e.into_inner()).push(conn);
-        result
+        let (tx, rx) = oneshot::channel();
+        let read: Read = Box::new(move |conn| {
+            let result = match conn {
+                Some(conn) => f(conn),
+                None => Err(StoreError::Unavailable("cannot begin a read transaction".into())),
+            };
+            let _ = tx.send(result);
+        });
+        self.reads_in_flight.increment(1);
+        let _answered = scopeguard(|| self.reads_in_flight.decrement(1));
+        self.reader.send(read).await.map_err(|_| StoreError::Unavailable("the reader has stopped".into()))?;
+        rx.await.map_err(|_| StoreError::Unavailable("a read failed on the reader thread".into()))?
     }
 
     /// At a clean stop, after the last request: copies the whole WAL into the database
@@ -187,21 +196,6 @@ impl Pool {
         if self.checkpoints.send(done).is_ok() {
             let _ = finished.await;
         }
-    }
-
-    /// `read`, with every statement of `f` in one read transaction (one snapshot).
-    pub async fn read_together<T, F>(&self, f: F) -> Result<T>
-    where
-        F: FnOnce(&Connection) -> Result<T>,
-    {
-        self.read(|c| {
-            run(c, "begin").map_err(|e| StoreError::Internal(e.into()))?;
-            let result = f(c);
-            // Only reads ran: ending it either way changes nothing.
-            let end = run(c, "commit").or_else(|_| run(c, "rollback"));
-            result.and_then(|value| end.map(|()| value).map_err(|e| StoreError::Internal(e.into())))
-        })
-        .await
     }
 }
 
@@ -300,6 +294,36 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> anyhow::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+/// The reader thread: takes every read waiting, then begins one read transaction for
+/// all of them (its snapshot is taken at its first statement, after each of them was
+/// asked for), runs them and ends it. A read that panics is answered as failed; the
+/// others, and the thread, go on.
+fn run_reader(conn: Connection, mut rx: mpsc::Receiver<Read>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(read) => batch.push(read),
+                Err(_) => break,
+            }
+        }
+        let began = run(&conn, "begin");
+        if let Err(e) = &began {
+            tracing::error!(error = %e, reads = batch.len(), "cannot begin a read transaction");
+        }
+        for read in batch.drain(..) {
+            let conn = began.as_ref().ok().map(|()| &conn);
+            // Its reply channel is dropped with it, which its caller reads as a failure.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(conn)));
+        }
+        // Only reads ran: ending it either way changes nothing.
+        if began.is_ok() && run(&conn, "commit").or_else(|_| run(&conn, "rollback")).is_err() {
+            tracing::error!("cannot end a read transaction");
+        }
+    }
 }
 
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, epoch: Epoch) {
@@ -411,7 +435,7 @@ mod tests {
     use super::*;
 
     fn pool(dir: &tempfile::TempDir) -> Pool {
-        Pool::open(&dir.path().join("db"), 1, &["create table t (x integer primary key)"]).unwrap()
+        Pool::open(&dir.path().join("db"), &["create table t (x integer primary key)"]).unwrap()
     }
 
     const KEEPS: Mode = Mode { savepoint: false, keeps_epoch: true };
@@ -420,6 +444,49 @@ mod tests {
     async fn at(pool: &Pool) -> u64 {
         let epoch = pool.epoch();
         pool.write_with(KEEPS, move |_| Ok(epoch.get())).await.unwrap()
+    }
+
+    fn count(c: &Connection) -> Result<i64> {
+        c.query_row("select count(*) from t", [], |r| r.get(0)).map_err(|e| StoreError::Internal(e.into()))
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_sees_every_write_answered_before_it_was_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(pool(&dir));
+        // Other reads keep the reader busy, so that reads are batched.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let busy: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, stop) = (pool.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        pool.read(count).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for i in 1..=2000 {
+            pool.write(move |c| {
+                c.execute("insert into t values (?1)", [i]).map(drop).map_err(|e| StoreError::Internal(e.into()))
+            })
+            .await
+            .unwrap();
+            assert_eq!(pool.read(count).await.unwrap(), i, "a read after the write's answer");
+        }
+        stop.store(true, Ordering::Relaxed);
+        for task in busy {
+            task.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_that_panics_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(&dir);
+        let failed = pool.read(|_| -> Result<()> { panic!("a bug in a read") }).await;
+        assert!(matches!(failed, Err(StoreError::Unavailable(_))), "{failed:?}");
+        assert_eq!(pool.read(count).await.unwrap(), 0, "the reader goes on");
     }
 
     #[tokio::test]
