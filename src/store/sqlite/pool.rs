@@ -296,20 +296,27 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Waits for a job, then adds every job already waiting to `batch`, up to `MAX_BATCH`.
+/// False once every sender is gone.
+fn next_batch<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) -> bool {
+    let Some(first) = rx.blocking_recv() else { return false };
+    batch.push(first);
+    while batch.len() < MAX_BATCH {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
+    }
+    true
+}
+
 /// The reader thread: takes every read waiting, then begins one read transaction for
 /// all of them (its snapshot is taken at its first statement, after each of them was
 /// asked for), runs them and ends it. A read that panics is answered as failed; the
 /// others, and the thread, go on.
 fn run_reader(conn: Connection, mut rx: mpsc::Receiver<Read>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(read) => batch.push(read),
-                Err(_) => break,
-            }
-        }
+    while next_batch(&mut rx, &mut batch) {
         let began = run(&conn, "begin");
         if let Err(e) = &began {
             tracing::error!(error = %e, reads = batch.len(), "cannot begin a read transaction");
@@ -329,14 +336,7 @@ fn run_reader(conn: Connection, mut rx: mpsc::Receiver<Read>) {
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, epoch: Epoch) {
     let mut data_version = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
-    while let Some(first) = rx.blocking_recv() {
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
+    while next_batch(&mut rx, &mut batch) {
         metrics::histogram!(crate::metrics::DB_GROUP_COMMIT_SIZE).record(batch.len() as f64);
         let replies = commit_batch(&conn, batch.drain(..), &epoch, &mut data_version);
         let (replies, outcome) = match replies {
