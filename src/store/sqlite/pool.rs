@@ -8,8 +8,8 @@
 //! Reads go the same way to a reader thread of their own, with its own connection, so
 //! they never queue behind the writer (WAL lets them read meanwhile). It takes every
 //! read waiting and runs them all in one read transaction: group read. Beginning and
-//! ending a read transaction was half of what a read cost, in locks on the `-shm` file
-//! that the async workers' own connections contended for. One transaction per batch
+//! ending a read transaction was half of what a read cost in SQLite, in locks on the
+//! `-shm` file that the async workers' own connections contended for. One transaction per batch
 //! took `GET /v1/me/quota` from 70,658 and 67,508 to 90,638 and 85,454 a second in two
 //! pairs of 5 s runs (bench/README.md, "Seventh session"). Every read in a batch was
 //! asked for before the batch's transaction began, so it sees at least every commit its
@@ -144,7 +144,7 @@ impl Pool {
 
     /// `write`, run as `mode` says. Without a savepoint (for an `f` that changes the
     /// database with one statement at most, so that its failure leaves nothing to undo)
-    /// the writer runs two statements fewer, and every create waits for the writer.
+    /// the writer, which every create waits for, runs two statements fewer.
     pub async fn write_with<T, F>(&self, mode: Mode, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -344,13 +344,15 @@ fn run_reader(conn: Connection, mut rx: mpsc::Receiver<Read>) {
         if let Err(e) = &began {
             tracing::error!(error = %e, reads = batch.len(), "cannot begin a read transaction");
         }
+        let conn = began.is_ok().then_some(&conn);
         for read in batch.drain(..) {
-            let conn = began.as_ref().ok().map(|()| &conn);
             // Its reply channel is dropped with it, which its caller reads as a failure.
             let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| read(conn)));
         }
         // Only reads ran: ending it either way changes nothing.
-        if began.is_ok() && run(&conn, "commit").or_else(|_| run(&conn, "rollback")).is_err() {
+        if let Some(conn) = conn
+            && run(conn, "commit").or_else(|_| run(conn, "rollback")).is_err()
+        {
             tracing::error!("cannot end a read transaction");
         }
     }
