@@ -6,6 +6,7 @@ mod prune;
 mod rows;
 mod sessions;
 mod tasks;
+mod wal_buffer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -30,6 +30,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::{mpsc, oneshot};
 
+use super::wal_buffer;
 use crate::store::{Result, StoreError};
 
 /// The most jobs one commit, or one read transaction, carries; bounds a batch's latency.
@@ -96,9 +97,13 @@ impl Pool {
     /// and starts the writer, reader and checkpoint threads.
     pub fn open(path: &Path, migrations: &[&str]) -> anyhow::Result<Self> {
         create_private(path)?;
-        let mut conn = Connection::open(path)?;
+        // The writer's WAL writes go through `wal_buffer`, which relies on every commit
+        // syncing the WAL (`synchronous=FULL`); it is checked here, not assumed.
+        let mut conn = Connection::open_with_flags_and_vfs(path, OpenFlags::default(), wal_buffer::register()?)?;
         conn.pragma_update(None, "journal_mode", "wal")?;
         conn.pragma_update(None, "synchronous", "full")?;
+        let synchronous: i64 = conn.pragma_query_value(None, "synchronous", |r| r.get(0))?;
+        anyhow::ensure!(synchronous >= 2, "SQLite refused synchronous=FULL for the writer");
         configure(&conn)?;
         migrate(&mut conn, migrations)?;
         // The checkpoint thread does the copying; the writer still checkpoints when the
