@@ -198,11 +198,12 @@ fn flushed(f: &mut WalFile, then: impl FnOnce(&mut WalFile) -> c_int) -> c_int {
 }
 
 unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, amount: c_int, offset: i64) -> c_int {
-    // SAFETY: see `wal_file`; SQLite passes `amount` readable bytes at `data`.
-    let (f, bytes) = unsafe {
-        let len = usize::try_from(amount).unwrap_or_default();
-        (wal_file(file), std::slice::from_raw_parts(data.cast::<u8>(), len))
+    let Ok(len @ 1..) = usize::try_from(amount) else {
+        return ffi::SQLITE_OK;
     };
+    // SAFETY: see `wal_file`; SQLite passes `amount` (here at least 1) readable bytes at
+    // `data`.
+    let (f, bytes) = unsafe { (wal_file(file), std::slice::from_raw_parts(data.cast::<u8>(), len)) };
     #[cfg(test)]
     tests::count(|c| c.writes += 1);
     let continues = offset == f.start + f.pending.len() as i64;
