@@ -71,9 +71,9 @@ pub fn register() -> anyhow::Result<&'static str> {
                 if default.is_null() {
                     return Err("SQLite has no default VFS".into());
                 }
-                // The copy keeps the default layer's other methods; the unix layer's
-                // ignore their VFS argument, except `xOpen`, which `open` calls with the
-                // default layer itself.
+                // The copy keeps the default layer's other methods. The unix layer's
+                // ignore their VFS argument (os_unix.c marks it unused in each), except
+                // `xOpen`, which `open` calls with the default layer itself.
                 let mut vfs = *default;
                 vfs.szOsFile = c_int::try_from(INNER_OFFSET).map_err(|e| e.to_string())? + (*default).szOsFile;
                 vfs.pNext = ptr::null_mut();
