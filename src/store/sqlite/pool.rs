@@ -1,4 +1,5 @@
-//! SQLite's connections: one writer thread that commits in groups, and a few readers.
+//! SQLite's connections: one writer thread that commits in groups, one reader thread that
+//! reads in groups, and a checkpoint thread.
 //!
 //! SQLite allows one writer at a time, and with `synchronous=FULL` every commit waits
 //! for the disk. So all writes go to one thread, which takes every job waiting, runs
@@ -18,6 +19,9 @@
 //!
 //! Checkpoints (copying the WAL back into the database) run mostly on a thread of their
 //! own, so the writer's commits rarely pay for them.
+//!
+//! The writer's connection writes its WAL through `wal_buffer`: one `pwrite` a commit
+//! (per 124 KiB) instead of two for each page.
 //!
 //! The writer keeps an `Epoch`: a count that moves whenever what a job read in an earlier
 //! batch may no longer be what the database holds. Jobs that want to remember what they
