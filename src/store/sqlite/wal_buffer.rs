@@ -1,6 +1,7 @@
 //! A thin layer over SQLite's own file layer (its default VFS) for the writer's
 //! connection: the writer's WAL writes are gathered in memory and reach the file in
-//! one `pwrite` when SQLite syncs, reads, truncates or writes elsewhere in the file.
+//! one `pwrite` per 124 KiB when SQLite syncs, reads, truncates or writes elsewhere in
+//! the file.
 //!
 //! Why: SQLite writes each WAL frame with two `pwrite`s, its 24-byte header and then
 //! the page, and a frame's 4,120 bytes straddle two of the kernel's 4 KiB cache pages,
@@ -357,7 +358,7 @@ pub(super) mod tests {
     }
 
     #[test]
-    fn a_commit_reaches_the_wal_in_one_write_and_other_connections_read_it() {
+    fn a_commit_reaches_the_wal_in_few_hand_overs_and_other_connections_read_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let writer = open_writer(&path);
@@ -365,7 +366,8 @@ pub(super) mod tests {
         let before = counts();
         fill(&writer, 0, 200);
         let (asked, made) = (counts().writes - before.writes, counts().flushes - before.flushes);
-        // 200 rows of 2 KB: over 100 frames, two writes each, about 420 KB.
+        // 200 rows of 2 KB: over 100 frames, two writes each, about 420 KB. A hand-over
+        // is one `flush`: one `pwrite` per 124 KiB.
         assert!(asked > 200, "SQLite asked for {asked} WAL writes");
         assert!(made <= 3, "{asked} WAL writes reached the file in {made} hand-overs");
         // Another connection, through the default layer, sees the commit at once.
