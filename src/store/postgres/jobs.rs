@@ -1,6 +1,8 @@
 //! The periodic jobs' statements: claiming a period under an advisory lock, and pruning
 //! in batches.
 
+use sqlx::Connection as _;
+
 use super::rows::micros;
 use super::{PostgresStore, bounded, classify};
 use crate::store::{PRUNE_BATCH, Prune, Pruned, Result};
@@ -9,32 +11,36 @@ impl PostgresStore {
     /// Claims `period` of the job named by `key`: true for the one caller, on any
     /// instance, that moves the job's last period forward.
     pub(super) async fn claim(&self, key: String, period: i64) -> Result<bool> {
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        // Keyed by schema too, so deployments (and tests) in other schemas of this
-        // database do not contend. Released with the transaction.
-        let locked: bool =
-            sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext(current_schema() || '.' || $1))")
+        self.db
+            .run(async |c| {
+                let mut tx = c.begin().await.map_err(classify)?;
+                // Keyed by schema too, so deployments (and tests) in other schemas of this
+                // database do not contend. Released with the transaction.
+                let locked: bool =
+                    sqlx::query_scalar("select pg_try_advisory_xact_lock(hashtext(current_schema() || '.' || $1))")
+                        .bind(&key)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(classify)?;
+                if !locked {
+                    return Ok(false);
+                }
+                // Big-endian bytes compare as the numbers do.
+                let claimed = sqlx::query(
+                    "insert into settings (key, value) values ($1, $2)
+                 on conflict (key) do update set value = excluded.value where settings.value < excluded.value",
+                )
                 .bind(&key)
-                .fetch_one(&mut *tx)
+                .bind(&period.to_be_bytes()[..])
+                .execute(&mut *tx)
                 .await
-                .map_err(classify)?;
-        if !locked {
-            return Ok(false);
-        }
-        // Big-endian bytes compare as the numbers do.
-        let claimed = sqlx::query(
-            "insert into settings (key, value) values ($1, $2)
-             on conflict (key) do update set value = excluded.value where settings.value < excluded.value",
-        )
-        .bind(&key)
-        .bind(&period.to_be_bytes()[..])
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?
-        .rows_affected()
-            > 0;
-        tx.commit().await.map_err(classify)?;
-        Ok(claimed)
+                .map_err(classify)?
+                .rows_affected()
+                    > 0;
+                tx.commit().await.map_err(classify)?;
+                Ok(claimed)
+            })
+            .await
     }
 
     /// Deletes what `rules` say is no longer needed, in batches.
@@ -86,10 +92,11 @@ impl PostgresStore {
                 Cutoff::Micros(us) => query.bind(us),
             };
             let batch = i64::try_from(PRUNE_BATCH).unwrap_or(i64::MAX);
-            let deleted = bounded(async {
-                query.bind(batch).execute(&self.pool).await.map(|d| d.rows_affected()).map_err(classify)
-            })
-            .await?;
+            let deleted =
+                bounded(self.db.run(async |c| {
+                    query.bind(batch).execute(&mut *c).await.map(|d| d.rows_affected()).map_err(classify)
+                }))
+                .await?;
             total += deleted;
             if deleted < PRUNE_BATCH {
                 return Ok(total);

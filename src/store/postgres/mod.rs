@@ -8,6 +8,7 @@
 //! both stores read back exactly the instant they were given; days are `date`.
 
 mod jobs;
+mod pool;
 mod queries;
 mod rows;
 mod tasks;
@@ -21,17 +22,9 @@ use anyhow::Context as _;
 use sqlx::Connection as _;
 use sqlx::error::{BoxDynError, ErrorKind};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection};
 
 use super::{Result, StoreError};
-
-/// How long a call waits for a pooled (or new) connection before answering 503. While
-/// the server refuses connections the pool keeps retrying until then, so an outage is
-/// reported within 2 s (RELIABILITY.md) and a restart is noticed as soon as it is over.
-const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
-
-/// A pooled connection idle for longer than this is pinged before it is used again.
-const RETEST_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Session settings sent in the start-up packet (no extra round trip), unless the
 /// database URL sets them itself (`?options[statement_timeout]=...`). A statement that
@@ -55,7 +48,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 pub struct PostgresStore {
-    pool: PgPool,
+    /// The connections, each lent to one call at a time (see `pool` for why not sqlx's).
+    db: pool::Pool,
 }
 
 impl PostgresStore {
@@ -70,28 +64,10 @@ impl PostgresStore {
         migrate(&options).await?;
         let set = options.get_options().unwrap_or_default().to_owned();
         let defaults = SESSION_DEFAULTS.iter().filter(|(key, _)| !set.contains(&format!("{key}=")));
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .idle_timeout(Some(Duration::from_secs(300)))
-            // sqlx pings every connection it hands out by default: a round trip per
-            // acquisition, and some calls acquire twice. A connection is already pinged
-            // when it comes back to the pool, so only one idle for a while (through a
-            // restart of the server, say) is tested again. One broken in between fails
-            // its statement with an I/O error: a 503, and sqlx drops it.
-            .test_before_acquire(false)
-            .before_acquire(|conn, meta| {
-                Box::pin(async move {
-                    if meta.idle_for > RETEST_IDLE_AFTER {
-                        conn.ping().await?;
-                    }
-                    Ok(true)
-                })
-            })
-            .connect_with(options.options(defaults.copied()))
+        let db = pool::Pool::open(options.options(defaults.copied()), max_connections)
             .await
             .context("cannot connect to PostgreSQL")?;
-        Ok(Self { pool })
+        Ok(Self { db })
     }
 }
 

@@ -6,11 +6,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use sqlx::Row as _;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Row as _};
 use uuid::Uuid;
 
 use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS, decode, micros};
-use super::tasks::consume_and_insert;
+use super::tasks::{consume_and_insert, create_keyed, created, load_task, used_on};
 use super::{PostgresStore, bounded, classify};
 use crate::domain::{AuditEntry, Task, TaskContent, User, Username};
 use crate::store::{
@@ -18,42 +19,40 @@ use crate::store::{
     UserChanges, new_id,
 };
 
-impl PostgresStore {
-    async fn load_user(&self, id: Uuid) -> Result<Option<User>> {
-        let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(|r| decode(r, rows::user)).transpose()
-    }
+async fn load_user(c: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
+    let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))
+        .bind(id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(classify)?;
+    row.as_ref().map(|r| decode(r, rows::user)).transpose()
+}
 
-    /// Marks a refresh family revoked; `revoked_at` keeps the first revocation.
-    async fn revoke(&self, session_id: Uuid, now: Timestamp) -> Result<()> {
-        sqlx::query("update sessions set revoked_at = $2 where id = $1 and revoked_at is null")
-            .bind(session_id)
-            .bind(micros(now))
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(classify)
-    }
+/// Marks a refresh family revoked; `revoked_at` keeps the first revocation.
+async fn revoke(c: &mut PgConnection, session_id: Uuid, now: Timestamp) -> Result<()> {
+    sqlx::query("update sessions set revoked_at = $2 where id = $1 and revoked_at is null")
+        .bind(session_id)
+        .bind(micros(now))
+        .execute(&mut *c)
+        .await
+        .map(drop)
+        .map_err(classify)
 }
 
 #[async_trait]
 impl Store for PostgresStore {
     async fn ping(&self) -> Result<()> {
-        bounded(async { sqlx::query("select 1").execute(&self.pool).await.map(drop).map_err(classify) }).await
+        bounded(self.db.run(async |c| sqlx::query("select 1").execute(&mut *c).await.map(drop).map_err(classify))).await
     }
 
     async fn durability(&self) -> Result<String> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             let row = sqlx::query(
                 "select current_setting('synchronous_commit') as synchronous_commit,
                         current_setting('fsync') as fsync,
                         current_setting('full_page_writes') as full_page_writes",
             )
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *c)
             .await
             .map_err(classify)?;
             let get = |name: &str| row.try_get::<String, _>(name).map_err(classify);
@@ -62,29 +61,29 @@ impl Store for PostgresStore {
                 tracing::warn!(synchronous_commit = %commit, fsync = %fsync, "PostgreSQL may lose acknowledged tasks on a crash");
             }
             Ok(format!("postgres synchronous_commit={commit} fsync={fsync} full_page_writes={pages}"))
-        })
+        }))
         .await
     }
 
     async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             // Two statements: a select in the insert's own statement would not see a
             // secret that another instance committed while this one waited for it.
             sqlx::query("insert into settings (key, value) values ('jwt_secret', $1) on conflict (key) do nothing")
                 .bind(candidate)
-                .execute(&self.pool)
+                .execute(&mut *c)
                 .await
                 .map_err(classify)?;
             sqlx::query_scalar("select value from settings where key = 'jwt_secret'")
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *c)
                 .await
                 .map_err(classify)
-        })
+        }))
         .await
     }
 
     async fn create_user(&self, user: NewUser, now: Timestamp) -> Result<User> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             let row = sqlx::query(&format!(
                 "insert into users as u (id, username, password_hash, role, daily_limit, timezone, created_at)
                  values ($1, $2, $3, $4, $5, $6, $7) returning {USER_COLUMNS}"
@@ -96,49 +95,49 @@ impl Store for PostgresStore {
             .bind(i64::from(user.daily_limit))
             .bind(user.zone.current.as_str())
             .bind(micros(now))
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *c)
             .await
             .map_err(classify)?;
             decode(&row, rows::user)
-        })
+        }))
         .await
     }
 
     async fn user_credentials(&self, username: &Username) -> Result<Option<(User, String)>> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             let row =
                 sqlx::query(&format!("select {USER_COLUMNS}, u.password_hash from users u where u.username = $1"))
                     .bind(username.as_str())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *c)
                     .await
                     .map_err(classify)?;
             row.as_ref().map(|r| decode(r, |r| Ok((rows::user(r)?, r.try_get("password_hash")?)))).transpose()
-        })
+        }))
         .await
     }
 
     async fn user(&self, id: Uuid) -> Result<Option<User>> {
-        bounded(self.load_user(id)).await
+        bounded(self.db.run(async |c| load_user(c, id).await)).await
     }
 
     async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             let row = sqlx::query(&format!(
                 "select {USER_COLUMNS} from sessions s join users u on u.id = s.user_id
                  where s.id = $1 and s.user_id = $2 and s.revoked_at is null"
             ))
             .bind(session_id)
             .bind(user_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *c)
             .await
             .map_err(classify)?;
             row.as_ref().map(|r| decode(r, rows::user)).transpose()
-        })
+        }))
         .await
     }
 
     async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             let zone = changes.zone.as_ref();
             let pending = zone.and_then(|z| z.pending.as_ref());
             let row = sqlx::query(&format!(
@@ -155,22 +154,22 @@ impl Store for PostgresStore {
             .bind(pending.map(|(tz, _)| tz.as_str()))
             .bind(pending.map(|(_, at)| micros(*at)))
             .bind(changes.password_hash.as_deref())
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *c)
             .await
             .map_err(classify)?;
             row.as_ref().map(|r| decode(r, rows::user)).transpose()
-        })
+        }))
         .await
     }
 
     async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             let users = sqlx::query(&format!(
                 "select {USER_COLUMNS} from users u where $1::uuid is null or u.id > $1 order by u.id limit $2"
             ))
             .bind(after)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *c)
             .await
             .map_err(classify)?
             .iter()
@@ -185,7 +184,7 @@ impl Store for PostgresStore {
             )
             .bind(ids)
             .bind(days)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *c)
             .await
             .map_err(classify)?
             .iter()
@@ -198,7 +197,7 @@ impl Store for PostgresStore {
                     (u, n)
                 })
                 .collect())
-        })
+        }))
         .await
     }
 
@@ -209,8 +208,8 @@ impl Store for PostgresStore {
         changes: AdminChanges,
         now: Timestamp,
     ) -> Result<Option<User>> {
-        bounded(async {
-            let mut tx = self.pool.begin().await.map_err(classify)?;
+        bounded(self.db.run(async |c| {
+            let mut tx = c.begin().await.map_err(classify)?;
             // `for no key update`: the audit's old values are the ones replaced, and the
             // lock does not block task inserts (their foreign key takes `key share`).
             let before = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1 for no key update"))
@@ -254,12 +253,12 @@ impl Store for PostgresStore {
             }
             tx.commit().await.map_err(classify)?;
             decode(&after, rows::user).map(Some)
-        })
+        }))
         .await
     }
 
     async fn audit_trail(&self, target: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<AuditEntry>> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             sqlx::query(&format!(
                 "select {AUDIT_COLUMNS} from audit
                  where target_id = $1 and ($2::uuid is null or id > $2) order by id limit $3"
@@ -267,13 +266,13 @@ impl Store for PostgresStore {
             .bind(target)
             .bind(after)
             .bind(i64::from(limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *c)
             .await
             .map_err(classify)?
             .iter()
             .map(|r| decode(r, rows::audit))
             .collect()
-        })
+        }))
         .await
     }
 
@@ -284,7 +283,7 @@ impl Store for PostgresStore {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<Uuid> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             let id = new_id(now);
             sqlx::query(
                 "with s as (insert into sessions (id, user_id, created_at) values ($1, $2, $3) returning id)
@@ -295,11 +294,11 @@ impl Store for PostgresStore {
             .bind(micros(now))
             .bind(&refresh_hash[..])
             .bind(micros(expires_at))
-            .execute(&self.pool)
+            .execute(&mut *c)
             .await
             .map_err(classify)?;
             Ok(id)
-        })
+        }))
         .await
     }
 
@@ -310,7 +309,7 @@ impl Store for PostgresStore {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<Refreshed> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             // Spending the token and recording its successor is one statement. Of two
             // concurrent uses of one token, the second waits for the first's row lock,
             // then finds it spent and takes the reuse path below.
@@ -328,7 +327,7 @@ impl Store for PostgresStore {
             .bind(micros(now))
             .bind(&new_hash[..])
             .bind(micros(expires_at))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *c)
             .await
             .map_err(classify)?;
             if let Some(row) = rotated {
@@ -341,7 +340,7 @@ impl Store for PostgresStore {
                  from refresh_tokens r join sessions s on s.id = r.session_id where r.hash = $1",
             )
             .bind(&old_hash[..])
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *c)
             .await
             .map_err(classify)?;
             let Some(row) = found else { return Ok(Refreshed::Invalid) };
@@ -350,14 +349,14 @@ impl Store for PostgresStore {
             if revoked || !spent {
                 return Ok(Refreshed::Invalid);
             }
-            self.revoke(session_id, now).await?;
+            revoke(c, session_id, now).await?;
             Ok(Refreshed::Reused)
-        })
+        }))
         .await
     }
 
     async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()> {
-        bounded(self.revoke(session_id, now)).await
+        bounded(self.db.run(async |c| revoke(c, session_id, now).await)).await
     }
 
     async fn create_task(
@@ -368,7 +367,7 @@ impl Store for PostgresStore {
         now: Timestamp,
     ) -> Result<Created> {
         let user_id = user.id;
-        bounded(async {
+        bounded(self.db.run(async |c| {
             // The day comes from the user's zone, which only Rust knows how to apply
             // (the time-zone database ships in the binary); the request has the user
             // already. A concurrent zone change cannot move the day of `now`: it only
@@ -378,20 +377,20 @@ impl Store for PostgresStore {
             let task = Task::new(new_id(now), content.into_string(), window.day, now);
             let Some(key) = idempotency else {
                 // One statement, so one implicit transaction and one round trip.
-                let (limit, used) = consume_and_insert(&self.pool, user_id, &task).await?;
-                return self.created(user_id, task, limit, used, window, timezone).await;
+                let (limit, used) = consume_and_insert(&mut *c, user_id, &task).await?;
+                return created(c, user_id, task, limit, used, window, timezone).await;
             };
-            self.create_keyed(user_id, task, key, window, timezone, now).await
-        })
+            create_keyed(c, user_id, task, key, window, timezone, now).await
+        }))
         .await
     }
 
     async fn used(&self, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
-        bounded(self.used_on(user_id, day)).await
+        bounded(self.db.run(async |c| used_on(c, user_id, day).await)).await
     }
 
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             sqlx::query(&format!(
                 "select {TASK_COLUMNS} from tasks where user_id = $1 and ($2::text is null or day = $2::date)
                  and ($3::boolean is null or done = $3) and ($4::uuid is null or id < $4) order by id desc limit $5"
@@ -401,22 +400,22 @@ impl Store for PostgresStore {
             .bind(filter.done)
             .bind(filter.before)
             .bind(i64::from(filter.limit))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *c)
             .await
             .map_err(classify)?
             .iter()
             .map(|r| decode(r, rows::task))
             .collect()
-        })
+        }))
         .await
     }
 
     async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
-        bounded(self.load_task(user_id, id)).await
+        bounded(self.db.run(async |c| load_task(c, user_id, id).await)).await
     }
 
     async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             let row = sqlx::query(&format!(
                 "update tasks set content = coalesce($3, content), done = coalesce($4, done), updated_at = $5
                  where id = $1 and user_id = $2 returning {TASK_COLUMNS}"
@@ -426,24 +425,24 @@ impl Store for PostgresStore {
             .bind(patch.content.as_ref().map(TaskContent::as_str))
             .bind(patch.done)
             .bind(micros(now))
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *c)
             .await
             .map_err(classify)?;
             row.as_ref().map(|r| decode(r, rows::task)).transpose()
-        })
+        }))
         .await
     }
 
     async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
-        bounded(async {
+        bounded(self.db.run(async |c| {
             sqlx::query("delete from tasks where id = $1 and user_id = $2")
                 .bind(id)
                 .bind(user_id)
-                .execute(&self.pool)
+                .execute(&mut *c)
                 .await
                 .map(|done| done.rows_affected() > 0)
                 .map_err(classify)
-        })
+        }))
         .await
     }
 

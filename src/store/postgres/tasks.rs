@@ -2,11 +2,12 @@
 //! the idempotent create around it, and the reads a create's answer needs.
 
 use jiff::Timestamp;
-use sqlx::Row as _;
+use sqlx::postgres::PgConnection;
+use sqlx::{Connection as _, Row as _};
 use uuid::Uuid;
 
+use super::classify;
 use super::rows::{self, TASK_COLUMNS, decode, internal, micros};
-use super::{PostgresStore, classify};
 use crate::domain::{DayWindow, QuotaStatus, Task, TimeZoneName};
 use crate::store::{Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, Result};
 
@@ -51,106 +52,104 @@ pub(super) async fn consume_and_insert<'c>(
     decode(&row, |r| Ok((rows::count(r, "daily_limit")?, rows::optional_count(r, "used")?)))
 }
 
-impl PostgresStore {
-    /// A create with an idempotency key.
-    pub(super) async fn create_keyed(
-        &self,
-        user_id: Uuid,
-        task: Task,
-        key: IdempotencyKey,
-        window: DayWindow,
-        timezone: TimeZoneName,
-        now: Timestamp,
-    ) -> Result<Created> {
-        // With a key: look for an earlier use, then create and record the key, in
-        // one transaction. A concurrent request with the same key (on any instance)
-        // queues on the same usage row; when it gets there the key's primary key
-        // refuses the second record, its transaction (task and unit included) rolls
-        // back, and it is answered 409.
-        let mut tx = self.pool.begin().await.map_err(classify)?;
-        let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
-        sqlx::query("delete from idempotency_keys where user_id = $1 and key = $2 and created_at <= $3")
-            .bind(user_id)
-            .bind(&key.key)
-            .bind(since)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        let earlier = sqlx::query(
-            "select fingerprint, task_id as id, content, false as done, to_char(day, 'YYYY-MM-DD') as day,
-                    created_at, created_at as updated_at
-             from idempotency_keys where user_id = $1 and key = $2",
+/// A create with an idempotency key.
+pub(super) async fn create_keyed(
+    c: &mut PgConnection,
+    user_id: Uuid,
+    task: Task,
+    key: IdempotencyKey,
+    window: DayWindow,
+    timezone: TimeZoneName,
+    now: Timestamp,
+) -> Result<Created> {
+    // With a key: look for an earlier use, then create and record the key, in
+    // one transaction. A concurrent request with the same key (on any instance)
+    // queues on the same usage row; when it gets there the key's primary key
+    // refuses the second record, its transaction (task and unit included) rolls
+    // back, and it is answered 409.
+    let mut tx = c.begin().await.map_err(classify)?;
+    let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
+    sqlx::query("delete from idempotency_keys where user_id = $1 and key = $2 and created_at <= $3")
+        .bind(user_id)
+        .bind(&key.key)
+        .bind(since)
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    let earlier = sqlx::query(
+        "select fingerprint, task_id as id, content, false as done, to_char(day, 'YYYY-MM-DD') as day,
+                created_at, created_at as updated_at
+         from idempotency_keys where user_id = $1 and key = $2",
+    )
+    .bind(user_id)
+    .bind(&key.key)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(classify)?;
+    if let Some(row) = earlier {
+        let fingerprint: Vec<u8> = decode(&row, |r| r.try_get("fingerprint"))?;
+        let first = decode(&row, rows::task)?;
+        tx.commit().await.map_err(classify)?;
+        return Ok(if fingerprint == key.fingerprint { Created::Replay(first) } else { Created::KeyReused });
+    }
+    let (limit, used) = consume_and_insert(&mut *tx, user_id, &task).await?;
+    if used.is_some() {
+        sqlx::query(
+            "insert into idempotency_keys (user_id, key, fingerprint, task_id, content, day, created_at)
+             values ($1, $2, $3, $4, $5, $6::date, $7)",
         )
         .bind(user_id)
         .bind(&key.key)
-        .fetch_optional(&mut *tx)
+        .bind(key.fingerprint.as_slice())
+        .bind(task.id)
+        .bind(&task.content)
+        .bind(task.day.to_string())
+        .bind(micros(now))
+        .execute(&mut *tx)
         .await
         .map_err(classify)?;
-        if let Some(row) = earlier {
-            let fingerprint: Vec<u8> = decode(&row, |r| r.try_get("fingerprint"))?;
-            let first = decode(&row, rows::task)?;
-            tx.commit().await.map_err(classify)?;
-            return Ok(if fingerprint == key.fingerprint { Created::Replay(first) } else { Created::KeyReused });
-        }
-        let (limit, used) = consume_and_insert(&mut *tx, user_id, &task).await?;
-        if used.is_some() {
-            sqlx::query(
-                "insert into idempotency_keys (user_id, key, fingerprint, task_id, content, day, created_at)
-                 values ($1, $2, $3, $4, $5, $6::date, $7)",
-            )
-            .bind(user_id)
-            .bind(&key.key)
-            .bind(key.fingerprint.as_slice())
-            .bind(task.id)
-            .bind(&task.content)
-            .bind(task.day.to_string())
-            .bind(micros(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        }
-        tx.commit().await.map_err(classify)?;
-        self.created(user_id, task, limit, used, window, timezone).await
     }
+    tx.commit().await.map_err(classify)?;
+    created(&mut *c, user_id, task, limit, used, window, timezone).await
+}
 
-    /// The answer to a create once its statement has run.
-    pub(super) async fn created(
-        &self,
-        user_id: Uuid,
-        task: Task,
-        limit: u32,
-        used: Option<u32>,
-        window: DayWindow,
-        timezone: TimeZoneName,
-    ) -> Result<Created> {
-        match used {
-            Some(used) => Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone })),
-            None => {
-                // Refused: read the counter as committed now (the statement's own
-                // snapshot may predate the creates that used the day up).
-                let used = self.used_on(user_id, window.day).await?;
-                Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }))
-            }
+/// The answer to a create once its statement has run.
+pub(super) async fn created(
+    c: &mut PgConnection,
+    user_id: Uuid,
+    task: Task,
+    limit: u32,
+    used: Option<u32>,
+    window: DayWindow,
+    timezone: TimeZoneName,
+) -> Result<Created> {
+    match used {
+        Some(used) => Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone })),
+        None => {
+            // Refused: read the counter as committed now (the statement's own
+            // snapshot may predate the creates that used the day up).
+            let used = used_on(&mut *c, user_id, window.day).await?;
+            Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }))
         }
     }
+}
 
-    pub(super) async fn used_on(&self, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
-        let row = sqlx::query("select used from usage where user_id = $1 and day = $2::date")
-            .bind(user_id)
-            .bind(day.to_string())
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(row.map(|r| decode(&r, |r| rows::count(r, "used"))).transpose()?.unwrap_or_default())
-    }
+pub(super) async fn used_on(c: &mut PgConnection, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
+    let row = sqlx::query("select used from usage where user_id = $1 and day = $2::date")
+        .bind(user_id)
+        .bind(day.to_string())
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(classify)?;
+    Ok(row.map(|r| decode(&r, |r| rows::count(r, "used"))).transpose()?.unwrap_or_default())
+}
 
-    pub(super) async fn load_task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
-        let row = sqlx::query(&format!("select {TASK_COLUMNS} from tasks where id = $1 and user_id = $2"))
-            .bind(id)
-            .bind(user_id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(|r| decode(r, rows::task)).transpose()
-    }
+pub(super) async fn load_task(c: &mut PgConnection, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
+    let row = sqlx::query(&format!("select {TASK_COLUMNS} from tasks where id = $1 and user_id = $2"))
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(&mut *c)
+        .await
+        .map_err(classify)?;
+    row.as_ref().map(|r| decode(r, rows::task)).transpose()
 }
