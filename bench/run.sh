@@ -50,9 +50,14 @@ TARGET_RSS_MIB=64
 TARGET_STARTUP_MS=200
 TARGET_PG_RATIO=0.70
 # Ours, for "other routes keep their latency while a sign-in flood runs" (issue 4 names
-# no figure): GET /v1/me/quota during the flood against the same scenario without it.
+# no figure): GET /v1/me/quota during the flood, its rate against the same scenario
+# without it, and its p99 against the same scenario beside as many busy loops at the
+# lowest priority there is as the server has hashing threads (one a core). On this
+# machine any busy thread, whatever its priority, lengthens the tail 2 to 3.4 times
+# (bench/README.md, "Ninth session"), so the calm p99 is printed for information and
+# the target is that a flood costs no more than such a load, with 25% for noise.
 TARGET_FLOOD_RPS_RATIO=0.8
-TARGET_FLOOD_P99_RATIO=2
+TARGET_FLOOD_P99_VS_BUSY=1.25
 
 # The caller's own settings must not leak into the servers started here.
 while read -r name; do unset "$name"; done < <(compgen -e | grep '^QUOTASK_' || true)
@@ -367,6 +372,20 @@ bench_backend() {
             R[$name-flood.${kv%%=*}]=${kv#*=}
         done
         flooded="$name-quota-flood"
+        # The control: the same scenario beside busy loops at SCHED_IDLE, not quotask.
+        if command -v chrt >/dev/null; then
+            ((QUIET_WAIT > 0)) && quiet_wait
+            local loops=() n
+            for ((n = 0; n < $(nproc); n++)); do
+                chrt -i 0 timeout "$((DURATION + 2))" sh -c 'while :; do :; done' &
+                loops+=($!)
+            done
+            sleep 1
+            QUIET_WAIT=0 scenario "$name-quota-busy" "$url" GET /v1/me/quota "$tokens" ""
+            kill "${loops[@]}" 2>/dev/null || true
+            wait "${loops[@]}" 2>/dev/null || true
+            flooded="$flooded $name-quota-busy"
+        fi
     fi
     # The ceiling again: this machine's speed drifts from minute to minute, so the
     # ratios use the better of the two healthz runs (a dip in either cannot flatter them).
@@ -382,7 +401,9 @@ bench_backend() {
     print_table "$name-healthz" "$name-create" "$name-quota" $flooded "$name-healthz-after"
     echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; quota ${R[$name-quota.codes]}; healthz after ${R[$name-healthz-after.codes]}"
     if [[ -n $flooded ]]; then
-        echo "sign-in flood ($FLOOD connections) during $flooded: ${R[$name-flood.rps]:-?} sign-ins/s, p50 $(ms "${R[$name-flood.p50_us]:-0}") ms, p99 $(ms "${R[$name-flood.p99_us]:-0}") ms, codes ${R[$name-flood.codes]:-?}; quota codes ${R[$flooded.codes]}"
+        echo "sign-in flood ($FLOOD connections) during $name-quota-flood: ${R[$name-flood.rps]:-?} sign-ins/s, p50 $(ms "${R[$name-flood.p50_us]:-0}") ms, p99 $(ms "${R[$name-flood.p99_us]:-0}") ms, codes ${R[$name-flood.codes]:-?}; quota codes ${R[$name-quota-flood.codes]}"
+        [[ -n ${R[$name-quota-busy.codes]:-} ]] &&
+            echo "$name-quota-busy: beside $(nproc) busy loops at SCHED_IDLE (chrt -i 0), not quotask; quota codes ${R[$name-quota-busy.codes]}"
     fi
     echo "HTTP ceiling for the ratios: the better healthz run, ${R[$name.ceiling]} req/s"
     [[ -n ${R[$name.group_commit]:-} ]] && echo "group commit during POST /v1/tasks: ${R[$name.group_commit]}"
@@ -462,7 +483,13 @@ if [[ -n ${R[sqlite-quota-flood.ok_per_s]:-} ]]; then
     FR=$(ratio "${R[sqlite-quota-flood.ok_per_s]}" "$Q")
     FP=$(ratio "${R[sqlite-quota-flood.p99_us]}" "${R[sqlite-quota.p99_us]}")
     printf '%-52s %-12s %-10s %s\n' "quota/s during a sign-in flood / without" "$FR" ">= 0.8" "$(verdict "$FR" ">=" "$TARGET_FLOOD_RPS_RATIO")"
-    printf '%-52s %-12s %-10s %s\n' "quota p99 during a sign-in flood / without" "$FP" "<= 2" "$(verdict "$FP" "<=" "$TARGET_FLOOD_P99_RATIO")"
+    printf '%-52s %-12s %-10s %s\n' "quota p99 during a sign-in flood / without" "$FP" "(info)" ""
+    if [[ -n ${R[sqlite-quota-busy.p99_us]:-} ]]; then
+        FB=$(ratio "${R[sqlite-quota-flood.p99_us]}" "${R[sqlite-quota-busy.p99_us]}")
+        printf '%-52s %-12s %-10s %s\n' "quota p99 during the flood / beside idle busy loops" "$FB" "<= 1.25" "$(verdict "$FB" "<=" "$TARGET_FLOOD_P99_VS_BUSY")"
+    else
+        printf '%-52s %-12s %-10s %s\n' "quota p99 during the flood / beside idle busy loops" "-" "<= 1.25" "MISS (no chrt)"
+    fi
 fi
 echo
 

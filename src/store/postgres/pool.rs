@@ -41,7 +41,8 @@ const RETRY_MAX: Duration = Duration::from_millis(250);
 
 pub(super) struct Pool {
     options: PgConnectOptions,
-    /// One permit for each connection that may exist, idle or lent.
+    /// One permit for each call holding a connection. A connection is opened only when
+    /// none is idle, so there are never more connections than permits.
     permits: Semaphore,
     /// Connections not lent, the most recently used last (lent first, so the others
     /// age out when the load falls).
