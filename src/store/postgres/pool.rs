@@ -31,8 +31,9 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 /// fails its statement with an I/O error: a 503, and the connection is closed.
 const RETEST_IDLE_AFTER: Duration = Duration::from_secs(1);
 
-/// Idle connections older than this are closed, so a burst's connections do not stay
-/// open on the server for ever.
+/// Idle connections older than this are closed when a call puts one back, so a burst's
+/// extra connections do not stay open on the server while the load is lower. (With no
+/// calls at all nothing is closed; a readiness probe is a call.)
 const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The first and the longest pause between attempts to connect while the server refuses.
