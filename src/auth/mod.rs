@@ -54,7 +54,8 @@ pub struct Accounts {
     store: Arc<dyn Store>,
     hasher: Hasher,
     tokens: Tokens,
-    throttle: Throttle,
+    /// Shared with the checks it counts, which outlive a request that goes away.
+    throttle: Arc<Throttle>,
     default_limit: u32,
     default_zone: TimeZoneName,
 }
@@ -72,7 +73,7 @@ impl Accounts {
             store,
             hasher: Hasher::default(),
             tokens: Tokens::new(secret),
-            throttle: Throttle::new(max_failures_per_hour, redis),
+            throttle: Arc::new(Throttle::new(max_failures_per_hour, redis)),
             default_limit,
             default_zone,
         }
@@ -125,17 +126,28 @@ impl Accounts {
             metrics::counter!(crate::metrics::SIGNIN_THROTTLED).increment(1);
             AuthError::Throttled { retry_after }
         })?;
-        let found = match &username {
-            Some(name) => self.store.user_credentials(name).await?,
-            None => None,
-        };
-        let (user, hash) = found.map_or((None, None), |(u, h)| (Some(u), Some(h)));
-        if !self.hasher.verify(password, hash).await? {
-            metrics::counter!(crate::metrics::SIGNIN_FAILURES).increment(1);
-            return Err(AuthError::Unauthorized);
-        }
-        self.throttle.refund(counted).await;
-        let user = user.ok_or(AuthError::Unauthorized)?;
+        // Counted: from here the check runs to its end even if the client goes away
+        // (a timeout while hashes queue, say), so that a right password is refunded
+        // rather than left counted as a failure.
+        let check = tokio::spawn({
+            let (store, hasher, throttle) = (Arc::clone(&self.store), self.hasher.clone(), Arc::clone(&self.throttle));
+            let password = password.to_owned();
+            async move {
+                let found = match &username {
+                    Some(name) => store.user_credentials(name).await?,
+                    None => None,
+                };
+                let (user, hash) = found.map_or((None, None), |(u, h)| (Some(u), Some(h)));
+                if !hasher.verify(&password, hash).await? {
+                    metrics::counter!(crate::metrics::SIGNIN_FAILURES).increment(1);
+                    return Ok(None);
+                }
+                throttle.refund(counted).await;
+                Ok::<_, AuthError>(user)
+            }
+        });
+        let checked = check.await.map_err(|e| anyhow::anyhow!("the password check stopped: {e}"))?;
+        let user = checked?.ok_or(AuthError::Unauthorized)?;
         let (refresh_token, refresh_hash) = token::new_refresh_token();
         let session_id = self.store.create_session(user.id, refresh_hash, now, refresh_expiry(now)).await?;
         self.session(Access { user_id: user.id, session_id }, refresh_token, now)
@@ -215,4 +227,38 @@ fn username_fallback() -> &'static str {
 
 fn refresh_expiry(now: Timestamp) -> Timestamp {
     now.checked_add(SignedDuration::from_secs(token::REFRESH_TTL_SECS)).unwrap_or(now)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::Backend;
+
+    #[tokio::test]
+    async fn a_right_password_abandoned_mid_check_does_not_count_as_a_failure() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::app::open_store(&Backend::Sqlite(dir.path().join("t.db")), 1).await.unwrap();
+        let utc = TimeZoneName::parse("UTC").unwrap();
+        let accounts = Accounts::new(store, &[7; 32], 3, None, 10, utc);
+        let now = Timestamp::now();
+        accounts.sign_up("alice", "a long enough password".into(), None, Role::User, now).await.unwrap();
+        for _ in 0..3 {
+            // Polled once, the attempt is counted and its check begun; then dropped, as
+            // when its client goes away.
+            let mut attempt = std::pin::pin!(accounts.sign_in("alice", "a long enough password", None, now));
+            assert!(futures::poll!(attempt.as_mut()).is_pending());
+        }
+        // Three failures would throttle the account for an hour; three refunds leave it
+        // free once the abandoned checks are done.
+        for _ in 0..100 {
+            match accounts.sign_in("alice", "a long enough password", None, now).await {
+                Ok(_) => return,
+                Err(AuthError::Throttled { .. }) => tokio::time::sleep(Duration::from_millis(100)).await,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("still throttled 10 s after three sign-ins with the right password were abandoned");
+    }
 }
