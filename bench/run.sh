@@ -486,9 +486,9 @@ if [[ -n ${R[sqlite-quota-flood.ok_per_s]:-} ]]; then
     printf '%-52s %-12s %-10s %s\n' "quota p99 during a sign-in flood / without" "$FP" "(info)" ""
     if [[ -n ${R[sqlite-quota-busy.p99_us]:-} ]]; then
         FB=$(ratio "${R[sqlite-quota-flood.p99_us]}" "${R[sqlite-quota-busy.p99_us]}")
-        printf '%-52s %-12s %-10s %s\n' "quota p99 during the flood / beside idle busy loops" "$FB" "<= 1.25" "$(verdict "$FB" "<=" "$TARGET_FLOOD_P99_VS_BUSY")"
+        printf '%-52s %-12s %-10s %s\n' "quota p99 during the flood / beside nice-19 loops" "$FB" "<= 1.25" "$(verdict "$FB" "<=" "$TARGET_FLOOD_P99_VS_BUSY")"
     else
-        printf '%-52s %-12s %-10s %s\n' "quota p99 during the flood / beside idle busy loops" "-" "<= 1.25" "MISS (no nice)"
+        printf '%-52s %-12s %-10s %s\n' "quota p99 during the flood / beside nice-19 loops" "-" "<= 1.25" "MISS (no nice)"
     fi
 fi
 echo
