@@ -3,7 +3,7 @@
 use jiff::{Timestamp, civil::Date};
 use uuid::Uuid;
 
-use super::TimeZoneName;
+use super::{TaskContent, TimeZoneName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -85,4 +85,25 @@ pub struct AuditEntry {
     pub old_value: String,
     pub new_value: String,
     pub at: Timestamp,
+}
+
+/// An administrator's change to a user; every field set is audited.
+pub struct AdminChanges {
+    pub daily_limit: Option<u32>,
+    pub role: Option<Role>,
+}
+
+/// Which of a user's tasks to list, newest first.
+#[derive(Default)]
+pub struct TaskFilter {
+    pub day: Option<Date>,
+    pub done: Option<bool>,
+    /// Only tasks older than this id (ids are UUIDv7, so they sort by creation).
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+pub struct TaskPatch {
+    pub content: Option<TaskContent>,
+    pub done: Option<bool>,
 }

@@ -8,8 +8,8 @@ use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, Schema};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
+use super::AppState;
 use super::{accounts, admin, events, ops, seed, tasks};
-use crate::app::AppState;
 
 #[derive(OpenApi)]
 #[openapi(

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthError;
 use crate::domain::{FieldError, QuotaStatus};
-use crate::store::StoreError;
+use crate::service;
 
 const TYPE_BASE: &str = "https://quotask.dev/problems/";
 
@@ -86,12 +86,15 @@ impl From<FieldError> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> Self {
         match e {
-            StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
-            StoreError::Unavailable(why) => ApiError::Unavailable(why),
-            StoreError::Internal(e) => ApiError::Internal(e),
+            service::Error::Invalid(errors) => ApiError::Validation(errors),
+            service::Error::NotFound => ApiError::NotFound,
+            service::Error::Conflict(why) => ApiError::Conflict(why.into()),
+            service::Error::QuotaExceeded(status, now) => ApiError::QuotaExceeded(status, now),
+            service::Error::Unavailable(why) => ApiError::Unavailable(why),
+            service::Error::Internal(e) => ApiError::Internal(e),
         }
     }
 }
@@ -103,7 +106,7 @@ impl From<AuthError> for ApiError {
             AuthError::UsernameTaken => ApiError::Conflict("username is taken".into()),
             AuthError::Unauthorized => ApiError::Unauthorized,
             AuthError::Throttled { retry_after } => ApiError::Throttled { retry_after },
-            AuthError::Store(e) => e.into(),
+            AuthError::Store(e) => service::Error::from(e).into(),
             AuthError::Internal(e) => ApiError::Internal(e),
         }
     }

@@ -11,14 +11,21 @@ use async_trait::async_trait;
 use jiff::{Timestamp, civil::Date};
 use uuid::Uuid;
 
-use crate::domain::{AuditEntry, QuotaStatus, Role, Task, TaskContent, User, UserZone, Username};
+use crate::domain::{
+    AdminChanges, AuditEntry, IdempotencyKey, QuotaStatus, Role, Task, TaskContent, TaskFilter, TaskPatch, User,
+    UserZone, Username,
+};
 
-/// Why a store call failed. Callers map these onto HTTP; none carries client detail.
+/// Why a store call failed. Callers map these onto answers; none carries client detail.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A uniqueness rule was broken (the username is taken).
-    #[error("conflict on {0}")]
-    Conflict(&'static str),
+    /// Another user has this username (the unique index decided it).
+    #[error("the username is taken")]
+    UsernameTaken,
+    /// Another request with the same idempotency key is being created at this moment
+    /// (on this or another instance).
+    #[error("a request with this idempotency key is in flight")]
+    KeyInFlight,
     /// The database cannot be reached or is overloaded; worth retrying later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -43,12 +50,6 @@ pub struct UserChanges {
     pub password_hash: Option<String>,
 }
 
-/// An administrator's change to a user; every field set is audited.
-pub struct AdminChanges {
-    pub daily_limit: Option<u32>,
-    pub role: Option<Role>,
-}
-
 /// A task creation: one unit of quota and one row, or neither.
 pub enum Created {
     Task(Task, QuotaStatus),
@@ -59,20 +60,6 @@ pub enum Created {
     /// The idempotency key was used before for another request.
     KeyReused,
 }
-
-/// How long an idempotency key is remembered (QUOTA.md item 6).
-pub const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
-
-/// A client's `Idempotency-Key`, with a digest of the request it came with.
-#[derive(Debug, Clone)]
-pub struct IdempotencyKey {
-    pub key: String,
-    pub fingerprint: [u8; 32],
-}
-
-/// The conflict a store reports when another request with the same idempotency key is
-/// being created at this moment.
-pub const KEY_IN_FLIGHT: &str = "idempotency key";
 
 /// What a refresh token turned out to be.
 pub enum Refreshed {
@@ -92,7 +79,7 @@ pub struct Prune {
     /// Refresh tokens expired by then, and every token of a revoked session. A spent token
     /// of a live session is kept until it expires, because its reuse revokes the family.
     pub tokens_expired_by: Timestamp,
-    /// Idempotency keys first used before then (`IDEMPOTENCY_WINDOW_SECS` ago).
+    /// Idempotency keys first used before then (`domain::idempotency::remembered_since`).
     pub keys_created_before: Timestamp,
 }
 
@@ -112,20 +99,6 @@ pub struct Pruned {
 /// Rows one prune statement deletes at most, so that it never holds the database (or
 /// SQLite's single writer) for long; the job repeats it until less comes back.
 pub const PRUNE_BATCH: u64 = 5000;
-
-#[derive(Default)]
-pub struct TaskFilter {
-    pub day: Option<Date>,
-    pub done: Option<bool>,
-    /// Only tasks older than this id (ids are UUIDv7, so they sort by creation).
-    pub before: Option<Uuid>,
-    pub limit: u32,
-}
-
-pub struct TaskPatch {
-    pub content: Option<TaskContent>,
-    pub done: Option<bool>,
-}
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

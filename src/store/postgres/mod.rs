@@ -1,6 +1,6 @@
 //! The PostgreSQL store, for several stateless quotask instances on one database. It
 //! behaves as the SQLite store does, down to the error variants: a taken username is
-//! `Conflict("username")`; whatever a retry later can fix (connection refused, pool
+//! `UsernameTaken`; whatever a retry later can fix (connection refused, pool
 //! exhausted, server shutting down, statement or lock timeout) is `Unavailable`, which
 //! the HTTP layer answers with 503 and `Retry-After`; anything else is `Internal`.
 //!
@@ -134,12 +134,12 @@ fn classify(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db)
             if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("users_username_key") =>
         {
-            StoreError::Conflict("username")
+            StoreError::UsernameTaken
         }
         sqlx::Error::Database(db)
             if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("idempotency_keys_pkey") =>
         {
-            StoreError::Conflict(crate::store::KEY_IN_FLIGHT)
+            StoreError::KeyInFlight
         }
         sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
             StoreError::Unavailable(e.to_string())

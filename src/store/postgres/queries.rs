@@ -13,11 +13,10 @@ use uuid::Uuid;
 use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS, decode, micros};
 use super::tasks::{consume_and_insert, create_keyed, created, load_task, used_on};
 use super::{PostgresStore, bounded, classify};
-use crate::domain::{AuditEntry, Task, TaskContent, User, Username};
-use crate::store::{
-    AdminChanges, Created, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store, TaskFilter, TaskPatch,
-    UserChanges, new_id,
+use crate::domain::{
+    AdminChanges, AuditEntry, IdempotencyKey, Task, TaskContent, TaskFilter, TaskPatch, User, Username,
 };
+use crate::store::{Created, NewUser, Prune, Pruned, Refreshed, Result, Store, UserChanges, new_id};
 
 async fn load_user(c: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
     let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))

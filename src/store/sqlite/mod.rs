@@ -23,11 +23,10 @@ use self::rows::{
 };
 use self::sessions::SessionCache;
 use self::tasks::{NewTask, QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
-use super::{
-    AdminChanges, Created, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, TaskFilter,
-    TaskPatch, UserChanges, new_id,
+use super::{Created, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, UserChanges, new_id};
+use crate::domain::{
+    AdminChanges, AuditEntry, IdempotencyKey, Task, TaskContent, TaskFilter, TaskPatch, User, UserZone, Username,
 };
-use crate::domain::{AuditEntry, Task, TaskContent, User, UserZone, Username};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
@@ -144,7 +143,7 @@ impl Store for SqliteStore {
                     ],
                 );
                 match inserted {
-                    Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict("username")),
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
                     other => other.map_err(internal)?,
                 };
                 load_user(c, id)?.ok_or_else(|| internal(anyhow::anyhow!("user vanished after insert")))

@@ -9,7 +9,8 @@ use uuid::Uuid;
 
 use super::rows::{TASK_COLUMNS, conversion, from_micros, internal, micros, task_from_row, uuid_at};
 use crate::domain::{DayWindow, QuotaStatus, Task, TaskContent, TimeZoneName};
-use crate::store::{Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, Result, new_id};
+use crate::domain::{IdempotencyKey, idempotency};
+use crate::store::{Created, Result, new_id};
 
 /// The writer's record of users' limits and their use on one day each, as its own
 /// transactions left them, so that a create need not read them back: that read was a
@@ -127,7 +128,7 @@ pub(super) fn remembered(
     key: &IdempotencyKey,
     now: Timestamp,
 ) -> Result<Option<Created>> {
-    let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
+    let since = micros(idempotency::remembered_since(now));
     let found = c
         .prepare_cached(
             "select fingerprint, task_id, content, day, created_at from idempotency_keys
