@@ -8,5 +8,8 @@ pub mod quota;
 
 pub use idempotency::IdempotencyKey;
 pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
-pub use model::{AdminChanges, AuditEntry, Role, Task, TaskFilter, TaskPatch, User, UserZone, check_role_change};
+pub use model::{
+    AdminChanges, AuditChange, AuditEntry, RefreshVerdict, Role, StoredRefreshToken, Task, TaskFilter, TaskPatch, User,
+    UserZone, check_role_change,
+};
 pub use quota::{DayWindow, QuotaStatus};
