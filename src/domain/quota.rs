@@ -1,5 +1,5 @@
 //! The quota's day: which local calendar day an instant falls on for a user, when that
-//! day ends, and which zone rules at a given instant (QUOTA.md items 3, 4 and 7).
+//! day ends, and which zone rules at a given instant (docs/quota.md items 3, 4 and 7).
 
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
 

@@ -1,6 +1,6 @@
 //! Persistence behind one trait, with an embedded SQLite and a PostgreSQL
 //! implementation chosen by the database URL's scheme. The quota's check-and-consume
-//! lives here, in the same transaction as the insert it guards (QUOTA.md item 2).
+//! lives here, in the same transaction as the insert it guards (docs/quota.md item 2).
 
 pub mod postgres;
 pub mod sqlite;

@@ -1,4 +1,4 @@
-//! The day window at every case QUOTA.md lists, with the clock injected.
+//! The day window at every case docs/quota.md lists, with the clock injected.
 
 use jiff::{SignedDuration, Timestamp, civil::date};
 

@@ -374,7 +374,7 @@ impl Store for PostgresStore {
             // The day comes from the user's zone, which only Rust knows how to apply
             // (the time-zone database ships in the binary); the request has the user
             // already. A concurrent zone change cannot move the day of `now`: it only
-            // takes effect at the next local midnight (QUOTA.md item 4).
+            // takes effect at the next local midnight (docs/quota.md item 4).
             let window = user.zone.window(now);
             let timezone = user.zone.effective(now).clone();
             let task = Task::new(new_id(now), content.into_string(), window.day, now);
