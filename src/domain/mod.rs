@@ -9,7 +9,7 @@ pub mod quota;
 pub use idempotency::IdempotencyKey;
 pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
 pub use model::{
-    AdminChanges, AuditChange, AuditEntry, RefreshVerdict, Role, StoredRefreshToken, Task, TaskFilter, TaskPatch, User,
-    UserZone, check_role_change,
+    AdminChanges, AuditChange, AuditEntry, MAX_BATCH, RefreshVerdict, Role, StoredRefreshToken, Task, TaskFilter,
+    TaskPatch, User, UserZone, check_role_change,
 };
-pub use quota::{DayWindow, QuotaStatus};
+pub use quota::{DayWindow, QuotaStatus, admits};

@@ -93,6 +93,9 @@ pub struct AdminChanges {
     pub role: Option<Role>,
 }
 
+/// Most tasks one batch may create.
+pub const MAX_BATCH: usize = 100;
+
 /// Which of a user's tasks to list, newest first.
 #[derive(Default)]
 pub struct TaskFilter {

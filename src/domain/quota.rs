@@ -66,6 +66,14 @@ impl UserZone {
     }
 }
 
+/// Whether `requested` more units fit a day of which `used` of `limit` are used: the
+/// quota's one rule (docs/quota.md items 2 and 9), for single creates (1) and batches
+/// alike. The PostgreSQL store states the same comparison in its statement, where it
+/// must be evaluated under the row lock of the day's counter.
+pub fn admits(limit: u32, used: u32, requested: u32) -> bool {
+    u64::from(used) + u64::from(requested) <= u64::from(limit)
+}
+
 /// What a user may still create today; what `GET /v1/me/quota` shows and what the
 /// quota headers and the 429 problem document are made from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -125,6 +125,7 @@ fn leak_field(field: String) -> &'static str {
         "password",
         "timezone",
         "content",
+        "tasks",
         "done",
         "daily_limit",
         "role",

@@ -21,6 +21,7 @@ pub use crate::service::tasks::TaskView;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tasks", post(create).get(list))
+        .route("/v1/tasks/batch", post(create_batch))
         .route("/v1/tasks/{id}", get(read).patch(update).delete(remove))
 }
 
@@ -30,6 +31,20 @@ pub struct NewTask {
     /// 1 to 10,000 characters, not blank, no NUL.
     #[schema(min_length = 1, max_length = 10000, pattern = r"^[^\x00]*[^\s\x00][^\x00]*$")]
     pub content: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct NewBatch {
+    /// 1 to 100 tasks, created in this order, all or none.
+    #[schema(min_items = 1, max_items = 100)]
+    tasks: Vec<NewTask>,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Batch {
+    /// The tasks, in the order asked.
+    items: Vec<TaskView>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -82,6 +97,34 @@ async fn create(
         }
         Err(e) => ApiError::from(e).into_response(),
     }
+}
+
+#[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", security(("bearer" = [])), request_body = NewBatch,
+    params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters; a repeat of the same batch within 24 h gets the first answer")),
+    responses((status = 201, description = "Every task, in the order asked; as many units of today's quota used (none for a replay)", body = Batch,
+               headers(("Idempotent-Replayed" = String, description = "true when this is the first answer again"),
+                       ("RateLimit-Policy" = String, description = "\"daily\";q=<limit>;w=86400"),
+                       ("RateLimit" = String, description = "\"daily\";r=<remaining>;t=<seconds to reset>"))),
+              (status = 429, description = "Fewer units remain today than the batch asks for; nothing was created (`requested`, `remaining`)", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to the user's next local midnight"),
+                       ("RateLimit-Policy" = String), ("RateLimit" = String))),
+              (status = 409, description = "A request with this Idempotency-Key is still being processed", body = Problem, content_type = "application/problem+json")))]
+async fn create_batch(
+    State(state): State<AppState>,
+    auth: Authed,
+    key_header: KeyHeader,
+    JsonBody(body): JsonBody<NewBatch>,
+) -> Result<Response, ApiError> {
+    let contents = body.tasks.into_iter().map(|t| t.content).collect();
+    let created = state.services.tasks.create_batch(&auth.user, contents, key_header.bytes(), auth.now).await?;
+    let replayed = if created.replayed { "true" } else { "false" };
+    Ok((
+        StatusCode::CREATED,
+        [(HeaderName::from_static("idempotent-replayed"), replayed)],
+        quota_headers(&created.status, auth.now),
+        Json(Batch { items: created.tasks.into_iter().map(TaskView::from).collect() }),
+    )
+        .into_response())
 }
 
 #[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])),

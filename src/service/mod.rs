@@ -27,9 +27,9 @@ pub enum Error {
     /// The request cannot be done now, for the reason given (shown to the client).
     #[error("{0}")]
     Conflict(&'static str),
-    /// The user's daily quota is used up: the quota as it stood at `now`.
+    /// Fewer units remain today than `requested`: the quota as it stood at `now`.
     #[error("quota exceeded")]
-    QuotaExceeded(Box<QuotaStatus>, Timestamp),
+    QuotaExceeded { status: Box<QuotaStatus>, now: Timestamp, requested: u32 },
     /// The database cannot be reached or is overloaded; worth retrying later.
     #[error("unavailable: {0}")]
     Unavailable(String),

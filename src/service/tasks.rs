@@ -9,9 +9,11 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Error, KEY_IN_FLIGHT};
-use crate::domain::{FieldError, IdempotencyKey, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, User};
+use crate::domain::{
+    FieldError, IdempotencyKey, MAX_BATCH, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, User,
+};
 use crate::events::{Events, Kind};
-use crate::store::{Created, Store};
+use crate::store::{Created, CreatedBatch, Store};
 
 /// A task as clients see it, in answers and in events.
 #[derive(Serialize, ToSchema)]
@@ -45,6 +47,14 @@ impl From<Task> for TaskView {
 /// the replayed answer to an earlier request with the same idempotency key.
 pub struct Outcome {
     pub task: Task,
+    pub status: QuotaStatus,
+    pub replayed: bool,
+}
+
+/// A created batch: its tasks in the order asked, today's quota, and whether this is the
+/// replayed answer to an earlier request with the same idempotency key.
+pub struct BatchOutcome {
+    pub tasks: Vec<Task>,
     pub status: QuotaStatus,
     pub replayed: bool,
 }
@@ -100,9 +110,67 @@ impl TaskService {
             }
             Created::OverLimit(status) => {
                 metrics::counter!(crate::metrics::QUOTA_REJECTIONS).increment(1);
-                Err(Error::QuotaExceeded(Box::new(status), now))
+                Err(Error::QuotaExceeded { status: Box::new(status), now, requested: 1 })
             }
             Created::KeyReused => {
+                Err(FieldError::new("Idempotency-Key", "was already used with another request body").into())
+            }
+        }
+    }
+
+    /// Creates the tasks of `contents` (1 to `MAX_BATCH`, in order) for `user`, all or
+    /// nothing: as many units as tasks, in one atomic step, or none when fewer remain
+    /// (docs/quota.md item 9). `key` covers the batch as a whole.
+    pub async fn create_batch(
+        &self,
+        user: &User,
+        contents: Vec<String>,
+        key: Option<&[u8]>,
+        now: Timestamp,
+    ) -> Result<BatchOutcome, Error> {
+        if contents.is_empty() || contents.len() > MAX_BATCH {
+            return Err(FieldError::new("tasks", format!("must hold 1 to {MAX_BATCH} tasks")).into());
+        }
+        // The fingerprint covers every content, in order.
+        let key = match key {
+            Some(raw) => {
+                Some(IdempotencyKey::parse(raw, "batch", &serde_json::to_string(&contents).unwrap_or_default())?)
+            }
+            None => None,
+        };
+        let mut errors = Vec::new();
+        let mut parsed = Vec::with_capacity(contents.len());
+        for (i, content) in contents.into_iter().enumerate() {
+            match TaskContent::parse(content) {
+                Ok(content) => parsed.push(content),
+                Err(e) => errors.push(FieldError::new("tasks", format!("task {i}: content {}", e.message))),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(Error::Invalid(errors));
+        }
+        let requested = u32::try_from(parsed.len()).unwrap_or(u32::MAX);
+        let _claim = match &key {
+            Some(key) => Some(self.in_flight.claim(user.id, &key.key).ok_or(Error::Conflict(KEY_IN_FLIGHT))?),
+            None => None,
+        };
+        match self.store.create_tasks(user, parsed, key, now).await? {
+            CreatedBatch::Tasks(tasks, status) => {
+                metrics::counter!(crate::metrics::TASKS_CREATED).increment(u64::from(requested));
+                for task in &tasks {
+                    self.events.publish(user.id, Kind::TaskCreated, || TaskView::from(task.clone()));
+                }
+                Ok(BatchOutcome { tasks, status, replayed: false })
+            }
+            CreatedBatch::Replay(tasks) => {
+                let used = self.store.used(user.id, user.zone.window(now).day).await?;
+                Ok(BatchOutcome { tasks, status: QuotaStatus::of(user, used, now), replayed: true })
+            }
+            CreatedBatch::OverLimit(status) => {
+                metrics::counter!(crate::metrics::QUOTA_REJECTIONS).increment(1);
+                Err(Error::QuotaExceeded { status: Box::new(status), now, requested })
+            }
+            CreatedBatch::KeyReused => {
                 Err(FieldError::new("Idempotency-Key", "was already used with another request body").into())
             }
         }

@@ -61,6 +61,29 @@ pub enum Created {
     KeyReused,
 }
 
+/// A batch creation: as many units and rows as tasks, or none.
+pub enum CreatedBatch {
+    Tasks(Vec<Task>, QuotaStatus),
+    /// Fewer units remain than the batch asks for: nothing was created.
+    OverLimit(QuotaStatus),
+    /// The idempotency key was used before for the same batch: its tasks as first
+    /// created, and no quota used.
+    Replay(Vec<Task>),
+    /// The idempotency key was used before for another request.
+    KeyReused,
+}
+
+/// How both stores keep a batch's first answer with its idempotency key: its tasks' ids
+/// and contents, in order, as JSON (the tasks share their day and their instant).
+pub(crate) fn encode_batch(tasks: &[Task]) -> String {
+    let pairs: Vec<(Uuid, &str)> = tasks.iter().map(|t| (t.id, t.content.as_str())).collect();
+    serde_json::to_string(&pairs).unwrap_or_default()
+}
+
+pub(crate) fn decode_batch(text: &str) -> Result<Vec<(Uuid, String)>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Internal(anyhow::anyhow!("a kept batch is unreadable: {e}")))
+}
+
 /// What a refresh token turned out to be.
 pub enum Refreshed {
     /// Spent now, replaced by the new one in the same family.
@@ -167,6 +190,16 @@ pub trait Store: Send + Sync + 'static {
         idempotency: Option<IdempotencyKey>,
         now: Timestamp,
     ) -> Result<Created>;
+    /// `create_task` for several tasks at once, all or nothing: one atomic step that
+    /// uses `contents.len()` units and inserts every task, or changes nothing when fewer
+    /// units remain. The tasks are created in the order given, with ids in that order.
+    async fn create_tasks(
+        &self,
+        user: &User,
+        contents: Vec<TaskContent>,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<CreatedBatch>;
     /// The units of quota the user has used on local `day`.
     async fn used(&self, user_id: Uuid, day: Date) -> Result<u32>;
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>>;

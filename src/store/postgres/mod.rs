@@ -7,6 +7,7 @@
 //! Times are kept as unix microseconds (UTC) in `bigint`, as in the SQLite schema, so
 //! both stores read back exactly the instant they were given; days are `date`.
 
+mod batch;
 mod jobs;
 mod pool;
 mod queries;
@@ -45,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "idempotency", include_str!("migrations/0002_idempotency.sql")),
     (3, "prune_indexes", include_str!("migrations/0003_prune_indexes.sql")),
+    (5, "idempotent_batches", include_str!("migrations/0005_idempotent_batches.sql")),
 ];
 
 pub struct PostgresStore {

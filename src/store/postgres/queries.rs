@@ -12,12 +12,12 @@ use uuid::Uuid;
 
 use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS, decode, micros};
 use super::tasks::{consume_and_insert, create_keyed, created, load_task, used_on};
-use super::{PostgresStore, bounded, classify};
+use super::{PostgresStore, batch, bounded, classify};
 use crate::domain::{
     AdminChanges, AuditEntry, IdempotencyKey, RefreshVerdict, StoredRefreshToken, Task, TaskContent, TaskFilter,
     TaskPatch, User, Username,
 };
-use crate::store::{Created, NewUser, Prune, Pruned, Refreshed, Result, Store, UserChanges, new_id};
+use crate::store::{Created, CreatedBatch, NewUser, Prune, Pruned, Refreshed, Result, Store, UserChanges, new_id};
 
 async fn load_user(c: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
     let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))
@@ -384,6 +384,24 @@ impl Store for PostgresStore {
                 return created(c, user_id, task, limit, used, window, timezone).await;
             };
             create_keyed(c, user_id, task, key, window, timezone, now).await
+        }))
+        .await
+    }
+
+    async fn create_tasks(
+        &self,
+        user: &User,
+        contents: Vec<TaskContent>,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<CreatedBatch> {
+        let user_id = user.id;
+        bounded(self.db.run(async |c| {
+            let window = user.zone.window(now);
+            let timezone = user.zone.effective(now).clone();
+            let tasks =
+                contents.into_iter().map(|content| Task::new(new_id(now), content.into_string(), window.day, now));
+            batch::create(c, user_id, tasks.collect(), idempotency, window, timezone, now).await
         }))
         .await
     }

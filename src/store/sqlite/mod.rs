@@ -22,8 +22,8 @@ use self::rows::{
     uuid_at,
 };
 use self::sessions::SessionCache;
-use self::tasks::{NewTask, QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
-use super::{Created, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, UserChanges, new_id};
+use self::tasks::{NewBatch, NewTask, QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
+use super::{Created, CreatedBatch, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, UserChanges, new_id};
 use crate::domain::{
     AdminChanges, AuditEntry, IdempotencyKey, RefreshVerdict, StoredRefreshToken, Task, TaskContent, TaskFilter,
     TaskPatch, User, UserZone, Username,
@@ -36,6 +36,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_no_day_index.sql"),
     include_str!("migrations/0005_usage_trigger.sql"),
     include_str!("migrations/0006_prune_indexes.sql"),
+    include_str!("migrations/0008_idempotent_batches.sql"),
 ];
 
 pub struct SqliteStore {
@@ -427,6 +428,36 @@ impl Store for SqliteStore {
                     memo
                 });
                 tasks::create(c, &mut memo, epoch.get(), new)
+            })
+            .await
+    }
+
+    async fn create_tasks(
+        &self,
+        user: &User,
+        contents: Vec<TaskContent>,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<CreatedBatch> {
+        let new = NewBatch {
+            user_id: user.id,
+            window: user.zone.window(now),
+            timezone: user.zone.effective(now).clone(),
+            contents,
+            idempotency,
+            now,
+        };
+        // Several statements: the savepoint makes the batch all or nothing.
+        let mode = Mode { savepoint: true, keeps_epoch: true };
+        let (memo, epoch) = (self.quota_memo.clone(), self.pool.epoch());
+        self.pool
+            .write_with(mode, move |c| {
+                let mut memo = memo.lock().unwrap_or_else(|poisoned| {
+                    let mut memo = poisoned.into_inner();
+                    *memo = QuotaMemo::default();
+                    memo
+                });
+                tasks::create_batch(c, &mut memo, epoch.get(), new)
             })
             .await
     }
