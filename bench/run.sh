@@ -354,6 +354,12 @@ bench_backend() {
         R[$name.group_commit]=$(awk -v j=$((jobs1 - jobs0)) -v c=$((commits1 - commits0)) -v us="${R[$name-create.duration_us]}" \
             'BEGIN { printf "%d commits (%.0f/s), %.1f jobs per commit on average", c, c / (us / 1e6), j / c }')
     fi
+    # Batches of 10 and of 100 tasks (POST /v1/tasks/batch): tasks/s is 201s/s x size.
+    local batch10 batch100
+    batch10=$(python3 -c 'import json; print(json.dumps({"tasks": [{"content": "bench task"}] * 10}))')
+    batch100=$(python3 -c 'import json; print(json.dumps({"tasks": [{"content": "bench task"}] * 100}))')
+    scenario "$name-batch10" "$url" POST /v1/tasks/batch "$tokens" "$batch10"
+    scenario "$name-batch100" "$url" POST /v1/tasks/batch "$tokens" "$batch100"
     scenario "$name-quota" "$url" GET /v1/me/quota "$tokens" ""
     local flooded=""
     if [[ $name == sqlite ]] && ((FLOOD > 0)); then
@@ -399,8 +405,13 @@ bench_backend() {
 
     echo "(CPU us/req: quotask's CPU time per answer. server, pg, wrk, irq, others: cores busy on average while wrk ran," \
         "of $(nproc): quotask, PostgreSQL's processes, wrk, interrupts and softirqs (loopback TCP), everything else)"
-    print_table "$name-healthz" "$name-create" "$name-quota" $flooded "$name-healthz-after"
-    echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; quota ${R[$name-quota.codes]}; healthz after ${R[$name-healthz-after.codes]}"
+    print_table "$name-healthz" "$name-create" "$name-batch10" "$name-batch100" "$name-quota" $flooded "$name-healthz-after"
+    echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; batch10 ${R[$name-batch10.codes]}; batch100 ${R[$name-batch100.codes]}; quota ${R[$name-quota.codes]}; healthz after ${R[$name-healthz-after.codes]}"
+    local size
+    for size in 10 100; do
+        R[$name-batch$size.tasks_per_s]=$(awk -v r="${R[$name-batch$size.ok_per_s]}" -v n="$size" 'BEGIN { printf "%.0f", r * n }')
+        echo "batches of $size: ${R[$name-batch$size.tasks_per_s]} tasks/s (${R[$name-batch$size.ok_per_s]} batches/s, p99 $(ms "${R[$name-batch$size.p99_us]}") ms); single creates: ${R[$name-create.ok_per_s]} tasks/s"
+    done
     if [[ -n $flooded ]]; then
         echo "sign-in flood ($FLOOD connections) during $name-quota-flood: ${R[$name-flood.rps]:-?} sign-ins/s, p50 $(ms "${R[$name-flood.p50_us]:-0}") ms, p99 $(ms "${R[$name-flood.p99_us]:-0}") ms, codes ${R[$name-flood.codes]:-?}; quota codes ${R[$name-quota-flood.codes]}"
         [[ -n ${R[$name-quota-busy.codes]:-} ]] &&
@@ -423,8 +434,9 @@ bench_backend() {
         counts=$(python3 "$BENCH/helpers.py" pg-count "$PG_URL" "$prefix")
     fi
     read -r stored used <<<"$counts"
-    created=${R[$name-create.status_201]}
-    inflight=$((R[$name-create.generated] - R[$name-create.requests]))
+    # Batches count as many tasks as they hold.
+    created=$((R[$name-create.status_201] + 10 * R[$name-batch10.status_201] + 100 * R[$name-batch100.status_201]))
+    inflight=$((R[$name-create.generated] - R[$name-create.requests] + 10 * (R[$name-batch10.generated] - R[$name-batch10.requests]) + 100 * (R[$name-batch100.generated] - R[$name-batch100.requests])))
     local check=MISS
     if ((stored >= created && stored <= created + inflight && used == stored)); then check=PASS; fi
     R[$name.count_check]=$check
