@@ -95,7 +95,7 @@ fn save_zone(conn: &Connection, id: Uuid, zone: &UserZone) -> Result<()> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        self.pool.read(|c| c.query_row("select 1", [], |_| Ok(())).map_err(internal)).await
+        self.pool.ping().await
     }
 
     async fn close(&self) {

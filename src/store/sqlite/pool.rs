@@ -168,11 +168,15 @@ impl Pool {
             });
             (ok, reply)
         });
-        self.writer
-            .send(Job { run, mode })
-            .await
-            .map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?;
-        rx.await.map_err(|_| StoreError::Unavailable("the writer has stopped".into()))?
+        self.writer.send(Job { run, mode }).await.map_err(|_| writer_stopped())?;
+        // Without an answer: the job panicked (and was undone), or the writer stopped.
+        rx.await.map_err(|_| {
+            if self.writer.is_closed() {
+                writer_stopped()
+            } else {
+                StoreError::Unavailable("a write failed on the writer thread".into())
+            }
+        })?
     }
 
     /// Runs `f` on the reader thread, in the next group read: every statement of `f`,
@@ -197,6 +201,15 @@ impl Pool {
         rx.await.map_err(|_| StoreError::Unavailable("a read failed on the reader thread".into()))?
     }
 
+    /// Whether both threads serve: the writer is running (it stops only when it cannot go
+    /// on, see `run_writer`) and the reader answers.
+    pub async fn ping(&self) -> Result<()> {
+        if self.writer.is_closed() {
+            return Err(writer_stopped());
+        }
+        self.read(|c| c.query_row("select 1", [], |_| Ok(())).map_err(|e| StoreError::Internal(e.into()))).await
+    }
+
     /// At a clean stop, after the last request: copies the whole WAL into the database
     /// and empties it, so the next start has no WAL to read back (a full one took
     /// 180 ms to recover). Waits at most a few seconds for reads still running.
@@ -206,6 +219,10 @@ impl Pool {
             let _ = finished.await;
         }
     }
+}
+
+fn writer_stopped() -> StoreError {
+    StoreError::Unavailable("the writer has stopped".into())
 }
 
 /// WAL pages after which the writer checkpoints what the checkpoint thread has not yet
@@ -367,16 +384,15 @@ fn run_reader(conn: Connection, mut rx: mpsc::Receiver<Read>) {
     }
 }
 
+/// The writer thread. It stops (and `Pool::ping` fails from then on) only when its
+/// connection is left inside a transaction that cannot be rolled back: every later
+/// batch would fail to begin.
 fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, epoch: Epoch) {
     let mut data_version = None;
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while next_batch(&mut rx, &mut batch) {
         metrics::histogram!(crate::metrics::DB_GROUP_COMMIT_SIZE).record(batch.len() as f64);
-        let replies = commit_batch(&conn, batch.drain(..), &epoch, &mut data_version);
-        let (replies, outcome) = match replies {
-            Ok(replies) => (replies, Ok(())),
-            Err((replies, e)) => (replies, Err(e)),
-        };
+        let (replies, outcome) = commit_batch(&conn, batch.drain(..), &epoch, &mut data_version);
         if let Err(e) = &outcome {
             epoch.advance();
             tracing::error!(error = %e, jobs = replies.len(), "group commit failed");
@@ -384,72 +400,98 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, epoch: Epoch) {
         for reply in replies {
             reply(outcome.as_ref().map(|_| ()).map_err(|e| StoreError::Unavailable(e.to_string())));
         }
+        if !conn.is_autocommit() {
+            tracing::error!("the writer cannot roll back its transaction; it stops, and /readyz answers 503");
+            return;
+        }
     }
 }
 
-/// Runs a batch in one transaction. On failure every reply is still handed back, so
-/// each caller hears of it.
+/// Runs a batch in one transaction and hands back every job's reply, with the batch's
+/// outcome (on failure nothing of the batch is kept, so each caller hears of it).
 fn commit_batch(
     conn: &Connection,
     jobs: impl Iterator<Item = Job>,
     epoch: &Epoch,
     data_version: &mut Option<i64>,
-) -> std::result::Result<Vec<Reply>, (Vec<Reply>, rusqlite::Error)> {
+) -> (Vec<Reply>, rusqlite::Result<()>) {
     let mut replies = Vec::with_capacity(MAX_BATCH);
-    let mut failure = run(conn, "begin immediate").err();
-    if failure.is_none() {
-        // Read with the write lock held: no other connection can commit until ours does.
-        match conn.prepare_cached("pragma data_version").and_then(|mut s| s.query_row([], |r| r.get(0))) {
-            Ok(now) if Some(now) == *data_version => {}
-            Ok(now) => {
-                *data_version = Some(now);
-                epoch.advance();
-            }
-            Err(e) => failure = Some(e),
-        }
-    }
+    let mut failure = begin(conn, epoch, data_version).err();
     for job in jobs {
         if failure.is_some() {
             replies.push(never_ran());
             continue;
         }
-        if !job.mode.keeps_epoch {
-            epoch.advance();
-        }
-        if job.mode.savepoint
-            && let Err(e) = run(conn, "savepoint job")
-        {
-            failure = Some(e);
-            replies.push(never_ran());
-            continue;
-        }
-        let (ok, reply) = (job.run)(conn);
+        let (reply, outcome) = run_job(conn, job, epoch);
         replies.push(reply);
-        let end = match (job.mode.savepoint, ok) {
-            (false, _) => Ok(()),
-            (true, true) => run(conn, "release job"),
-            (true, false) => run(conn, "rollback to job").and(run(conn, "release job")),
-        };
-        if let Err(e) = end {
-            failure = Some(e);
-        } else if conn.is_autocommit() {
-            // Some errors (a full disk, an I/O error) make SQLite roll the whole
-            // transaction back; what follows must not run outside of it.
-            failure = Some(rusqlite::Error::SqliteFailure(
-                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT),
-                Some("the transaction was rolled back by a failed statement".into()),
-            ));
-        }
+        failure = outcome.err();
     }
-    match failure.map_or_else(|| run(conn, "commit").err(), Some) {
-        None => Ok(replies),
-        Some(e) => {
-            if !conn.is_autocommit() {
-                let _ = conn.execute_batch("rollback");
+    let outcome = match failure {
+        None => run(conn, "commit"),
+        Some(e) => Err(e),
+    };
+    if outcome.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("rollback");
+    }
+    (replies, outcome)
+}
+
+/// Begins the batch's transaction, and moves the epoch if another connection committed
+/// since the last batch.
+fn begin(conn: &Connection, epoch: &Epoch, data_version: &mut Option<i64>) -> rusqlite::Result<()> {
+    run(conn, "begin immediate")?;
+    // Read with the write lock held: no other connection can commit until ours does.
+    let now = conn.prepare_cached("pragma data_version")?.query_row([], |r| r.get(0))?;
+    if Some(now) != *data_version {
+        *data_version = Some(now);
+        epoch.advance();
+    }
+    Ok(())
+}
+
+/// Runs one job of the batch: its reply, and whether the batch can go on. A job that
+/// panics fails alone: its reply channel goes with it (its caller hears that it failed)
+/// and its changes are undone with its savepoint. A job without a savepoint promised one
+/// statement at most; if it changed anything before it panicked, that cannot be undone
+/// alone, so the batch fails instead, and no caller is told of a change that is kept.
+fn run_job(conn: &Connection, job: Job, epoch: &Epoch) -> (Reply, rusqlite::Result<()>) {
+    if !job.mode.keeps_epoch {
+        epoch.advance();
+    }
+    if job.mode.savepoint
+        && let Err(e) = run(conn, "savepoint job")
+    {
+        return (never_ran(), Err(e));
+    }
+    let changes = conn.total_changes();
+    let (ok, reply) = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (job.run)(conn))) {
+        Ok(ran) => ran,
+        Err(_) => {
+            // A memo may have recorded a change that is now undone.
+            epoch.advance();
+            tracing::error!("a write job panicked; its changes are undone");
+            if !job.mode.savepoint && conn.total_changes() != changes {
+                return (never_ran(), Err(aborted("a job without a savepoint panicked after a change")));
             }
-            Err((replies, e))
+            (false, never_ran())
         }
-    }
+    };
+    let end = match (job.mode.savepoint, ok) {
+        (false, _) => Ok(()),
+        (true, true) => run(conn, "release job"),
+        (true, false) => run(conn, "rollback to job").and(run(conn, "release job")),
+    };
+    // Some errors (a full disk, an I/O error) make SQLite roll the whole transaction
+    // back; what follows must not run outside of it.
+    let end = end.and_then(|()| match conn.is_autocommit() {
+        true => Err(aborted("the transaction was rolled back by a failed statement")),
+        false => Ok(()),
+    });
+    (reply, end)
+}
+
+fn aborted(why: &str) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_ABORT), Some(why.into()))
 }
 
 /// Runs a statement without results through the statement cache (the transaction and
@@ -458,8 +500,8 @@ fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
 }
 
-/// The reply in place of a job that never ran because the batch had already failed; its
-/// real reply channel is dropped with the job, which its caller reads as "unavailable".
+/// The reply in place of one that went with its job: the job never ran (the batch had
+/// already failed) or it panicked. Its caller reads the dropped channel as a failure.
 fn never_ran() -> Reply {
     Box::new(|_| {})
 }
@@ -548,5 +590,118 @@ mod tests {
         assert!(failed.is_err());
         assert!(at(&pool).await > after_other, "a failed batch moves it");
         assert_eq!(epoch.get(), at(&pool).await);
+    }
+
+    /// Holds the writer inside a job until `n` more jobs wait behind it, so that they
+    /// make one batch together.
+    async fn one_batch_of(pool: &Arc<Pool>, n: usize) -> tokio::task::JoinHandle<()> {
+        let queue = pool.writer.clone();
+        let pool = pool.clone();
+        let (running, started) = oneshot::channel();
+        let held = tokio::spawn(async move {
+            pool.write(move |_| {
+                let _ = running.send(());
+                while queue.max_capacity() - queue.capacity() < n {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                Ok(())
+            })
+            .await
+            .unwrap();
+        });
+        started.await.unwrap();
+        held
+    }
+
+    fn insert(i: i64) -> impl FnOnce(&Connection) -> Result<()> + Send + 'static {
+        move |c| c.execute("insert into t values (?1)", [i]).map(drop).map_err(|e| StoreError::Internal(e.into()))
+    }
+
+    fn ids(dir: &tempfile::TempDir) -> Vec<i64> {
+        let c = Connection::open(dir.path().join("db")).unwrap();
+        let mut s = c.prepare("select x from t order by x").unwrap();
+        s.query_map([], |r| r.get(0)).unwrap().map(|r| r.unwrap()).collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_write_job_fails_alone_and_later_writes_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(pool(&dir));
+        let held = one_batch_of(&pool, 3).await;
+        let (before, panics, after) = tokio::join!(
+            pool.write(insert(1)),
+            pool.write(|c| -> Result<()> {
+                insert(2)(c)?;
+                panic!("a bug in a write")
+            }),
+            pool.write(insert(3)),
+        );
+        held.await.unwrap();
+
+        assert!(before.is_ok() && after.is_ok(), "{before:?} {after:?}");
+        assert!(matches!(panics, Err(StoreError::Unavailable(_))), "{panics:?}");
+        pool.write(insert(4)).await.expect("the writer goes on");
+        assert_eq!(ids(&dir), [1, 3, 4], "the panicking job's insert was undone alone");
+    }
+
+    const ONE_STATEMENT: Mode = Mode { savepoint: false, keeps_epoch: false };
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_without_a_savepoint_that_panics_before_any_change_fails_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(pool(&dir));
+        let held = one_batch_of(&pool, 3).await;
+        let (before, panics, after) = tokio::join!(
+            pool.write_with(ONE_STATEMENT, insert(1)),
+            pool.write_with(ONE_STATEMENT, |_| -> Result<()> { panic!("a bug before the statement") }),
+            pool.write_with(ONE_STATEMENT, insert(3)),
+        );
+        held.await.unwrap();
+
+        assert!(before.is_ok() && after.is_ok(), "{before:?} {after:?}");
+        assert!(matches!(panics, Err(StoreError::Unavailable(_))), "{panics:?}");
+        assert_eq!(ids(&dir), [1, 3]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_without_a_savepoint_that_panics_after_a_change_fails_its_batch_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = Arc::new(pool(&dir));
+        let held = one_batch_of(&pool, 3).await;
+        let (before, panics, after) = tokio::join!(
+            pool.write_with(ONE_STATEMENT, insert(1)),
+            pool.write_with(ONE_STATEMENT, |c| -> Result<()> {
+                insert(2)(c)?;
+                panic!("a bug after the statement")
+            }),
+            pool.write_with(ONE_STATEMENT, insert(3)),
+        );
+        held.await.unwrap();
+
+        for answer in [before, panics, after] {
+            assert!(matches!(answer, Err(StoreError::Unavailable(_))), "{answer:?}");
+        }
+        pool.write(insert(4)).await.expect("the writer goes on");
+        assert_eq!(ids(&dir), [4], "no failed answer hides a kept change");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn ping_fails_once_the_writer_has_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = pool(&dir);
+        pool.ping().await.expect("a fresh store answers");
+        // A fault in the writer's own code, outside any job: its thread ends.
+        let run: Run = Box::new(|_| (true, Box::new(|_| panic!("a bug in the writer"))));
+        pool.writer.send(Job { run, mode: Mode { savepoint: true, keeps_epoch: false } }).await.unwrap();
+
+        let mut answer = pool.ping().await;
+        for _ in 0..100 {
+            if answer.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            answer = pool.ping().await;
+        }
+        assert!(matches!(answer, Err(StoreError::Unavailable(_))), "{answer:?}");
     }
 }
