@@ -397,6 +397,8 @@ fn run_writer(conn: Connection, mut rx: mpsc::Receiver<Job>, epoch: Epoch) {
             epoch.advance();
             tracing::error!(error = %e, jobs = replies.len(), "group commit failed");
         }
+        // A failed WAL write fails the rest of its transaction only.
+        wal_buffer::end_transaction(&conn);
         for reply in replies {
             reply(outcome.as_ref().map(|_| ()).map_err(|e| StoreError::Unavailable(e.to_string())));
         }
@@ -703,5 +705,53 @@ mod tests {
             answer = pool.ping().await;
         }
         assert!(matches!(answer, Err(StoreError::Unavailable(_))), "{answer:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_wal_write_found_by_a_read_fails_the_whole_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let pool =
+            Arc::new(Pool::open(&path, &["create table t (x integer primary key, body text not null)"]).unwrap());
+        // A page cache of 10 pages: the batch's changes spill into the WAL before its
+        // commit, and are read back while it goes on.
+        pool.write(|c| c.pragma_update(None, "cache_size", 10).map_err(|e| StoreError::Internal(e.into())))
+            .await
+            .unwrap();
+        let fill = |from: i64| {
+            move |c: &Connection| {
+                for i in from..from + 300 {
+                    c.execute("insert into t values (?1, ?2)", (i, format!("{i:0>2000}")))
+                        .map_err(|e| StoreError::Internal(e.into()))?;
+                }
+                Ok(())
+            }
+        };
+        let held = one_batch_of(&pool, 3).await;
+        let update_path = path.clone();
+        let (filled, updated, inserted) = tokio::join!(
+            pool.write(fill(0)),
+            pool.write(move |c| {
+                crate::store::sqlite::wal_buffer::tests::fail_next_read_flush(&update_path);
+                c.execute("update t set body = upper(body) where x % 3 = 0", [])
+                    .map(drop)
+                    .map_err(|e| StoreError::Internal(e.into()))
+            }),
+            pool.write(fill(1000)),
+        );
+        held.await.unwrap();
+
+        assert!(!crate::store::sqlite::wal_buffer::tests::read_flush_fault_armed(&path), "the fault fired");
+        assert!(filled.is_err() && updated.is_err() && inserted.is_err(), "{filled:?} {updated:?} {inserted:?}");
+        pool.write(fill(5000)).await.expect("the writer goes on");
+        drop(pool);
+        // Let the writer thread close its connection.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let reopened = Connection::open(&path).unwrap();
+        let check: String = reopened.query_row("pragma integrity_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(check, "ok");
+        let rows: i64 = reopened.query_row("select count(*) from t where x >= 5000", [], |r| r.get(0)).unwrap();
+        let all: i64 = reopened.query_row("select count(*) from t", [], |r| r.get(0)).unwrap();
+        assert_eq!((rows, all), (300, 300), "only the acknowledged batch is stored");
     }
 }
