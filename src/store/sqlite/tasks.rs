@@ -17,7 +17,7 @@ use crate::store::{Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, Result, new
 ///
 /// Only creates change what it records, and each records its own change once all its
 /// statements succeeded. Anything else that could change it (any other write, a batch
-/// rolled back, another process committing) moves the writer's epoch (`pool::Epoch`),
+/// rolled back, another process committing) moves the writer's epoch (`writer::Epoch`),
 /// and the memo starts empty again.
 #[derive(Default)]
 pub(super) struct QuotaMemo {

@@ -18,7 +18,8 @@
 //! - other connections (the reader, the checkpointer, another process) find frames only
 //!   through the WAL index, and a commit enters it only after SQLite has synced the WAL,
 //!   which empties the buffer first. This holds because the writer commits with
-//!   `synchronous=FULL`, which syncs the WAL at every commit; `Pool::open` checks it;
+//!   `synchronous=FULL`, which syncs the WAL at every commit; `connection::open_writer`
+//!   checks it;
 //! - a crash loses only what was not yet synced, which SQLite never counted on, as if the
 //!   kernel had not written it back yet;
 //! - a failed write fails the whole transaction, as the write would have: it is reported
