@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use rusqlite::{Connection, OpenFlags};
+use rusqlite_migration::{M, Migrations};
 
 use super::wal_buffer;
 
@@ -70,14 +71,13 @@ pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Brings the schema to the last of `migrations`. `rusqlite_migration` counts the
+/// migrations applied in `user_version`, as this store always has, so a database
+/// migrated before it came is not migrated again (see the tests). Unlike a plain loop,
+/// it refuses a database migrated further than this binary knows, rather than serve a
+/// schema it was not written for, and applies what is missing in one transaction.
 fn migrate(conn: &mut Connection, migrations: &[&str]) -> anyhow::Result<()> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    for (i, sql) in migrations.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
-    }
+    Migrations::new(migrations.iter().map(|sql| M::up(sql)).collect()).to_latest(conn)?;
     Ok(())
 }
 
@@ -85,4 +85,72 @@ fn migrate(conn: &mut Connection, migrations: &[&str]) -> anyhow::Result<()> {
 /// savepoint statements of every batch would otherwise be parsed anew each time).
 pub(super) fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::MIGRATIONS;
+
+    fn pragma(conn: &Connection, name: &str) -> i64 {
+        conn.pragma_query_value(None, name, |r| r.get(0)).unwrap()
+    }
+
+    /// The runner this store had before `rusqlite_migration`, as it was.
+    fn former_migrate(conn: &mut Connection, migrations: &[&str]) {
+        let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        for (i, sql) in migrations.iter().enumerate().skip(version) {
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(sql).unwrap();
+            tx.pragma_update(None, "user_version", i + 1).unwrap();
+            tx.commit().unwrap();
+        }
+    }
+
+    #[test]
+    fn a_database_the_former_runner_migrated_opens_without_being_migrated_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut old = Connection::open(&path).unwrap();
+        old.pragma_update(None, "journal_mode", "wal").unwrap();
+        former_migrate(&mut old, MIGRATIONS);
+        old.execute("insert into settings (key, value) values ('kept', x'01')", []).unwrap();
+        // Counts every change to the schema: a migration run again would move it.
+        let schema = pragma(&old, "schema_version");
+        drop(old);
+
+        let reopened = open_writer(&path, MIGRATIONS).unwrap();
+
+        assert_eq!(pragma(&reopened, "user_version"), 6);
+        assert_eq!(pragma(&reopened, "schema_version"), schema, "no migration ran again");
+        let kept: i64 =
+            reopened.query_row("select count(*) from settings where key = 'kept'", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 1);
+    }
+
+    #[test]
+    fn a_new_database_gets_every_migration_and_the_former_runners_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut former = Connection::open(dir.path().join("former")).unwrap();
+        former_migrate(&mut former, MIGRATIONS);
+
+        let new = open_writer(&dir.path().join("new"), MIGRATIONS).unwrap();
+
+        assert_eq!(pragma(&new, "user_version"), MIGRATIONS.len() as i64);
+        let schema = |c: &Connection| -> Vec<String> {
+            let mut s = c.prepare("select sql from sqlite_schema where sql is not null order by name").unwrap();
+            s.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        };
+        assert_eq!(schema(&new), schema(&former));
+    }
+
+    #[test]
+    fn a_database_migrated_further_than_this_binary_knows_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(open_writer(&path, MIGRATIONS).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", MIGRATIONS.len() + 1).unwrap();
+
+        assert!(open_writer(&path, MIGRATIONS).is_err());
+    }
 }
