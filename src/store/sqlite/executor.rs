@@ -76,18 +76,16 @@ impl Executor {
     }
 
     /// Runs `f` inside the next group commit, in a savepoint of its own; answers after
-    /// the commit is on disk.
+    /// the commit is on disk. Moves the writer's epoch (see `Mode`).
     pub async fn write<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        self.write_with(Mode { savepoint: true, keeps_epoch: false }, f).await
+        self.write_with(Mode::SAVEPOINT, f).await
     }
 
-    /// `write`, run as `mode` says. Without a savepoint (for an `f` that changes the
-    /// database with one statement at most, so that its failure leaves nothing to undo)
-    /// the writer, which every create waits for, runs two statements fewer.
+    /// `write`, run as `mode` says.
     pub async fn write_with<T, F>(&self, mode: Mode, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -324,7 +322,7 @@ pub(super) mod tests {
         executor.ping().await.expect("a fresh store answers");
         // A fault in the writer's own code, outside any job: its thread ends.
         let run: Run = Box::new(|_| (true, Box::new(|_| panic!("a bug in the writer"))));
-        executor.writer.send(Job { run, mode: Mode { savepoint: true, keeps_epoch: false } }).await.unwrap();
+        executor.writer.send(Job { run, mode: Mode::SAVEPOINT }).await.unwrap();
 
         let mut answer = executor.ping().await;
         for _ in 0..100 {

@@ -422,8 +422,9 @@ impl Store for SqliteStore {
             idempotency,
             now,
         };
-        // Without a key the create changes the database in one statement.
-        let mode = Mode { savepoint: new.idempotency.is_some(), keeps_epoch: true };
+        // Without a key the create changes the database in one statement; it records
+        // what it changes in the quota memo, so it keeps the epoch.
+        let mode = if new.idempotency.is_some() { Mode::SAVEPOINT } else { Mode::ONE_STATEMENT }.keeping_epoch();
         let (memo, epoch) = (self.quota_memo.clone(), self.executor.epoch());
         self.executor
             .write_with(mode, move |c| {

@@ -33,17 +33,36 @@ pub(super) struct Job {
     pub(super) mode: Mode,
 }
 
-/// How the writer runs a job.
-#[derive(Clone, Copy)]
+/// How the writer runs a job: in a savepoint of its own or not, and whether it keeps
+/// the `Epoch`.
+///
+/// The epoch rule: a job moves the epoch before it runs, so that the quota memo
+/// (`tasks::QuotaMemo`) forgets every count it holds, unless its mode says
+/// `keeping_epoch`. Only a job that records each change it makes in that memo itself
+/// may keep it: today only a create (`tasks::create`, through
+/// `SqliteStore::create_task`). So a new kind of write is right without a thought: both
+/// modes move the epoch, and so does `Executor::write`.
+#[derive(Clone, Copy, Debug)]
 pub struct Mode {
-    /// Whether the job gets a savepoint, so that its failure undoes its changes alone.
-    /// A job that changes the database in one statement at most does not need one:
-    /// SQLite applies a statement whole or not at all.
-    pub savepoint: bool,
-    /// Whether the job leaves the `Epoch` where it is: true only for jobs whose every
-    /// change is recorded by the memo that relies on the epoch (creates, in
-    /// `tasks::QuotaMemo`). Any other job moves it before it runs.
-    pub keeps_epoch: bool,
+    savepoint: bool,
+    keeps_epoch: bool,
+}
+
+impl Mode {
+    /// In a savepoint of its own, so that its failure undoes its changes alone; moves the
+    /// epoch. `Executor::write` runs jobs so.
+    pub const SAVEPOINT: Mode = Mode { savepoint: true, keeps_epoch: false };
+    /// Without a savepoint, for a job that changes the database with one statement at
+    /// most: SQLite applies a statement whole or not at all, so its failure leaves
+    /// nothing to undo, and the writer, which every create waits for, runs two
+    /// statements fewer. Moves the epoch.
+    pub const ONE_STATEMENT: Mode = Mode { savepoint: false, keeps_epoch: false };
+
+    /// This mode, leaving the epoch where it is: only for a job that records in the
+    /// quota memo every change it makes (see the epoch rule above).
+    pub const fn keeping_epoch(self) -> Mode {
+        Mode { keeps_epoch: true, ..self }
+    }
 }
 
 /// See the module doc. It moves before a job that does not keep it, after a batch that
@@ -194,8 +213,8 @@ mod tests {
     use crate::store::sqlite::executor::Executor;
     use crate::store::sqlite::executor::tests::{executor_in, ids, insert, one_batch_of};
 
-    const KEEPS: Mode = Mode { savepoint: false, keeps_epoch: true };
-    const ONE_STATEMENT: Mode = Mode { savepoint: false, keeps_epoch: false };
+    const KEEPS: Mode = Mode::ONE_STATEMENT.keeping_epoch();
+    const ONE_STATEMENT: Mode = Mode::ONE_STATEMENT;
 
     /// The epoch as a job that keeps it sees it.
     async fn at(executor: &Executor) -> u64 {
@@ -216,11 +235,14 @@ mod tests {
             .unwrap();
         let after_write = at(&executor).await;
         assert!(after_write > first, "another job moves it");
+        executor.write_with(ONE_STATEMENT, insert(3)).await.unwrap();
+        let after_one_statement = at(&executor).await;
+        assert!(after_one_statement > after_write, "a job of one statement moves it too");
 
         let other = Connection::open(dir.path().join("db")).unwrap();
         other.execute("insert into t values (2)", []).unwrap();
         let after_other = at(&executor).await;
-        assert!(after_other > after_write, "another connection's commit moves it");
+        assert!(after_other > after_one_statement, "another connection's commit moves it");
 
         // A job that ends the transaction under the writer makes the batch fail.
         let failed = executor
