@@ -1,12 +1,15 @@
 //! The embedded store: SQLite in WAL mode with `synchronous=FULL`, written through one
-//! group-committing writer (see `pool`).
+//! group-committing writer (see `executor`).
 
-mod pool;
+mod checkpointer;
+mod connection;
+mod executor;
 mod prune;
 mod rows;
 mod sessions;
 mod tasks;
 mod wal_buffer;
+mod writer;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -16,7 +19,7 @@ use jiff::{Timestamp, civil::Date};
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
-use self::pool::{Mode, Pool};
+use self::executor::{Executor, Mode};
 use self::rows::{
     TASK_COLUMNS, USER_COLUMNS, from_micros, internal, is_unique_violation, micros, task_from_row, user_from_row,
     uuid_at,
@@ -40,7 +43,7 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 pub struct SqliteStore {
-    pool: Pool,
+    executor: Executor,
     sessions: SessionCache,
     /// Read and changed by creates only, on the writer thread (so never contended).
     quota_memo: Arc<Mutex<QuotaMemo>>,
@@ -48,7 +51,11 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        Ok(Self { pool: Pool::open(path, MIGRATIONS)?, sessions: SessionCache::default(), quota_memo: Arc::default() })
+        Ok(Self {
+            executor: Executor::open(path, MIGRATIONS)?,
+            sessions: SessionCache::default(),
+            quota_memo: Arc::default(),
+        })
     }
 
     /// A write that may change what a session resolves to (a user's settings, a
@@ -58,7 +65,7 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let result = self.pool.write(f).await;
+        let result = self.executor.write(f).await;
         self.sessions.forget_all();
         result
     }
@@ -96,15 +103,15 @@ fn save_zone(conn: &Connection, id: Uuid, zone: &UserZone) -> Result<()> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<()> {
-        self.pool.read(|c| c.query_row("select 1", [], |_| Ok(())).map_err(internal)).await
+        self.executor.ping().await
     }
 
     async fn close(&self) {
-        self.pool.close().await;
+        self.executor.close().await;
     }
 
     async fn durability(&self) -> Result<String> {
-        self.pool
+        self.executor
             .write(|c| {
                 let mode: String = c.pragma_query_value(None, "journal_mode", |r| r.get(0)).map_err(internal)?;
                 let sync: i64 = c.pragma_query_value(None, "synchronous", |r| r.get(0)).map_err(internal)?;
@@ -115,7 +122,7 @@ impl Store for SqliteStore {
     }
 
     async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>> {
-        self.pool
+        self.executor
             .write(move |c| {
                 c.execute(
                     "insert into settings (key, value) values ('jwt_secret', ?1) on conflict (key) do nothing",
@@ -128,7 +135,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_user(&self, user: NewUser, now: Timestamp) -> Result<User> {
-        self.pool
+        self.executor
             .write(move |c| {
                 let id = new_id(now);
                 let inserted = c.execute(
@@ -155,7 +162,7 @@ impl Store for SqliteStore {
 
     async fn user_credentials(&self, username: &Username) -> Result<Option<(User, String)>> {
         let username = username.as_str().to_owned();
-        self.pool
+        self.executor
             .read(move |c| {
                 c.prepare_cached(&format!("select {USER_COLUMNS}, u.password_hash from users u where u.username = ?1"))
                     .and_then(|mut s| s.query_row([username], |r| Ok((user_from_row(r)?, r.get(8)?))).optional())
@@ -165,7 +172,7 @@ impl Store for SqliteStore {
     }
 
     async fn user(&self, id: Uuid) -> Result<Option<User>> {
-        self.pool.read(move |c| load_user(c, id)).await
+        self.executor.read(move |c| load_user(c, id)).await
     }
 
     async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>> {
@@ -173,7 +180,7 @@ impl Store for SqliteStore {
             return Ok(Some(user));
         }
         let generation = self.sessions.generation();
-        let user = self.pool.read(move |c| live_session_user(c, session_id, user_id)).await?;
+        let user = self.executor.read(move |c| live_session_user(c, session_id, user_id)).await?;
         if let Some(user) = &user {
             self.sessions.keep(generation, session_id, user);
         }
@@ -185,14 +192,14 @@ impl Store for SqliteStore {
             // The limit as it is now, with the day's use: a limit set from the command
             // line shows at once here.
             let day = user.zone.window(now).day;
-            let (limit, used) = self.pool.read(move |c| limit_and_use(c, user_id, day)).await?;
+            let (limit, used) = self.executor.read(move |c| limit_and_use(c, user_id, day)).await?;
             user.daily_limit = limit;
             return Ok(Some((user, used)));
         }
-        // Both reads see one snapshot (every read does: see `Pool::read`).
+        // Both reads see one snapshot (every read does: see `Executor::read`).
         let generation = self.sessions.generation();
         let found = self
-            .pool
+            .executor
             .read(move |c| {
                 let Some(user) = live_session_user(c, session_id, user_id)? else { return Ok(None) };
                 let used = used_on(c, user.id, user.zone.window(now).day)?;
@@ -220,7 +227,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>> {
-        self.pool
+        self.executor
             .read(move |c| {
                 let users = c
                     .prepare_cached(&format!(
@@ -281,7 +288,7 @@ impl Store for SqliteStore {
     }
 
     async fn audit_trail(&self, target: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<AuditEntry>> {
-        self.pool
+        self.executor
             .read(move |c| {
                 c.prepare_cached(
                     "select id, actor_id, target_id, field, old_value, new_value, at from audit
@@ -314,7 +321,7 @@ impl Store for SqliteStore {
         now: Timestamp,
         expires_at: Timestamp,
     ) -> Result<Uuid> {
-        self.pool
+        self.executor
             .write(move |c| {
                 let id = new_id(now);
                 c.execute(
@@ -416,10 +423,11 @@ impl Store for SqliteStore {
             idempotency,
             now,
         };
-        // Without a key the create changes the database in one statement.
-        let mode = Mode { savepoint: new.idempotency.is_some(), keeps_epoch: true };
-        let (memo, epoch) = (self.quota_memo.clone(), self.pool.epoch());
-        self.pool
+        // Without a key the create changes the database in one statement; it records
+        // what it changes in the quota memo, so it keeps the epoch.
+        let mode = if new.idempotency.is_some() { Mode::SAVEPOINT } else { Mode::ONE_STATEMENT }.keeping_epoch();
+        let (memo, epoch) = (self.quota_memo.clone(), self.executor.epoch());
+        self.executor
             .write_with(mode, move |c| {
                 // A create that panicked may have left it half changed: start it over.
                 let mut memo = memo.lock().unwrap_or_else(|poisoned| {
@@ -463,7 +471,7 @@ impl Store for SqliteStore {
     }
 
     async fn used(&self, user_id: Uuid, day: Date) -> Result<u32> {
-        self.pool.read(move |c| used_on(c, user_id, day)).await
+        self.executor.read(move |c| used_on(c, user_id, day)).await
     }
 
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {
@@ -476,7 +484,7 @@ impl Store for SqliteStore {
         if let Some(before) = filter.before {
             high = high.min(before.to_string());
         }
-        self.pool
+        self.executor
             .read(move |c| {
                 c.prepare_cached(&format!(
                     "select {TASK_COLUMNS} from tasks where user_id = ?1 and id >= ?2 and id < ?3
@@ -502,11 +510,11 @@ impl Store for SqliteStore {
     }
 
     async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
-        self.pool.read(move |c| load_task(c, user_id, id)).await
+        self.executor.read(move |c| load_task(c, user_id, id)).await
     }
 
     async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>> {
-        self.pool
+        self.executor
             .write(move |c| {
                 let changed = c
                     .execute(
@@ -530,7 +538,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
-        self.pool
+        self.executor
             .write(move |c| {
                 c.execute("delete from tasks where id = ?1 and user_id = ?2", [id.to_string(), user_id.to_string()])
                     .map(|n| n > 0)
@@ -541,10 +549,10 @@ impl Store for SqliteStore {
 
     async fn claim_job_period(&self, job: &str, period: i64) -> Result<bool> {
         let key = format!("job:{job}");
-        self.pool.write(move |c| prune::claim(c, &key, period)).await
+        self.executor.write(move |c| prune::claim(c, &key, period)).await
     }
 
     async fn prune(&self, rules: Prune) -> Result<Pruned> {
-        prune::run(&self.pool, rules).await
+        prune::run(&self.executor, rules).await
     }
 }

@@ -3,7 +3,7 @@
 
 use rusqlite::{Connection, params};
 
-use super::pool::Pool;
+use super::executor::Executor;
 use super::{internal, micros};
 use crate::store::{PRUNE_BATCH, Prune, Pruned, Result};
 
@@ -37,22 +37,22 @@ const SESSIONS: &str = "delete from sessions where id in
 const KEYS: &str = "delete from idempotency_keys where (user_id, key) in
     (select user_id, key from idempotency_keys where created_at < ?1 limit ?2)";
 
-pub async fn run(pool: &Pool, rules: Prune) -> Result<Pruned> {
+pub async fn run(executor: &Executor, rules: Prune) -> Result<Pruned> {
     Ok(Pruned {
-        usage: batches(pool, USAGE, rules.usage_before.to_string().into()).await?,
-        refresh_tokens: batches(pool, EXPIRED_TOKENS, micros(rules.tokens_expired_by).into()).await?
-            + batches(pool, REVOKED_TOKENS, micros(rules.tokens_expired_by).into()).await?,
-        sessions: batches(pool, SESSIONS, micros(rules.tokens_expired_by).into()).await?,
-        idempotency_keys: batches(pool, KEYS, micros(rules.keys_created_before).into()).await?,
+        usage: batches(executor, USAGE, rules.usage_before.to_string().into()).await?,
+        refresh_tokens: batches(executor, EXPIRED_TOKENS, micros(rules.tokens_expired_by).into()).await?
+            + batches(executor, REVOKED_TOKENS, micros(rules.tokens_expired_by).into()).await?,
+        sessions: batches(executor, SESSIONS, micros(rules.tokens_expired_by).into()).await?,
+        idempotency_keys: batches(executor, KEYS, micros(rules.keys_created_before).into()).await?,
     })
 }
 
 /// Runs `sql` (which deletes at most `?2` rows older than `?1`) until a batch comes back short.
-async fn batches(pool: &Pool, sql: &'static str, cutoff: rusqlite::types::Value) -> Result<u64> {
+async fn batches(executor: &Executor, sql: &'static str, cutoff: rusqlite::types::Value) -> Result<u64> {
     let mut total = 0;
     loop {
         let cutoff = cutoff.clone();
-        let deleted = pool
+        let deleted = executor
             .write(move |c| {
                 let batch = i64::try_from(PRUNE_BATCH).unwrap_or(i64::MAX);
                 c.prepare_cached(sql).and_then(|mut s| s.execute(params![cutoff, batch])).map_err(internal)

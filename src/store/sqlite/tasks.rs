@@ -14,12 +14,14 @@ use crate::store::{Created, CreatedBatch, Result, decode_batch, encode_batch, ne
 
 /// The writer's record of users' limits and their use on one day each, as its own
 /// transactions left them, so that a create need not read them back: that read was a
-/// tenth of the writer's work per create (bench/README.md, "Sixth session").
+/// tenth of the writer's work per create (bench/README.md).
 ///
 /// Only creates change what it records, and each records its own change once all its
 /// statements succeeded. Anything else that could change it (any other write, a batch
-/// rolled back, another process committing) moves the writer's epoch (`pool::Epoch`),
-/// and the memo starts empty again.
+/// rolled back, a job that panicked, another process committing) moves the writer's
+/// epoch (`writer::Epoch`), and the memo starts empty again: every write mode but a
+/// create's moves it (the epoch rule, at `writer::Mode`). `memo_properties` checks,
+/// over random runs, that it always holds what the database holds.
 #[derive(Default)]
 pub(super) struct QuotaMemo {
     epoch: u64,
@@ -285,6 +287,9 @@ pub(super) fn day_bounds(day: Date) -> (Uuid, Uuid) {
     let shift = |days: i64| day.checked_add(jiff::Span::new().days(days)).ok();
     (at(shift(-2)), at(shift(3)))
 }
+
+#[cfg(test)]
+mod memo_properties;
 
 #[cfg(test)]
 mod tests {

@@ -18,12 +18,18 @@
 //! - other connections (the reader, the checkpointer, another process) find frames only
 //!   through the WAL index, and a commit enters it only after SQLite has synced the WAL,
 //!   which empties the buffer first. This holds because the writer commits with
-//!   `synchronous=FULL`, which syncs the WAL at every commit; `Pool::open` checks it;
+//!   `synchronous=FULL`, which syncs the WAL at every commit; `connection::open_writer`
+//!   checks it;
 //! - a crash loses only what was not yet synced, which SQLite never counted on, as if the
 //!   kernel had not written it back yet;
-//! - a failed write is reported at the next call that hands the buffer over (at the
-//!   latest the commit's sync), which fails the transaction as the write would have,
-//!   and what could not be written is dropped, never written later.
+//! - a failed write fails the whole transaction, as the write would have: it is reported
+//!   at the next call that hands the buffer over, and from then on every write, read and
+//!   sync of the file fails too, until the writer says the transaction is over
+//!   (`end_transaction`), so the commit's sync cannot succeed. A read reports it as an
+//!   I/O error, never as `SQLITE_FULL`: after `SQLITE_FULL` SQLite may undo only the
+//!   statement and let the transaction go on to commit over frames that never reached
+//!   the file, after an I/O error it rolls the whole transaction back (`sqlite3VdbeHalt`).
+//!   What could not be written is dropped, never written later.
 //!
 //! Only WAL files are wrapped; the database file and everything else go straight to the
 //! default layer. This is the crate's only `unsafe` code: SQLite's VFS is a C interface.
@@ -56,6 +62,13 @@ struct WalFile {
     /// Bytes written by SQLite and not yet handed to `inner`, starting at file offset `start`.
     pending: Vec<u8>,
     start: i64,
+    /// The first failed hand-over since the writer's last `end_transaction`, or
+    /// `SQLITE_OK`: see the module doc.
+    failed: c_int,
+    #[cfg(test)]
+    name: ffi::sqlite3_filename,
+    #[cfg(test)]
+    fail_flush: bool,
 }
 
 const INNER_OFFSET: usize = size_of::<WalFile>().next_multiple_of(16);
@@ -144,6 +157,11 @@ unsafe extern "C" fn open(
             inner,
             pending: Vec::new(),
             start: 0,
+            failed: ffi::SQLITE_OK,
+            #[cfg(test)]
+            name,
+            #[cfg(test)]
+            fail_flush: false,
         });
         ffi::SQLITE_OK
     }
@@ -165,10 +183,21 @@ fn inner_methods(f: &WalFile) -> &'static ffi::sqlite3_io_methods {
 }
 
 /// Hands the buffer to the file. Whatever the outcome, the buffer is empty afterwards:
-/// bytes that failed to be written are never written later.
+/// bytes that failed to be written are never written later. After a failure it fails
+/// at once, until `end_transaction`.
 fn flush(f: &mut WalFile) -> c_int {
+    if f.failed != ffi::SQLITE_OK {
+        f.pending.clear();
+        return f.failed;
+    }
     if f.pending.is_empty() {
         return ffi::SQLITE_OK;
+    }
+    #[cfg(test)]
+    if std::mem::take(&mut f.fail_flush) {
+        f.pending.clear();
+        f.failed = ffi::SQLITE_FULL;
+        return f.failed;
     }
     let mut rc = ffi::SQLITE_OK;
     let mut offset = f.start;
@@ -185,9 +214,49 @@ fn flush(f: &mut WalFile) -> c_int {
         offset += chunk.len() as i64;
     }
     f.pending.clear();
+    f.failed = rc;
     #[cfg(test)]
     tests::count(|c| c.flushes += 1);
     rc
+}
+
+/// Tells the layer that the writer's transaction is over (committed or rolled back):
+/// a failed hand-over no longer fails what follows, since SQLite counts on nothing the
+/// failed transaction wrote. Does nothing while `conn` is inside a transaction, or when
+/// its WAL is not one of the layer's.
+pub fn end_transaction(conn: &rusqlite::Connection) {
+    if !conn.is_autocommit() {
+        return;
+    }
+    let mut file: *mut ffi::sqlite3_file = ptr::null_mut();
+    // SAFETY: `conn` is open and used by this thread only (it is not `Sync`);
+    // `SQLITE_FCNTL_JOURNAL_POINTER` writes the main database's journal (in WAL mode its
+    // WAL file) or null to `file`, and SQLite answers it itself, without the file's methods.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_JOURNAL_POINTER,
+            (&raw mut file).cast(),
+        )
+    };
+    if rc == ffi::SQLITE_OK && !file.is_null() {
+        // SAFETY: a file SQLite opened stays open while its connection is, and this
+        // thread is the one using the connection.
+        unsafe { forget_failure(file) };
+    }
+}
+
+/// See `end_transaction`.
+///
+/// SAFETY: `file` must be an open file, not in use by another thread.
+unsafe fn forget_failure(file: *mut ffi::sqlite3_file) {
+    // SAFETY: only files that `open` made a `WalFile` have `METHODS`.
+    unsafe {
+        if ptr::eq((*file).pMethods, &METHODS) {
+            wal_file(file).failed = ffi::SQLITE_OK;
+        }
+    }
 }
 
 /// Flushes, then runs `then` if that succeeded.
@@ -207,6 +276,9 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, data: *const c_void, am
     let (f, bytes) = unsafe { (wal_file(file), std::slice::from_raw_parts(data.cast::<u8>(), len)) };
     #[cfg(test)]
     tests::count(|c| c.writes += 1);
+    if f.failed != ffi::SQLITE_OK {
+        return f.failed;
+    }
     let continues = offset == f.start + f.pending.len() as i64;
     if f.pending.is_empty() || !continues || f.pending.len() + bytes.len() > MAX_BUFFER {
         let rc = flush(f);
@@ -233,10 +305,20 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
 
 unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, out: *mut c_void, amount: c_int, offset: i64) -> c_int {
     // SAFETY: see `wal_file`; the arguments go on to the default layer unchanged.
-    flushed(unsafe { wal_file(file) }, |f| match inner_methods(f).xRead {
-        Some(read) => unsafe { read(f.inner, out, amount, offset) },
-        None => ffi::SQLITE_IOERR_READ,
-    })
+    let f = unsafe { wal_file(file) };
+    #[cfg(test)]
+    if !f.pending.is_empty() && tests::fault_fires(f.name) {
+        f.fail_flush = true;
+    }
+    match flush(f) {
+        ffi::SQLITE_OK => match inner_methods(f).xRead {
+            Some(read) => unsafe { read(f.inner, out, amount, offset) },
+            None => ffi::SQLITE_IOERR_READ,
+        },
+        // An I/O error, never `SQLITE_FULL`: see the module doc.
+        rc if rc & 0xff == ffi::SQLITE_IOERR => rc,
+        _ => ffi::SQLITE_IOERR_WRITE,
+    }
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
@@ -333,6 +415,33 @@ pub(super) mod tests {
 
     fn counts() -> Counts {
         COUNTS.with(Cell::get)
+    }
+
+    /// WAL files (by path) whose next flush that a read triggers fails as if the disk
+    /// were full: nothing of the buffer reaches the file.
+    static FAULTS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+    /// Arms one fault for the WAL of database `db`.
+    pub fn fail_next_read_flush(db: &std::path::Path) {
+        let db = std::fs::canonicalize(db).unwrap();
+        FAULTS.lock().unwrap().push(format!("{}-wal", db.display()).into());
+    }
+
+    /// Whether the fault armed for `db` is still waiting to fire.
+    pub fn read_flush_fault_armed(db: &std::path::Path) -> bool {
+        let db = std::fs::canonicalize(db).unwrap();
+        FAULTS.lock().unwrap().contains(&format!("{}-wal", db.display()).into())
+    }
+
+    /// Takes the fault armed for the WAL file `name`, if any.
+    pub(super) fn fault_fires(name: ffi::sqlite3_filename) -> bool {
+        // SAFETY: SQLite keeps a file's name valid until the file is closed.
+        let name = unsafe { CStr::from_ptr(name) };
+        let Ok(name) = name.to_str() else { return false };
+        let mut faults = FAULTS.lock().unwrap();
+        let Some(i) = faults.iter().position(|p| p.as_os_str() == name) else { return false };
+        faults.swap_remove(i);
+        true
     }
 
     fn open_writer(path: &std::path::Path) -> Connection {
@@ -452,6 +561,72 @@ pub(super) mod tests {
             assert_eq!(m.xClose.unwrap()(file), ffi::SQLITE_OK);
             assert_eq!(std::fs::read(dir.path().join("db-wal")).unwrap(), b"aXcdefghijklmno");
         }
+    }
+
+    #[test]
+    fn a_failed_hand_over_fails_every_later_write_read_and_sync_until_the_transaction_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("db"), b"").unwrap();
+        let name = std::ffi::CString::new(dir.path().join("db-wal").to_str().unwrap()).unwrap();
+        let flags = ffi::SQLITE_OPEN_WAL | ffi::SQLITE_OPEN_READWRITE | ffi::SQLITE_OPEN_CREATE;
+        register().unwrap();
+        // SAFETY: as in `reads_sizes_and_writes_elsewhere_see_every_earlier_write`.
+        unsafe {
+            let vfs = ffi::sqlite3_vfs_find(NAME.as_ptr());
+            let mut memory = vec![0u64; ((*vfs).szOsFile as usize).div_ceil(8)];
+            let file = memory.as_mut_ptr().cast::<ffi::sqlite3_file>();
+            let mut out_flags = 0;
+            assert_eq!((*vfs).xOpen.unwrap()(vfs, name.as_ptr(), file, flags, &mut out_flags), ffi::SQLITE_OK);
+            let m = &*(*file).pMethods;
+            let put = |bytes: &[u8], at: i64| m.xWrite.unwrap()(file, bytes.as_ptr().cast(), bytes.len() as c_int, at);
+            let get = |len: usize, at: i64| {
+                let mut buf = vec![0u8; len];
+                m.xRead.unwrap()(file, buf.as_mut_ptr().cast(), len as c_int, at)
+            };
+            let sync = || m.xSync.unwrap()(file, ffi::SQLITE_SYNC_NORMAL);
+            assert_eq!(put(b"abc", 0), ffi::SQLITE_OK);
+            // The disk is full when a read hands "abc" over.
+            wal_file(file).fail_flush = true;
+
+            assert_eq!(get(3, 0), ffi::SQLITE_IOERR_WRITE, "a read reports an I/O error, not a full disk");
+            assert_eq!(put(b"def", 3), ffi::SQLITE_FULL);
+            assert_eq!(get(3, 0), ffi::SQLITE_IOERR_WRITE);
+            assert_eq!(sync(), ffi::SQLITE_FULL, "the commit's sync fails too");
+            forget_failure(file);
+            assert_eq!(put(b"xyz", 0), ffi::SQLITE_OK);
+            assert_eq!(sync(), ffi::SQLITE_OK);
+
+            assert_eq!(std::fs::read(dir.path().join("db-wal")).unwrap(), b"xyz", "nothing failed is written later");
+            assert_eq!(m.xClose.unwrap()(file), ffi::SQLITE_OK);
+        }
+    }
+
+    #[test]
+    fn a_read_that_finds_a_failed_hand_over_rolls_the_whole_transaction_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let writer = open_writer(&path);
+        writer.pragma_update(None, "cache_size", 10).unwrap();
+        writer.execute_batch("create table t (id integer primary key, body text not null)").unwrap();
+        writer.execute_batch("begin").unwrap();
+        for i in 0..300 {
+            writer.execute("insert into t (id, body) values (?1, ?2)", (i, format!("{i:0>2000}"))).unwrap();
+        }
+        fail_next_read_flush(&path);
+
+        // A statement that may need undoing alone (it changes many rows, each checked).
+        let failed = writer.execute("update t set body = upper(body) where id % 3 = 0", []);
+
+        assert!(!read_flush_fault_armed(&path), "a read handed spilled frames over");
+        let code = match &failed {
+            Err(rusqlite::Error::SqliteFailure(e, _)) => e.extended_code,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(code & 0xff, ffi::SQLITE_IOERR, "{failed:?}");
+        assert!(writer.is_autocommit(), "SQLite rolled the whole transaction back");
+        end_transaction(&writer);
+        fill(&writer, 1_000, 10);
+        assert_eq!(rows_and_integrity(&Connection::open(&path).unwrap()), (10, "ok".into()));
     }
 
     #[test]
