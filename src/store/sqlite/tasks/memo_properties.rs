@@ -1,5 +1,5 @@
-//! Property test of the quota memo (`QuotaMemo`): random runs of creates (here and in
-//! another process), limit changes (through the store, another process or any SQLite
+//! Property test of the quota memo (`QuotaMemo`): random runs of creates and batches (here
+//! and in another process), limit changes (through the store, another process or any SQLite
 //! client), zone changes, deletes, the clock moving on and restarts. After each step the
 //! memo must hold what the database holds, and every create must have been decided as
 //! the database's own counts say. `PROPTEST_CASES=1000 cargo test --lib memo` runs longer.
@@ -13,10 +13,11 @@ use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::limit_and_use;
+use crate::domain::{AdminChanges, IdempotencyKey, idempotency};
 use crate::domain::{Role, TaskContent, TimeZoneName, UserZone, Username};
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::executor::Mode;
-use crate::store::{AdminChanges, Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, NewUser, Store, UserChanges};
+use crate::store::{Created, CreatedBatch, NewUser, Store, UserChanges};
 
 const USERS: usize = 3;
 const ZONES: &[&str] = &["UTC", "Pacific/Kiritimati", "America/St_Johns", "Pacific/Niue"];
@@ -27,6 +28,11 @@ enum Step {
     Create {
         user: usize,
         key: Option<u8>,
+    },
+    /// A batch of `size` tasks through the store, all or nothing.
+    CreateBatch {
+        user: usize,
+        size: usize,
     },
     /// A create by another process on the same file (a second store).
     CreateElsewhere {
@@ -66,6 +72,7 @@ fn step() -> impl Strategy<Value = Step> {
     let limit = 0u32..5;
     prop_oneof![
         5 => (0..USERS, proptest::option::of(0u8..3)).prop_map(|(user, key)| Step::Create { user, key }),
+        2 => (0..USERS, 1usize..4).prop_map(|(user, size)| Step::CreateBatch { user, size }),
         1 => (0..USERS).prop_map(|user| Step::CreateElsewhere { user }),
         1 => (0..USERS, limit.clone()).prop_map(|(user, limit)| Step::SetLimit { user, limit }),
         1 => (0..USERS, limit.clone()).prop_map(|(user, limit)| Step::SetLimitElsewhere { user, limit }),
@@ -117,6 +124,7 @@ impl World {
         let id = |user: usize| self.users[user];
         match step {
             Step::Create { user, key } => self.create(false, id(user), key).await,
+            Step::CreateBatch { user, size } => self.create_batch(id(user), size).await,
             Step::CreateElsewhere { user } => self.create(true, id(user), None).await,
             Step::SetLimit { user, limit } => self.set_limit(false, id(user), limit).await,
             Step::SetLimitElsewhere { user, limit } => self.set_limit(true, id(user), limit).await,
@@ -147,7 +155,7 @@ impl World {
         let user = store.user(id).await.unwrap().unwrap();
         let day = user.zone.window(self.now).day;
         let key = key.map(|k| IdempotencyKey { key: format!("k{k}"), fingerprint: [k; 32] });
-        let since = self.now - SignedDuration::from_secs(IDEMPOTENCY_WINDOW_SECS);
+        let since = idempotency::remembered_since(self.now);
         let remembered =
             key.as_ref().is_some_and(|k| self.keys.get(&(id, k.key.clone())).is_some_and(|&at| at > since));
         let before = limit_and_use(&self.raw, id, day).unwrap();
@@ -179,6 +187,33 @@ impl World {
                 assert_eq!(after, before, "a replay uses no unit");
             }
             Created::KeyReused => panic!("each key always comes with the same request"),
+        }
+    }
+
+    /// A batch, checked against the database's counts read just before it.
+    async fn create_batch(&mut self, id: Uuid, size: usize) {
+        let user = self.store.user(id).await.unwrap().unwrap();
+        let day = user.zone.window(self.now).day;
+        let (limit, used) = limit_and_use(&self.raw, id, day).unwrap();
+
+        let contents = (0..size).map(|_| TaskContent::parse("a task".into()).unwrap()).collect();
+        let created = self.store.create_tasks(&user, contents, None, self.now).await.unwrap();
+
+        let after = limit_and_use(&self.raw, id, day).unwrap();
+        let size = u32::try_from(size).unwrap();
+        match created {
+            CreatedBatch::Tasks(tasks, status) => {
+                assert!(used + size <= limit, "a batch past the limit: {used} + {size} of {limit}");
+                assert_eq!((status.limit, status.used), (limit, used + size), "the answer's counts");
+                assert_eq!(after, (limit, used + size), "the database's counts");
+                self.tasks.entry(id).or_default().extend(tasks.iter().map(|t| t.id));
+            }
+            CreatedBatch::OverLimit(status) => {
+                assert!(used + size > limit, "refused with {used} + {size} of {limit}");
+                assert_eq!((status.limit, status.used), (limit, used), "the answer's counts");
+                assert_eq!(after, (limit, used), "a refused batch uses nothing");
+            }
+            CreatedBatch::Replay(_) | CreatedBatch::KeyReused => panic!("no key was sent"),
         }
     }
 
