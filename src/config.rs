@@ -2,11 +2,13 @@
 //! their validation: bad configuration is one clear line and a non-zero exit, before
 //! anything binds a port.
 
+pub mod trusted_proxies;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+pub use self::trusted_proxies::TrustedProxies;
 use crate::domain::{DailyLimit, TimeZoneName};
-use crate::http::client_ip::TrustedProxies;
 use crate::store::Backend;
 
 #[derive(clap::Args, Debug, Clone)]

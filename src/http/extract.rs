@@ -252,7 +252,7 @@ impl FromRequestParts<AppState> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        Ok(ClientIp(peer.map(|peer| state.trusted_proxies.client(peer, &parts.headers))))
+        Ok(ClientIp(peer.map(|peer| super::client_ip::client(&state.trusted_proxies, peer, &parts.headers))))
     }
 }
 
