@@ -34,7 +34,10 @@ pub struct Config {
     #[arg(long, env = "QUOTASK_REDIS_PREFIX", default_value = "quotask:", global = true)]
     pub redis_prefix: String,
     /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` gives
-    /// the client's address; by default none, and the socket's peer is the client.
+    /// the client's address; by default none, and the socket's peer is the client. The
+    /// header is read from the right, past the trusted proxies; the first other address
+    /// is the client, and an item that is not an address ends the walk (see
+    /// `http::client_ip`). Sign-in failures are counted per IPv4 address and per IPv6 /64.
     #[arg(long, env = "QUOTASK_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
     pub trusted_proxies: Vec<String>,
     /// Do not run the periodic jobs (pruning) on this instance.

@@ -244,7 +244,8 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The client's address: the socket's peer, or what trusted proxies say (`client_ip`).
+/// The key a client's attempts are counted under: the socket's peer, or what trusted
+/// proxies say, an IPv6 address reduced to its /64 (`client_ip`).
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl FromRequestParts<AppState> for ClientIp {
@@ -252,7 +253,7 @@ impl FromRequestParts<AppState> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        Ok(ClientIp(peer.map(|peer| super::client_ip::client(&state.trusted_proxies, peer, &parts.headers))))
+        Ok(ClientIp(peer.map(|peer| super::client_ip::client_key(&state.trusted_proxies, peer, &parts.headers))))
     }
 }
 

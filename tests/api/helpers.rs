@@ -263,6 +263,14 @@ impl TestApp {
         apps.try_into().unwrap_or_else(|_| unreachable!("join_all keeps the count"))
     }
 
+    /// A server like `spawn`'s, with `change` made to its settings first.
+    pub async fn spawn_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+        let db = Arc::new(Database::new(current_db()).await);
+        let mut settings = db.settings();
+        change(&mut settings);
+        Self::start_with(db, Arc::new(ManualClock::new(ts("2026-06-15T12:00:00Z"))), &settings).await
+    }
+
     async fn start_on(db: Arc<Database>, clock: Arc<ManualClock>) -> TestApp {
         let settings = db.settings();
         Self::start_with(db, clock, &settings).await

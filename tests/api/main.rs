@@ -11,6 +11,7 @@ mod accounts;
 mod admin;
 mod durability;
 mod events;
+mod forwarded;
 mod idempotency;
 mod input;
 mod instances;
