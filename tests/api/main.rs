@@ -16,6 +16,7 @@ mod idempotency;
 mod input;
 mod instances;
 mod jobs;
+mod metrics;
 mod quota;
 mod redis_outage;
 mod restart;
