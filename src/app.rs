@@ -48,6 +48,8 @@ pub struct Shared {
     pub jobs: Jobs,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// What `/metrics` asks for, if anything.
+    pub metrics_token: Option<crate::config::MetricsToken>,
     /// Redis, if configured (also held by the throttle, events and jobs).
     pub redis: Option<RedisLink>,
 }
@@ -97,6 +99,7 @@ impl AppState {
             events: Events::new(redis.clone()),
             redis,
             trusted_proxies: settings.trusted_proxies.clone(),
+            metrics_token: settings.metrics_token.clone(),
             store,
             accounts,
             clock,

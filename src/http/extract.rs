@@ -186,7 +186,7 @@ pub struct Authed {
 }
 
 /// The token of `Authorization: Bearer <token>`, or of the seed's `Bearer: <token>`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let scheme = scheme.strip_suffix(':').unwrap_or(scheme);

@@ -238,6 +238,7 @@ pub fn settings_for(dir: &std::path::Path) -> Settings {
         signin_failures_per_hour: 100,
         redis: None,
         trusted_proxies: Default::default(),
+        metrics_token: None,
         jobs: Default::default(),
         shutdown_delay: std::time::Duration::ZERO,
     }
