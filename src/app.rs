@@ -96,7 +96,7 @@ impl AppState {
         );
         Ok(AppState(Arc::new(Shared {
             jobs: Jobs::new(store.clone(), redis.clone(), &settings.jobs),
-            events: Events::new(redis.clone()),
+            events: Events::new(redis.clone(), settings.max_streams_per_user),
             redis,
             trusted_proxies: settings.trusted_proxies.clone(),
             metrics_token: settings.metrics_token.clone(),

@@ -75,6 +75,11 @@ pub struct Config {
     /// visible ASCII characters. By default `/metrics` is open to anyone who can reach it.
     #[arg(long, env = "QUOTASK_METRICS_TOKEN", global = true, hide_env_values = true)]
     pub metrics_token: Option<String>,
+    /// Live event streams (`GET /v1/events`) one user may hold open on this instance (1 to
+    /// 10000); one more is refused with 429 until one of them ends. An instance serves at
+    /// most 10,000 streams in all.
+    #[arg(long, env = "QUOTASK_MAX_STREAMS_PER_USER", default_value_t = 5, global = true)]
+    pub max_streams_per_user: u32,
     /// After SIGTERM, how long (ms, 0 to 60000) the server goes on serving, with `/readyz`
     /// answering 503, so that load balancers stop sending it requests before it closes.
     #[arg(long, env = "QUOTASK_SHUTDOWN_DELAY_MS", default_value_t = 1000, global = true)]
@@ -102,6 +107,8 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     /// What `/metrics` asks for, if anything.
     pub metrics_token: Option<MetricsToken>,
+    /// Open event streams one user may hold on one instance.
+    pub max_streams_per_user: usize,
     pub jobs: JobSettings,
     /// How long SIGTERM leaves the server serving (with `/readyz` 503) before it closes.
     pub shutdown_delay: std::time::Duration,
@@ -205,6 +212,9 @@ impl Config {
             return Err("QUOTASK_SHUTDOWN_DELAY_MS: must be from 0 to 60000".into());
         }
         let metrics_token = self.metrics_token.as_deref().map(MetricsToken::parse).transpose()?;
+        if !(1..=10_000).contains(&self.max_streams_per_user) {
+            return Err("QUOTASK_MAX_STREAMS_PER_USER: must be from 1 to 10000".into());
+        }
         Ok(Settings {
             bind: self.bind,
             backend,
@@ -216,6 +226,7 @@ impl Config {
             redis,
             trusted_proxies,
             metrics_token,
+            max_streams_per_user: self.max_streams_per_user as usize,
             jobs: JobSettings { enabled: !self.no_jobs, usage_retention_days: self.usage_retention_days },
             shutdown_delay: std::time::Duration::from_millis(self.shutdown_delay_ms),
         })

@@ -239,6 +239,7 @@ pub fn settings_for(dir: &std::path::Path) -> Settings {
         redis: None,
         trusted_proxies: Default::default(),
         metrics_token: None,
+        max_streams_per_user: 5,
         jobs: Default::default(),
         shutdown_delay: std::time::Duration::ZERO,
     }
