@@ -17,10 +17,9 @@ use tower::Service as _;
 
 use crate::auth::{Accounts, token};
 use crate::clock::Clock;
-use crate::config::Settings;
+use crate::config::{MetricsToken, Settings, TrustedProxies};
 use crate::events::Events;
 use crate::http::AppState;
-use crate::http::client_ip::TrustedProxies;
 use crate::jobs::Jobs;
 use crate::redis_link::RedisLink;
 use crate::service::Services;
@@ -44,7 +43,10 @@ pub struct App {
     /// Redis, if configured (also held by the throttle, events and jobs).
     pub redis: Option<RedisLink>,
     pub clock: Arc<dyn Clock>,
+    /// Whose `X-Forwarded-For` names the client.
     trusted_proxies: TrustedProxies,
+    /// What `/metrics` asks for, if anything.
+    metrics_token: Option<MetricsToken>,
 }
 
 pub async fn open_store(backend: &Backend, db_max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
@@ -80,13 +82,14 @@ impl App {
             settings.default_daily_limit,
             settings.default_timezone.clone(),
         );
-        let events = Events::new(redis.clone());
+        let events = Events::new(redis.clone(), settings.max_streams_per_user);
         Ok(App {
             services: Services::new(store.clone(), accounts, events.clone()),
             jobs: Jobs::new(store.clone(), redis.clone(), &settings.jobs),
             events,
             redis,
             trusted_proxies: settings.trusted_proxies.clone(),
+            metrics_token: settings.metrics_token.clone(),
             store,
             clock,
         })
@@ -94,7 +97,13 @@ impl App {
 
     /// The state the HTTP handlers see.
     pub fn http_state(&self) -> AppState {
-        AppState::new(self.services.clone(), self.clock.clone(), self.events.clone(), self.trusted_proxies.clone())
+        AppState::new(
+            self.services.clone(),
+            self.clock.clone(),
+            self.events.clone(),
+            self.trusted_proxies.clone(),
+            self.metrics_token.clone(),
+        )
     }
 }
 

@@ -2,11 +2,16 @@
 //! their validation: bad configuration is one clear line and a non-zero exit, before
 //! anything binds a port.
 
+pub mod trusted_proxies;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+
+pub use self::trusted_proxies::TrustedProxies;
 use crate::domain::{DailyLimit, TimeZoneName};
-use crate::http::client_ip::TrustedProxies;
 use crate::store::Backend;
 
 #[derive(clap::Args, Debug, Clone)]
@@ -32,7 +37,10 @@ pub struct Config {
     #[arg(long, env = "QUOTASK_REDIS_PREFIX", default_value = "quotask:", global = true)]
     pub redis_prefix: String,
     /// Proxies (addresses or CIDR ranges, comma-separated) whose `X-Forwarded-For` gives
-    /// the client's address; by default none, and the socket's peer is the client.
+    /// the client's address; by default none, and the socket's peer is the client. The
+    /// header is read from the right, past the trusted proxies; the first other address
+    /// is the client, and an item that is not an address ends the walk (see
+    /// `http::client_ip`). Sign-in failures are counted per IPv4 address and per IPv6 /64.
     #[arg(long, env = "QUOTASK_TRUSTED_PROXIES", value_delimiter = ',', global = true)]
     pub trusted_proxies: Vec<String>,
     /// Do not run the periodic jobs (pruning) on this instance.
@@ -62,6 +70,16 @@ pub struct Config {
     /// Failed sign-ins evaluated per account (and per client address) per hour.
     #[arg(long, env = "QUOTASK_SIGNIN_FAILURES_PER_HOUR", default_value_t = 100, global = true)]
     pub signin_failures_per_hour: u32,
+    /// When set, `GET /metrics` answers only requests with `Authorization: Bearer <token>`
+    /// (401 otherwise): for instances whose port is reachable from outside. 16 to 1024
+    /// visible ASCII characters. By default `/metrics` is open to anyone who can reach it.
+    #[arg(long, env = "QUOTASK_METRICS_TOKEN", global = true, hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Live event streams (`GET /v1/events`) one user may hold open on this instance (1 to
+    /// 10000); one more is refused with 429 until one of them ends. An instance serves at
+    /// most 10,000 streams in all.
+    #[arg(long, env = "QUOTASK_MAX_STREAMS_PER_USER", default_value_t = 5, global = true)]
+    pub max_streams_per_user: u32,
     /// After SIGTERM, how long (ms, 0 to 60000) the server goes on serving, with `/readyz`
     /// answering 503, so that load balancers stop sending it requests before it closes.
     #[arg(long, env = "QUOTASK_SHUTDOWN_DELAY_MS", default_value_t = 1000, global = true)]
@@ -87,6 +105,10 @@ pub struct Settings {
     /// Redis, if configured.
     pub redis: Option<RedisSettings>,
     pub trusted_proxies: TrustedProxies,
+    /// What `/metrics` asks for, if anything.
+    pub metrics_token: Option<MetricsToken>,
+    /// Open event streams one user may hold on one instance.
+    pub max_streams_per_user: usize,
     pub jobs: JobSettings,
     /// How long SIGTERM leaves the server serving (with `/readyz` 503) before it closes.
     pub shutdown_delay: std::time::Duration,
@@ -110,6 +132,40 @@ pub struct JobSettings {
 impl Default for JobSettings {
     fn default() -> Self {
         JobSettings { enabled: true, usage_retention_days: 90 }
+    }
+}
+
+/// The bearer token `/metrics` asks for. Only its SHA-256 digest is kept, and the check
+/// compares digests in constant time, so neither the token's bytes nor its length can be
+/// learnt from how long a refusal takes.
+#[derive(Clone)]
+pub struct MetricsToken([u8; 32]);
+
+impl MetricsToken {
+    /// Longest token taken, so that the setting stays a sane header value.
+    const MAX_LEN: usize = 1024;
+    /// Shortest token taken: short enough to type, long enough not to be guessed.
+    const MIN_LEN: usize = 16;
+
+    /// The token of `QUOTASK_METRICS_TOKEN`: visible ASCII (what an `Authorization` header
+    /// can carry), 16 to 1024 characters.
+    pub fn parse(token: &str) -> Result<MetricsToken, String> {
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&token.len()) || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("QUOTASK_METRICS_TOKEN: must be 16 to 1024 visible ASCII characters (no spaces)".into());
+        }
+        Ok(MetricsToken(Sha256::digest(token.as_bytes()).into()))
+    }
+
+    /// Whether `presented` is the token.
+    pub fn accepts(&self, presented: &str) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        self.0.ct_eq(&presented).into()
+    }
+}
+
+impl std::fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsToken(..)")
     }
 }
 
@@ -155,6 +211,10 @@ impl Config {
         if self.shutdown_delay_ms > 60_000 {
             return Err("QUOTASK_SHUTDOWN_DELAY_MS: must be from 0 to 60000".into());
         }
+        let metrics_token = self.metrics_token.as_deref().map(MetricsToken::parse).transpose()?;
+        if !(1..=10_000).contains(&self.max_streams_per_user) {
+            return Err("QUOTASK_MAX_STREAMS_PER_USER: must be from 1 to 10000".into());
+        }
         Ok(Settings {
             bind: self.bind,
             backend,
@@ -165,6 +225,8 @@ impl Config {
             signin_failures_per_hour: self.signin_failures_per_hour,
             redis,
             trusted_proxies,
+            metrics_token,
+            max_streams_per_user: self.max_streams_per_user as usize,
             jobs: JobSettings { enabled: !self.no_jobs, usage_retention_days: self.usage_retention_days },
             shutdown_delay: std::time::Duration::from_millis(self.shutdown_delay_ms),
         })
@@ -186,4 +248,28 @@ fn prepare_dir(dir: &std::path::Path) -> Result<(), String> {
     let probe = dir.join(".quotask-write-check");
     std::fs::write(&probe, b"").map_err(fail)?;
     std::fs::remove_file(&probe).map_err(fail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_metrics_token_accepts_itself_and_nothing_else() {
+        let token = MetricsToken::parse("s3cret-metrics-token").unwrap();
+        assert!(token.accepts("s3cret-metrics-token"));
+        for wrong in ["", "s3cret-metrics-toke", "s3cret-metrics-token!", "S3CRET-METRICS-TOKEN"] {
+            assert!(!token.accepts(wrong), "{wrong:?}");
+        }
+        assert_eq!(format!("{token:?}"), "MetricsToken(..)", "never printed");
+    }
+
+    #[test]
+    fn a_short_or_unprintable_metrics_token_is_refused() {
+        for bad in ["", "too-short", "has a space in the middle", "tab\tinside-the-token", "é-is-not-ascii-at-all"] {
+            assert!(MetricsToken::parse(bad).unwrap_err().starts_with("QUOTASK_METRICS_TOKEN"), "{bad:?}");
+        }
+        assert!(MetricsToken::parse(&"x".repeat(1025)).is_err());
+        assert!(MetricsToken::parse(&"x".repeat(1024)).is_ok());
+    }
 }

@@ -25,8 +25,10 @@ use crate::redis_link::{CALL_TIMEOUT, RedisLink};
 
 /// Events a stream may fall behind by before it is told it lagged.
 const PER_USER_BUFFER: usize = 64;
-/// Streams one instance serves at most; past it, new ones are refused (503).
-const MAX_STREAMS: usize = 10_000;
+/// Streams one instance serves at most; past it, new ones are refused (503). Each user
+/// also has a cap of their own (`QUOTASK_MAX_STREAMS_PER_USER`), so that one user cannot
+/// hold them all.
+pub const MAX_STREAMS: usize = 10_000;
 /// Events waiting to go to Redis; past it they stay local (counted in metrics).
 const OUTBOX: usize = 1024;
 /// A stream ends when the token it was opened with stops being accepted, at most an
@@ -83,6 +85,15 @@ pub enum Item {
     Lagged(u64),
 }
 
+/// Why a stream was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    /// This instance serves `MAX_STREAMS` already.
+    InstanceFull,
+    /// The user holds as many streams here as one user may.
+    UserFull { limit: usize },
+}
+
 /// The publisher and the fan-out; cheap to clone.
 #[derive(Clone)]
 pub struct Events(Arc<Hub>);
@@ -91,6 +102,8 @@ struct Hub {
     instance: Uuid,
     users: Mutex<HashMap<Uuid, broadcast::Sender<Arc<Event>>>>,
     streams: Arc<Semaphore>,
+    /// Streams one user may hold open here.
+    max_per_user: usize,
     /// True once the server stops, which ends every stream.
     closed: watch::Sender<bool>,
     outbox: Option<mpsc::Sender<Arc<Event>>>,
@@ -101,8 +114,9 @@ struct Hub {
 }
 
 impl Events {
-    /// A hub; with Redis, also the task that forwards this instance's events to it.
-    pub fn new(redis: Option<RedisLink>) -> Self {
+    /// A hub whose users may each hold `max_per_user` streams; with Redis, also the task
+    /// that forwards this instance's events to it.
+    pub fn new(redis: Option<RedisLink>, max_per_user: usize) -> Self {
         let instance = Uuid::now_v7();
         let outbox = redis.as_ref().map(|redis| {
             let (tx, rx) = mpsc::channel(OUTBOX);
@@ -113,6 +127,7 @@ impl Events {
             instance,
             users: Mutex::default(),
             streams: Arc::new(Semaphore::new(MAX_STREAMS)),
+            max_per_user: max_per_user.max(1),
             closed: watch::Sender::new(false),
             outbox,
             redis,
@@ -155,15 +170,31 @@ impl Events {
     }
 
     /// A stream of `user_id`'s events from now on, for `lifetime` (at most
-    /// `STREAM_LIFETIME`), or `None` when this instance already serves `MAX_STREAMS`.
-    pub fn subscribe(&self, user_id: Uuid, lifetime: Duration) -> Option<Subscription> {
-        let permit = self.0.streams.clone().try_acquire_owned().ok()?;
+    /// `STREAM_LIFETIME`), unless this instance already serves `MAX_STREAMS` or this user
+    /// holds as many streams here as one user may. A stream's place is free again once it
+    /// is dropped.
+    pub fn subscribe(&self, user_id: Uuid, lifetime: Duration) -> Result<Subscription, Refused> {
+        let refused = |why: Refused| {
+            let label = match why {
+                Refused::InstanceFull => "instance_full",
+                Refused::UserFull { .. } => "user_full",
+            };
+            metrics::counter!(crate::metrics::EVENT_STREAMS_REFUSED, "why" => label).increment(1);
+            why
+        };
+        let permit = self.0.streams.clone().try_acquire_owned().map_err(|_| refused(Refused::InstanceFull))?;
         let rx = {
+            // The user's streams are its sender's receivers; counted and joined under one
+            // lock, so two streams opened at once cannot both take the last place.
             let mut users = self.0.users.lock().unwrap_or_else(|e| e.into_inner());
-            users.entry(user_id).or_insert_with(|| broadcast::channel(PER_USER_BUFFER).0).subscribe()
+            let tx = users.entry(user_id).or_insert_with(|| broadcast::channel(PER_USER_BUFFER).0);
+            if tx.receiver_count() >= self.0.max_per_user {
+                return Err(refused(Refused::UserFull { limit: self.0.max_per_user }));
+            }
+            tx.subscribe()
         };
         metrics::gauge!(crate::metrics::EVENT_STREAMS).increment(1);
-        Some(Subscription {
+        Ok(Subscription {
             hub: self.0.clone(),
             user_id,
             rx: Some(rx),
@@ -361,7 +392,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_that_falls_behind_is_told_how_much_it_missed_then_goes_on() {
-        let events = Events::new(None);
+        let events = Events::new(None, 5);
         let user = Uuid::now_v7();
         let mut slow = events.subscribe(user, STREAM_LIFETIME).unwrap();
 
@@ -378,7 +409,7 @@ mod tests {
 
     #[tokio::test]
     async fn streams_get_only_their_users_events_and_a_closed_stream_frees_its_place() {
-        let events = Events::new(None);
+        let events = Events::new(None, 5);
         let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
         let mut ann_stream = events.subscribe(ann, STREAM_LIFETIME).unwrap();
         let bob_stream = events.subscribe(bob, STREAM_LIFETIME).unwrap();
@@ -396,8 +427,21 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_user_holds_at_most_their_share_of_streams_and_a_closed_one_frees_a_place() {
+        let events = Events::new(None, 2);
+        let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let first = events.subscribe(ann, STREAM_LIFETIME).unwrap();
+        let _second = events.subscribe(ann, STREAM_LIFETIME).unwrap();
+
+        assert_eq!(events.subscribe(ann, STREAM_LIFETIME).err(), Some(Refused::UserFull { limit: 2 }));
+        assert!(events.subscribe(bob, STREAM_LIFETIME).is_ok(), "another user's streams are not counted");
+        drop(first);
+        assert!(events.subscribe(ann, STREAM_LIFETIME).is_ok());
+    }
+
+    #[tokio::test]
     async fn closing_ends_every_stream() {
-        let events = Events::new(None);
+        let events = Events::new(None, 5);
         let mut stream = events.subscribe(Uuid::now_v7(), STREAM_LIFETIME).unwrap();
 
         events.close();

@@ -26,6 +26,9 @@ pub const EVENTS_PUBLISHED: &str = "quotask_events_published_total";
 pub const EVENTS_NOT_SHARED: &str = "quotask_events_not_shared_total";
 pub const EVENT_STREAMS: &str = "quotask_event_streams";
 pub const EVENTS_LAGGED: &str = "quotask_event_streams_lagged_total";
+/// Streams refused, by `why`: `instance_full` (the instance's cap) or `user_full` (the
+/// user's own cap).
+pub const EVENT_STREAMS_REFUSED: &str = "quotask_event_streams_refused_total";
 /// Periodic job runs by `outcome` (ran, skipped, failed) and rows pruned by `what`.
 pub const JOB_RUNS: &str = "quotask_job_runs_total";
 pub const JOB_PRUNED: &str = "quotask_job_pruned_rows_total";

@@ -467,6 +467,8 @@ fn bad_configuration_exits_non_zero_with_one_line_before_binding() {
         ("QUOTASK_DEFAULT_TIMEZONE", "Mars/Olympus", "QUOTASK_DEFAULT_TIMEZONE"),
         ("QUOTASK_DEFAULT_DAILY_LIMIT", "-1", "QUOTASK_DEFAULT_DAILY_LIMIT"),
         ("QUOTASK_SHUTDOWN_DELAY_MS", "60001", "QUOTASK_SHUTDOWN_DELAY_MS"),
+        ("QUOTASK_METRICS_TOKEN", "short", "QUOTASK_METRICS_TOKEN"),
+        ("QUOTASK_MAX_STREAMS_PER_USER", "0", "QUOTASK_MAX_STREAMS_PER_USER"),
     ];
     for (name, value, says) in cases {
         let addr = free_addr();

@@ -1,155 +1,162 @@
-//! Which address a request comes from, for sign-in throttling: the socket's peer,
-//! unless that peer is a proxy the operator trusts (`QUOTASK_TRUSTED_PROXIES`); then the
-//! `X-Forwarded-For` hops it appended are read from the right, past every trusted hop.
-//! A client can write anything into the header, so only hops added by trusted proxies
-//! are believed, and with no trusted proxies (the default) the header is ignored.
+//! Which client a request comes from, for throttling: the socket's peer, unless that
+//! peer is a proxy the operator trusts (`QUOTASK_TRUSTED_PROXIES`, parsed in `config`);
+//! then the `X-Forwarded-For` items the proxies appended name it.
+//!
+//! Each proxy appends the address it received the request from, so the list is read
+//! from the right (several headers count as one list, in order: RFC 9110, 5.3), one item
+//! at a time:
+//!
+//! - the address of a trusted proxy: it vouches for the item on its left; read on;
+//! - any other address (with or without a port): the client; stop;
+//! - an item that is not an address (a byte that is not ASCII, `unknown`, an obfuscated
+//!   name, nothing): the trusted proxy on its right could not name its peer, so nothing
+//!   further left can be believed. The client is that proxy, the last address read;
+//! - no items left: every hop was a trusted proxy; the client is the left-most of them.
+//!
+//! Only the items trusted proxies appended are believed; whatever a client wrote itself
+//! stays on the left of the address its first proxy appended, which is read first. Each
+//! item is parsed on its own, so junk a client sends does not hide that address: a
+//! single bad byte never charges a client's attempts to the proxy that all users behind
+//! it share. With no trusted proxies (the default) the header is never read.
+//!
+//! The key counted for a client is its IPv4 address, or the /64 network of its IPv6
+//! address: one IPv6 subscriber usually holds a whole /64 and could otherwise take a new
+//! address for every attempt. An IPv4-mapped address (`::ffff:192.0.2.1`) is its IPv4
+//! address.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use axum::http::HeaderMap;
 
-/// An address range, `10.0.0.0/8` or a single address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    network: IpAddr,
-    prefix: u8,
-}
+use crate::config::TrustedProxies;
+use crate::config::trusted_proxies::canonical;
 
-impl Cidr {
-    /// Parses `ADDR` or `ADDR/PREFIX` (IPv4 or IPv6).
-    pub fn parse(text: &str) -> Result<Cidr, String> {
-        let (addr, prefix) = match text.split_once('/') {
-            Some((addr, prefix)) => (addr, Some(prefix)),
-            None => (text, None),
-        };
-        let network: IpAddr = addr.trim().parse().map_err(|_| format!("{text:?} is not an address or CIDR range"))?;
-        let max = if network.is_ipv4() { 32 } else { 128 };
-        let prefix = match prefix {
-            None => max,
-            Some(p) => p
-                .trim()
-                .parse::<u8>()
-                .ok()
-                .filter(|p| *p <= max)
-                .ok_or_else(|| format!("{text:?}: bad prefix length"))?,
-        };
-        Ok(Cidr { network, prefix })
+/// The address of the client of a request that came from `peer`, by the rule above.
+pub fn client_address(proxies: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    let mut client = canonical(peer);
+    if !proxies.trusts(client) {
+        return client;
     }
-
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                same_prefix(u128::from(u32::from(net)) << 96, u128::from(u32::from(ip)) << 96, self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => same_prefix(u128::from(net), u128::from(ip), self.prefix),
-            _ => false,
+    let values: Vec<&[u8]> = headers.get_all("x-forwarded-for").iter().map(|v| v.as_bytes()).collect();
+    let items = values.iter().rev().flat_map(|value| value.rsplit(|b| *b == b','));
+    for item in items {
+        let Some(ip) = parse_item(item) else { break };
+        client = ip;
+        if !proxies.trusts(client) {
+            break;
         }
     }
+    client
 }
 
-fn same_prefix(a: u128, b: u128, prefix: u8) -> bool {
-    let mask = if prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(prefix)) };
-    a & mask == b & mask
+/// The key sign-in attempts from this request are counted under: the client's address
+/// (`client_address`), an IPv6 one reduced to its /64 network.
+pub fn client_key(proxies: &TrustedProxies, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    key_of(client_address(proxies, peer, headers))
 }
 
-/// An IPv4 peer seen through a dual-stack socket (`::ffff:10.0.0.1`) is that IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+/// An IPv4 address as is; an IPv6 address as its /64 network (the rest zeroed).
+pub fn key_of(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & (u128::MAX << 64))),
         v4 => v4,
     }
 }
 
-/// The proxies whose `X-Forwarded-For` is believed; empty by default.
-#[derive(Debug, Clone, Default)]
-pub struct TrustedProxies(Vec<Cidr>);
-
-impl TrustedProxies {
-    /// Parses a list of addresses and ranges (`QUOTASK_TRUSTED_PROXIES`, comma-separated).
-    pub fn parse<S: AsRef<str>>(items: &[S]) -> Result<Self, String> {
-        items
-            .iter()
-            .map(|s| s.as_ref().trim())
-            .filter(|s| !s.is_empty())
-            .map(Cidr::parse)
-            .collect::<Result<_, _>>()
-            .map(TrustedProxies)
-    }
-
-    fn trusts(&self, ip: IpAddr) -> bool {
-        self.0.iter().any(|c| c.contains(ip))
-    }
-
-    /// The client's address: `peer`, or, when `peer` is trusted, the right-most
-    /// `X-Forwarded-For` hop that is not itself a trusted proxy. A malformed hop stops
-    /// the walk at the last address a trusted proxy vouched for.
-    pub fn client(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        let mut client = canonical(peer);
-        if !self.trusts(client) {
-            return client;
-        }
-        // Several headers count as one list, in order (RFC 9110, 5.3).
-        let hops = headers.get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(','));
-        let hops: Vec<&str> = hops.collect();
-        for hop in hops.iter().rev() {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = canonical(ip);
-                    if !self.trusts(client) {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        client
-    }
+/// One `X-Forwarded-For` item: an address, possibly with a port (`192.0.2.1:443`,
+/// `[2001:db8::1]:443`) or in brackets, as some proxies write them.
+fn parse_item(item: &[u8]) -> Option<IpAddr> {
+    let text = std::str::from_utf8(item).ok()?.trim_matches([' ', '\t']);
+    let ip = match text.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => match text.parse::<SocketAddr>() {
+            Ok(addr) => addr.ip(),
+            Err(_) => text.strip_prefix('[')?.strip_suffix(']')?.parse::<Ipv6Addr>().ok()?.into(),
+        },
+    };
+    Some(canonical(ip))
 }
 
 #[cfg(test)]
 mod tests {
+    use axum::http::HeaderValue;
+
     use super::*;
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
 
-    fn forwarded(value: &str) -> HeaderMap {
+    fn forwarded(values: &[&[u8]]) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert("x-forwarded-for", value.parse().unwrap());
+        for value in values {
+            headers.append("x-forwarded-for", HeaderValue::from_bytes(value).unwrap());
+        }
         headers
     }
 
-    #[test]
-    fn ranges_contain_what_they_should() {
-        let net = Cidr::parse("10.1.0.0/16").unwrap();
-        assert!(net.contains(ip("10.1.200.3")));
-        assert!(net.contains(ip("::ffff:10.1.0.1")));
-        assert!(!net.contains(ip("10.2.0.1")));
-        assert!(Cidr::parse("::1").unwrap().contains(ip("::1")));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains(ip("192.0.2.1")));
-        assert!(Cidr::parse("fd00::/8").unwrap().contains(ip("fd12::1")));
-        for bad in ["10.0.0.0/33", "nonsense", "10.0.0.0/x", "::/129"] {
-            assert!(Cidr::parse(bad).is_err(), "{bad}");
-        }
+    fn proxies() -> TrustedProxies {
+        TrustedProxies::parse(&["127.0.0.1", "10.0.0.0/8", "fd00::/8"]).unwrap()
+    }
+
+    fn client(peer: &str, values: &[&[u8]]) -> IpAddr {
+        client_address(&proxies(), ip(peer), &forwarded(values))
     }
 
     #[test]
     fn the_header_is_ignored_unless_the_peer_is_trusted() {
         let none = TrustedProxies::default();
-        assert_eq!(none.client(ip("192.0.2.7"), &forwarded("1.2.3.4")), ip("192.0.2.7"));
-        let proxies = TrustedProxies::parse(&["127.0.0.1", "10.0.0.0/8"]).unwrap();
-        assert_eq!(proxies.client(ip("192.0.2.7"), &forwarded("1.2.3.4")), ip("192.0.2.7"));
+        assert_eq!(client_address(&none, ip("192.0.2.7"), &forwarded(&[b"1.2.3.4"])), ip("192.0.2.7"));
+        assert_eq!(client("192.0.2.7", &[b"1.2.3.4"]), ip("192.0.2.7"));
     }
 
     #[test]
-    fn a_trusted_peer_gives_the_right_most_untrusted_hop() {
-        let proxies = TrustedProxies::parse(&["127.0.0.1", "10.0.0.0/8"]).unwrap();
-        // The client forged the first hop; the proxies appended the rest.
-        let headers = forwarded("6.6.6.6, 198.51.100.9, 10.0.0.2");
-        assert_eq!(proxies.client(ip("127.0.0.1"), &headers), ip("198.51.100.9"));
-        assert_eq!(proxies.client(ip("127.0.0.1"), &forwarded("garbage, 10.0.0.3")), ip("10.0.0.3"));
-        assert_eq!(proxies.client(ip("127.0.0.1"), &HeaderMap::new()), ip("127.0.0.1"));
+    fn a_trusted_peer_gives_the_right_most_address_that_is_not_a_trusted_proxy() {
+        // The client forged the first item; the proxies appended the rest.
+        assert_eq!(client("127.0.0.1", &[b"6.6.6.6, 198.51.100.9, 10.0.0.2"]), ip("198.51.100.9"));
+        assert_eq!(client("127.0.0.1", &[b"6.6.6.6", b"198.51.100.9", b"10.0.0.2"]), ip("198.51.100.9"));
+        assert_eq!(client("127.0.0.1", &[b"10.0.0.9,10.0.0.2"]), ip("10.0.0.9"), "all proxies: the left-most");
+        assert_eq!(client_address(&proxies(), ip("127.0.0.1"), &HeaderMap::new()), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn junk_left_of_the_clients_address_does_not_hide_it() {
+        for junk in [&b"\xff\xfe"[..], b"garbage", b"", b"1.2.3", b"\xc3\xa9, 300.1.1.1, ,"] {
+            let mut value = junk.to_vec();
+            value.extend_from_slice(b", 198.51.100.9");
+            assert_eq!(client("127.0.0.1", &[&value]), ip("198.51.100.9"), "{junk:?}");
+            assert_eq!(client("127.0.0.1", &[junk, b"198.51.100.9, 10.0.0.1"]), ip("198.51.100.9"), "{junk:?}");
+        }
+    }
+
+    #[test]
+    fn an_item_that_is_not_an_address_ends_the_walk_at_the_proxy_on_its_right() {
+        assert_eq!(client("127.0.0.1", &[b"6.6.6.6, unknown, 10.0.0.3"]), ip("10.0.0.3"));
+        assert_eq!(client("127.0.0.1", &[b"6.6.6.6, \xff, 10.0.0.3"]), ip("10.0.0.3"));
+        assert_eq!(client("127.0.0.1", &[b"6.6.6.6, _hidden"]), ip("127.0.0.1"));
+        assert_eq!(client("127.0.0.1", &[b"6.6.6.6", b""]), ip("127.0.0.1"));
+    }
+
+    #[test]
+    fn items_with_ports_brackets_spaces_or_mapped_addresses_are_read() {
+        assert_eq!(client("127.0.0.1", &[b"198.51.100.9:4711"]), ip("198.51.100.9"));
+        assert_eq!(client("127.0.0.1", &[b"[2001:db8::7]:443"]), ip("2001:db8::7"));
+        assert_eq!(client("127.0.0.1", &[b"[2001:db8::7]"]), ip("2001:db8::7"));
+        assert_eq!(client("127.0.0.1", &[b" \t198.51.100.9 "]), ip("198.51.100.9"));
+        assert_eq!(client("127.0.0.1", &[b"198.51.100.9, ::ffff:10.1.2.3"]), ip("198.51.100.9"));
+        assert_eq!(client("::ffff:127.0.0.1", &[b"::ffff:198.51.100.9"]), ip("198.51.100.9"));
+        assert_eq!(client("fd00::1", &[b"2001:db8::7"]), ip("2001:db8::7"));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_network_and_an_ipv4_one_by_its_address() {
+        assert_eq!(key_of(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")), ip("2001:db8:1:2::"));
+        assert_eq!(key_of(ip("2001:db8:1:2::1")), key_of(ip("2001:db8:1:2:ffff::9")));
+        assert_ne!(key_of(ip("2001:db8:1:2::1")), key_of(ip("2001:db8:1:3::1")));
+        assert_eq!(key_of(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(key_of(ip("192.0.2.1")), ip("192.0.2.1"));
+        let none = TrustedProxies::default();
+        assert_eq!(client_key(&none, ip("2001:db8::1:2:3:4"), &HeaderMap::new()), ip("2001:db8::"));
+        assert_eq!(client_key(&proxies(), ip("127.0.0.1"), &forwarded(&[b"2001:db8:5:6:7::8"])), ip("2001:db8:5:6::"));
     }
 }

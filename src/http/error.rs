@@ -39,6 +39,8 @@ pub enum ApiError {
     QuotaExceeded { status: Box<QuotaStatus>, now: Timestamp, requested: u32 },
     #[error("too many sign-in attempts")]
     Throttled { retry_after: u64 },
+    #[error("too many event streams")]
+    TooManyStreams { limit: usize, retry_after: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -224,6 +226,15 @@ impl ApiError {
                     "sign-in-throttled",
                     "Too many failed sign-ins",
                     format!("try again in {retry_after} seconds"),
+                )
+            }
+            ApiError::TooManyStreams { limit, retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-streams",
+                    "Too many event streams",
+                    format!("a user may keep {limit} event streams open at once; close one first"),
                 )
             }
             ApiError::Unavailable(why) => {

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::Authed;
-use crate::events::{Item, Subscription};
+use crate::events::{Item, Refused, Subscription};
 
 /// What a client's `EventSource` waits before reconnecting.
 const RETRY: Duration = Duration::from_secs(3);
@@ -24,6 +24,9 @@ const RETRY: Duration = Duration::from_secs(3);
 /// the session's streams within this long (on every instance, since each checks the
 /// store). A check costs one session lookup, which the SQLite store answers from memory.
 const SESSION_CHECK: Duration = Duration::from_secs(5);
+/// What a user refused a stream (they hold their share) is told to wait: a stream of
+/// theirs that was signed out elsewhere has ended by then.
+const RETRY_WHEN_FULL: Duration = SESSION_CHECK;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/events", get(stream_events))
@@ -37,6 +40,8 @@ an `event:` and JSON `data:`: `task.created` and `task.updated` (the task), `tas
 `quota.changed` (`{\"daily_limit\"}`, after an admin's change), and `lagged` (`{\"missed\"}`: events were lost, re-read \
 the list). Comments keep the connection alive; the stream ends when its access token expires, within \
 5 s of its session's sign-out, and when the server stops; the client reconnects with a current token."),
+              (status = 429, description = "The user already holds as many streams as one user may on this instance (`QUOTASK_MAX_STREAMS_PER_USER`, 5 by default)", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
               (status = 503, description = "This instance serves as many streams as it can", body = Problem, content_type = "application/problem+json")))]
 async fn stream_events(
     State(state): State<AppState>,
@@ -45,10 +50,10 @@ async fn stream_events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // Until the token stops being accepted, as measured by the server's clock now.
     let lifetime = Duration::try_from(auth.token_until.duration_since(auth.now)).unwrap_or(Duration::ZERO);
-    let subscription = state
-        .events
-        .subscribe(auth.user.id, lifetime)
-        .ok_or_else(|| ApiError::Unavailable("too many event streams".into()))?;
+    let subscription = state.events.subscribe(auth.user.id, lifetime).map_err(|refused| match refused {
+        Refused::InstanceFull => ApiError::Unavailable("too many event streams".into()),
+        Refused::UserFull { limit } => ApiError::TooManyStreams { limit, retry_after: RETRY_WHEN_FULL.as_secs() },
+    })?;
     let resumed = headers.contains_key("last-event-id");
     let live = Live { subscription, state, session_id: auth.session_id, user_id: auth.user.id, check: session_check() };
     Ok(Sse::new(sse(live, resumed)).keep_alive(KeepAlive::default()))

@@ -205,7 +205,7 @@ pub struct Authed {
 }
 
 /// The token of `Authorization: Bearer <token>`, or of the seed's `Bearer: <token>`.
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let scheme = scheme.strip_suffix(':').unwrap_or(scheme);
@@ -263,7 +263,8 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-/// The client's address: the socket's peer, or what trusted proxies say (`client_ip`).
+/// The key a client's attempts are counted under: the socket's peer, or what trusted
+/// proxies say, an IPv6 address reduced to its /64 (`client_ip`).
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl FromRequestParts<AppState> for ClientIp {
@@ -271,7 +272,7 @@ impl FromRequestParts<AppState> for ClientIp {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        Ok(ClientIp(peer.map(|peer| state.trusted_proxies.client(peer, &parts.headers))))
+        Ok(ClientIp(peer.map(|peer| super::client_ip::client_key(&state.trusted_proxies, peer, &parts.headers))))
     }
 }
 

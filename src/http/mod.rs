@@ -18,9 +18,10 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::HeaderValue;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use metrics::Label;
 use tracing::Instrument;
 
 use self::error::ApiError;
@@ -57,6 +58,14 @@ fn new_request_id() -> HeaderValue {
     HeaderValue::from_bytes(id.simple().encode_lower(&mut text).as_bytes()).unwrap_or(HeaderValue::from_static("-"))
 }
 
+/// A method's metrics label: the method's name if it is one of RFC 9110's (and PATCH),
+/// else `other`. Anyone can send any token as a method, and each distinct label value is
+/// a series kept for the life of the process.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"];
+    KNOWN.into_iter().find(|known| *known == method.as_str()).unwrap_or("other")
+}
+
 /// Gives each request an id (the client's `x-request-id` if sane), runs it inside a
 /// span carrying that id, logs one line when it is answered, and echoes the id.
 async fn request_context(req: Request, next: Next) -> Response {
@@ -68,6 +77,8 @@ async fn request_context(req: Request, next: Next) -> Response {
         .unwrap_or_else(new_request_id);
     let span = tracing::info_span!("request", id = id.to_str().unwrap_or("-"));
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    // The route's template, never the path: a label value must come from a fixed set, or
+    // every made-up path would be a series of its own, kept for the life of the process.
     let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
     let started = Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await.into_response();
@@ -76,17 +87,28 @@ async fn request_context(req: Request, next: Next) -> Response {
     span.in_scope(|| {
         tracing::info!(%method, %path, status, micros = elapsed.as_micros() as u64, "answered");
     });
-    let labels = [("route", route), ("method", method.to_string())];
-    metrics::histogram!(crate::metrics::HTTP_DURATION, &labels).record(elapsed.as_secs_f64());
+    let labels = [Label::new("route", route), Label::from_static_parts("method", method_label(&method))];
+    metrics::histogram!(crate::metrics::HTTP_DURATION, labels.iter()).record(elapsed.as_secs_f64());
     let [route, method] = labels;
-    metrics::counter!(crate::metrics::HTTP_REQUESTS, &[route, method, ("status", status.to_string())]).increment(1);
+    metrics::counter!(crate::metrics::HTTP_REQUESTS, vec![route, method, Label::new("status", status.to_string())])
+        .increment(1);
     response.headers_mut().insert("x-request-id", id);
     response
 }
 
 #[cfg(test)]
-mod request_id_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn a_method_label_is_a_standard_method_or_other() {
+        for known in ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"] {
+            assert_eq!(method_label(&Method::from_bytes(known.as_bytes()).unwrap()), known);
+        }
+        for made_up in ["get", "PROPFIND", "BREW", &"X".repeat(2000)] {
+            assert_eq!(method_label(&Method::from_bytes(made_up.as_bytes()).unwrap()), "other", "{made_up:.20}");
+        }
+    }
 
     #[test]
     fn a_new_request_id_is_a_fresh_uuid_v7_of_now_in_32_hex_digits() {

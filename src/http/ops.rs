@@ -1,9 +1,12 @@
-//! Operations: liveness and readiness.
+//! Operations: liveness, readiness and metrics (behind a bearer token when
+//! `QUOTASK_METRICS_TOKEN` is set).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
@@ -38,7 +41,13 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4")))]
-async fn metrics() -> impl axum::response::IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::handle().render())
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain; version=0.0.4"),
+              (status = 401, description = "`QUOTASK_METRICS_TOKEN` is set and the request does not carry it as `Authorization: Bearer <token>`", body = Problem, content_type = "application/problem+json")))]
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &state.metrics_token
+        && !super::extract::bearer(&headers).is_some_and(|presented| token.accepts(presented))
+    {
+        return Err(ApiError::Unauthorized);
+    }
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crate::metrics::handle().render()))
 }

@@ -5,8 +5,8 @@ use std::ops::Deref;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use super::client_ip::TrustedProxies;
 use crate::clock::Clock;
+use crate::config::{MetricsToken, TrustedProxies};
 use crate::events::Events;
 use crate::service::Services;
 
@@ -22,13 +22,22 @@ pub struct Shared {
     pub events: Events,
     /// Whose `X-Forwarded-For` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// What `/metrics` asks for, if anything.
+    pub metrics_token: Option<MetricsToken>,
     /// Set when a stop has begun, so `/readyz` sends load elsewhere.
     pub draining: AtomicBool,
 }
 
 impl AppState {
-    pub fn new(services: Services, clock: Arc<dyn Clock>, events: Events, trusted_proxies: TrustedProxies) -> Self {
-        AppState(Arc::new(Shared { services, clock, events, trusted_proxies, draining: AtomicBool::new(false) }))
+    pub fn new(
+        services: Services,
+        clock: Arc<dyn Clock>,
+        events: Events,
+        trusted_proxies: TrustedProxies,
+        metrics_token: Option<MetricsToken>,
+    ) -> Self {
+        let draining = AtomicBool::new(false);
+        AppState(Arc::new(Shared { services, clock, events, trusted_proxies, metrics_token, draining }))
     }
 }
 

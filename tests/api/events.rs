@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::TestApp;
+use crate::helpers::{TestApp, header, problem};
 use crate::redis_harness::EventStream;
 
 const WAIT: Duration = Duration::from_secs(3);
@@ -156,4 +156,33 @@ async fn a_sign_out_ends_that_sessions_streams_and_no_others() {
     app.create_task(&other_session, "after the check").await;
     let created = kept.next(WAIT).await.expect("the other session's stream lives on");
     assert_eq!((created.event.as_str(), &created.data["content"]), ("task.created", &json!("after the check")));
+}
+
+on_both_stores!(a_user_may_hold_five_streams_and_a_sixth_is_refused_until_one_ends);
+async fn a_user_may_hold_five_streams_and_a_sixth_is_refused_until_one_ends() {
+    let app = TestApp::spawn().await;
+    let ann = app.user("ann").await;
+    let bob = app.user("bob").await;
+    let mut streams = Vec::new();
+    for _ in 0..5 {
+        streams.push(EventStream::open(&app, &ann.access).await);
+    }
+
+    let sixth = app.get("/v1/events", &ann.access).await;
+    assert_eq!(sixth.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(header(&sixth, "retry-after").parse::<u64>().unwrap() > 0);
+    assert_eq!(problem(sixth).await["type"], "https://quotask.dev/problems/too-many-streams");
+    let _bobs = EventStream::open(&app, &bob.access).await;
+
+    drop(streams.pop());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let res = app.get("/v1/events", &ann.access).await;
+        if res.status() == StatusCode::OK {
+            break;
+        }
+        assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert!(Instant::now() < deadline, "the closed stream's place was not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

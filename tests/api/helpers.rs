@@ -238,6 +238,8 @@ pub fn settings_for(dir: &std::path::Path) -> Settings {
         signin_failures_per_hour: 100,
         redis: None,
         trusted_proxies: Default::default(),
+        metrics_token: None,
+        max_streams_per_user: 5,
         jobs: Default::default(),
         shutdown_delay: std::time::Duration::ZERO,
     }
@@ -261,6 +263,14 @@ impl TestApp {
         let clock = Arc::new(ManualClock::new(ts("2026-06-15T12:00:00Z")));
         let apps = futures::future::join_all((0..N).map(|_| Self::start_on(db.clone(), clock.clone()))).await;
         apps.try_into().unwrap_or_else(|_| unreachable!("join_all keeps the count"))
+    }
+
+    /// A server like `spawn`'s, with `change` made to its settings first.
+    pub async fn spawn_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+        let db = Arc::new(Database::new(current_db()).await);
+        let mut settings = db.settings();
+        change(&mut settings);
+        Self::start_with(db, Arc::new(ManualClock::new(ts("2026-06-15T12:00:00Z"))), &settings).await
     }
 
     async fn start_on(db: Arc<Database>, clock: Arc<ManualClock>) -> TestApp {

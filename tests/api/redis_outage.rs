@@ -28,7 +28,7 @@ async fn sign_in_from(app: &TestApp, username: &str, password: &str, ip: &str) -
 fn trusting_localhost(settings: &mut quotask::config::Settings, redis: &RedisSettings, failures: u32) {
     settings.redis = Some(redis.clone());
     settings.signin_failures_per_hour = failures;
-    settings.trusted_proxies = quotask::http::client_ip::TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+    settings.trusted_proxies = quotask::config::TrustedProxies::parse(&["127.0.0.1"]).unwrap();
 }
 
 /// What must hold whatever is wrong with Redis: sign-in answers promptly and throttles

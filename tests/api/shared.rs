@@ -26,7 +26,7 @@ async fn failed_sign_ins_spread_over_two_instances_are_limited_as_one() {
         s.redis = Some(redis.settings.clone());
         s.signin_failures_per_hour = 4;
         // Each attempt from an address of its own: only the account's count can stop them.
-        s.trusted_proxies = quotask::http::client_ip::TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+        s.trusted_proxies = quotask::config::TrustedProxies::parse(&["127.0.0.1"]).unwrap();
     })
     .await;
     a.sign_up("victim").await;
