@@ -125,7 +125,7 @@ async fn user_command(cmd: UserCommand, settings: Settings) -> anyhow::Result<()
         }
         UserCommand::SetLimit { name, limit } => {
             let limit = DailyLimit::parse(limit).map_err(|e| anyhow::anyhow!("limit {}", e.message))?;
-            let username = Username::parse(&name).map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
+            let username = Username::canonical(&name).map_err(|e| anyhow::anyhow!("{}: {}", e.field, e.message))?;
             let (user, _) =
                 state.store.user_credentials(&username).await?.ok_or_else(|| anyhow::anyhow!("no user {name:?}"))?;
             let changes = AdminChanges { daily_limit: Some(limit.get()), role: None };

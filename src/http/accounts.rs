@@ -141,7 +141,7 @@ impl From<Session> for TokenPair {
 
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "accounts", request_body = SignUp,
     responses((status = 201, description = "The new user", body = UserView),
-              (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json")))]
+              (status = 409, description = "The username is taken, or looks like one that is (same UTS #39 skeleton)", body = Problem, content_type = "application/problem+json")))]
 async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let user = state.accounts.sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now).await?;
