@@ -81,13 +81,13 @@ pub(super) async fn create_keyed(
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
-    if let Some(first) = first_use(&mut *tx, user_id, &key).await? {
+    if let Some(first) = first_use(&mut tx, user_id, &key).await? {
         tx.commit().await.map_err(classify)?;
         return Ok(first);
     }
     let (limit, used) = consume_and_insert(&mut *tx, user_id, &task).await?;
     if used.is_none() {
-        let first = first_use(&mut *tx, user_id, &key).await?;
+        let first = first_use(&mut tx, user_id, &key).await?;
         tx.commit().await.map_err(classify)?;
         return match first {
             Some(first) => Ok(first),
