@@ -21,7 +21,7 @@ use super::extract::{Authed, AuthedUsage, ClientIp, JsonBody, present};
 use crate::app::AppState;
 use crate::auth::token::REFRESH_TTL_SECS;
 use crate::auth::{AuthError, Session};
-use crate::domain::{FieldError, QuotaStatus, Role, User};
+use crate::domain::{QuotaStatus, Role, User};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -212,7 +212,7 @@ async fn sign_in(
            ("X-Refresh-Cookie" = Option<String>, Header, description = "`1`: the new refresh token is set as the cookie, as it is anyway when the old one came from it")),
     responses((status = 200, description = "A new pair; the old refresh token is spent", body = TokenPair,
                headers(("Set-Cookie" = String, description = "The new refresh cookie, when the old token came from it or `X-Refresh-Cookie: 1` was sent"))),
-              (status = 401, description = "Unknown, spent or revoked; a spent token revokes its family (a refused cookie is cleared)", body = Problem, content_type = "application/problem+json")))]
+              (status = 401, description = "None given, unknown, spent or revoked; a spent token revokes its family (a refused cookie is cleared)", body = Problem, content_type = "application/problem+json")))]
 async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -223,7 +223,8 @@ async fn refresh(
         Some(token) => (token, false),
         None => match jar.get(REFRESH_COOKIE) {
             Some(cookie) => (cookie.value().to_owned(), true),
-            None => return Err(FieldError::new("refresh_token", "missing, in the body and as a cookie").into()),
+            // No credential at all: the one answer every refused refresh gets.
+            None => return Err(AuthError::Unauthorized.into()),
         },
     };
     match state.accounts.refresh(&token, state.clock.now()).await {
