@@ -35,6 +35,21 @@ fn instant() -> impl Strategy<Value = Timestamp> {
     (631_152_000_000_000i64..2_871_763_200_000_000).prop_map(|us| Timestamp::from_microsecond(us).unwrap())
 }
 
+/// `c` (pick 0), or a Cyrillic (1) or Greek (2) letter drawn like it, where there is one.
+fn twin(c: char, pick: usize) -> char {
+    let twins: &[char] = match c {
+        'a' => &['а', 'α'],
+        'c' => &['с', 'ϲ'],
+        'e' => &['е'],
+        'o' => &['о', 'ο'],
+        'p' => &['р', 'ρ'],
+        'x' => &['х'],
+        'y' => &['у', 'γ'],
+        _ => &[],
+    };
+    pick.checked_sub(1).and_then(|i| twins.get(i)).copied().unwrap_or(c)
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[expect(dead_code, reason = "only the parsing is under test")]
@@ -80,6 +95,18 @@ proptest! {
         let nfd = Username::parse(&raw.nfd().collect::<String>());
         if let (Ok(a), Ok(b)) = (upper, nfd) {
             prop_assert_eq!(a, b);
+        }
+    }
+
+    #[test]
+    fn latin_letters_swapped_for_cyrillic_or_greek_twins_are_refused_or_look_the_same(
+        real in "[aceopxy]{3,10}[a-z0-9]{0,3}",
+        swaps in proptest::collection::vec(0usize..3, 13),
+    ) {
+        let fake: String = real.chars().zip(swaps).map(|(c, pick)| twin(c, pick)).collect();
+        let real = Username::parse(&real).unwrap();
+        if let Ok(fake) = Username::parse(&fake) {
+            prop_assert_eq!(fake.skeleton(), real.skeleton(), "{:?} passes for {:?}", fake, real);
         }
     }
 

@@ -5,7 +5,13 @@
 
 (() => {
   const ACCESS = 'quotask.access_token';
-  const REFRESH = 'quotask.refresh_token';
+  /** Where earlier versions of this page kept the refresh token; moved to the cookie. */
+  const OLD_REFRESH = 'quotask.refresh_token';
+  /**
+   * Asks the server for the refresh token as an HttpOnly cookie (sent only to
+   * /v1/auth/*) instead of in the answer's body, so no script here ever holds it.
+   */
+  const REFRESH_AS_COOKIE = { 'X-Refresh-Cookie': '1' };
   /** How a field named in a problem document is called on this page. */
   const FIELD_LABELS = { username: 'Username', password: 'Password', timezone: 'Time zone', content: 'Task' };
 
@@ -56,27 +62,24 @@
   /** The stored session is gone or refused, and refreshing it did not help. */
   class SignedOut extends Error {}
 
+  /** The access token (short-lived) is kept here; the refresh token is the cookie. */
   const tokens = {
     get access() {
       return localStorage.getItem(ACCESS);
     },
-    get refresh() {
-      return localStorage.getItem(REFRESH);
-    },
     save(pair) {
       localStorage.setItem(ACCESS, pair.access_token);
-      localStorage.setItem(REFRESH, pair.refresh_token);
     },
     clear() {
       localStorage.removeItem(ACCESS);
-      localStorage.removeItem(REFRESH);
+      localStorage.removeItem(OLD_REFRESH);
     },
   };
 
   // ---- talking to the API ------------------------------------------------------
 
-  async function send(method, path, body, access) {
-    const headers = { Accept: 'application/json, application/problem+json' };
+  async function send(method, path, body, access, extraHeaders = {}) {
+    const headers = { Accept: 'application/json, application/problem+json', ...extraHeaders };
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     if (access) headers.Authorization = `Bearer ${access}`;
     try {
@@ -105,13 +108,13 @@
    * Calls the API. With `auth`, a 401 is answered by one refresh of the session and
    * one retry; if that fails too, SignedOut is thrown.
    */
-  async function api(method, path, body, { auth = true } = {}) {
+  async function api(method, path, body, { auth = true, headers = {} } = {}) {
     let access = null;
     if (auth) {
       access = tokens.access;
       if (!access) throw new SignedOut();
     }
-    let res = await send(method, path, body, access);
+    let res = await send(method, path, body, access, headers);
     if (auth && res.status === 401) {
       access = await renewedAccess(access);
       if (!access) throw new SignedOut();
@@ -127,24 +130,36 @@
 
   /**
    * An access token to use instead of `stale`, or null if the session is over. Only
-   * one refresh runs at a time: a refresh token is spent on use, and spending it twice
-   * would end the session. If another tab already refreshed, its token is taken.
+   * one refresh runs at a time, in this tab and (where the browser has Web Locks)
+   * across tabs, which share the cookie: a refresh token is spent on use, and spending
+   * it twice would end the session. If another tab already refreshed, its token is taken.
    */
   function renewedAccess(stale) {
     const current = tokens.access;
     if (current && current !== stale) return Promise.resolve(current);
     if (!refreshing) {
-      refreshing = refreshSession().finally(() => {
+      const renew = () => {
+        const latest = tokens.access;
+        return latest && latest !== stale ? latest : refreshSession();
+      };
+      const locked = navigator.locks ? navigator.locks.request('quotask.refresh', renew) : Promise.resolve().then(renew);
+      refreshing = locked.finally(() => {
         refreshing = null;
       });
     }
     return refreshing;
   }
 
+  /**
+   * Spends the refresh cookie for a new pair. A refresh token an earlier version of
+   * this page left in localStorage is spent instead, once, and its successor becomes
+   * the cookie.
+   */
   async function refreshSession() {
-    const refreshToken = tokens.refresh;
-    if (!refreshToken) return null;
-    const res = await send('POST', '/v1/auth/refresh', { refresh_token: refreshToken });
+    const old = localStorage.getItem(OLD_REFRESH);
+    const body = old ? { refresh_token: old } : {};
+    const res = await send('POST', '/v1/auth/refresh', body, null, REFRESH_AS_COOKIE);
+    if (res.status < 500) localStorage.removeItem(OLD_REFRESH);
     if (res.ok) {
       const pair = await res.json();
       tokens.save(pair);
@@ -426,7 +441,12 @@
           await api('POST', '/v1/auth/signup', { username, password, timezone: ui.timezone.value }, { auth: false });
           setMode('signin'); // the account exists now, whatever happens next
         }
-        const pair = await api('POST', '/v1/auth/signin', { username, password }, { auth: false });
+        const pair = await api(
+          'POST',
+          '/v1/auth/signin',
+          { username, password },
+          { auth: false, headers: REFRESH_AS_COOKIE },
+        );
         tokens.save(pair);
         ui.password.value = '';
         await loadAll();

@@ -119,7 +119,7 @@ impl Accounts {
         client: Option<IpAddr>,
         now: Timestamp,
     ) -> Result<Session, AuthError> {
-        let username = Username::parse(username).ok();
+        let username = Username::canonical(username).ok();
         let account_key = format!("user:{}", username.as_ref().map_or(username_fallback(), Username::as_str));
         let keys = std::iter::once(account_key).chain(client.map(|ip| format!("ip:{ip}"))).collect();
         let counted = self.throttle.acquire(keys, now).await.map_err(|retry_after| {

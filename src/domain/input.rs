@@ -6,6 +6,7 @@ use std::sync::LazyLock;
 
 use jiff::tz::{TimeZone, TimeZoneDatabase};
 use unicode_normalization::UnicodeNormalization;
+use unicode_security::{GeneralSecurityProfile, RestrictionLevel, RestrictionLevelDetection};
 
 /// A rejected field, named as the client spelled it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +22,45 @@ impl FieldError {
 }
 
 /// A username in its one canonical form: NFC, case-folded, 3 to 32 letters, digits,
-/// `_`, `-` or `.`; no compatibility forms (fullwidth, ligatures), no controls, and no
-/// mixing of Latin, Greek and Cyrillic letters (the usual look-alike trick).
+/// `_`, `-` or `.`; no compatibility forms (fullwidth, ligatures) and no controls. A new
+/// name must also pass UTS #39's checks against look-alikes (see `parse`); two names
+/// that look alike have the same `skeleton`, and the stores let only one of them exist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Username(String);
 
+/// The most mixing of scripts a new name may show: one script, or Latin with the
+/// scripts written alongside it in Chinese, Japanese and Korean (UTS #39's "Highly
+/// Restrictive"). Latin mixed with Cyrillic, Greek, Armenian, Cherokee and the like is
+/// refused: no real name needs it, and it is how `pаypal` (with a Cyrillic `а`) is made.
+const NEW_NAME_LEVEL: RestrictionLevel = RestrictionLevel::HighlyRestrictive;
+
 impl Username {
+    /// A name for a new account: `canonical`, and then, in UTS #39's terms, only
+    /// characters its General Security Profile allows in identifiers (which leaves out
+    /// `ɑ` U+0251, small capitals such as `ᴀ`, and scripts out of everyday use such as
+    /// Cherokee) and no more mixing of scripts than `NEW_NAME_LEVEL`. What is left can
+    /// still look like another name in one script (`сореаа` in Cyrillic and `copeaa`, or
+    /// `admın` with a dotless ı): `skeleton` tells those apart.
     pub fn parse(raw: &str) -> Result<Self, FieldError> {
+        let name = Self::canonical(raw)?;
+        if let Some(c) = name.0.chars().find(|c| !c.identifier_allowed()) {
+            let code = u32::from(c);
+            let message = format!("must not contain {c:?} (U+{code:04X}): Unicode does not recommend it for names");
+            return Err(FieldError::new("username", message));
+        }
+        if !name.0.as_str().check_restriction_level(NEW_NAME_LEVEL) {
+            return Err(FieldError::new(
+                "username",
+                "must be written in one script (Latin may go with Han, Hiragana, Katakana, Hangul or Bopomofo)",
+            ));
+        }
+        Ok(name)
+    }
+
+    /// The canonical form of a name that may already be taken, to look its account up
+    /// (sign-in, the command line). Only the form is checked, not `parse`'s look-alike
+    /// rules, so that an account made before a rule tightened can still sign in.
+    pub fn canonical(raw: &str) -> Result<Self, FieldError> {
         let err = |m: &str| Err(FieldError::new("username", m));
         if raw.chars().any(char::is_control) {
             return err("must not contain control characters");
@@ -44,34 +77,28 @@ impl Username {
         if !folded.chars().all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.')) {
             return err("may contain only letters, digits, '_', '-' and '.'");
         }
-        let mut scripts = folded.chars().filter_map(script_of);
-        if let Some(first) = scripts.next()
-            && scripts.any(|s| s != first)
-        {
-            return err("must not mix Latin, Greek and Cyrillic letters");
-        }
         Ok(Self(folded))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
     }
-}
 
-#[derive(PartialEq, Eq, Clone, Copy)]
-enum Script {
-    Latin,
-    Greek,
-    Cyrillic,
-}
-
-fn script_of(c: char) -> Option<Script> {
-    match c as u32 {
-        0x41..=0x5a | 0x61..=0x7a | 0xc0..=0x24f | 0x1e00..=0x1eff => Some(Script::Latin),
-        0x370..=0x3ff | 0x1f00..=0x1fff => Some(Script::Greek),
-        0x400..=0x52f => Some(Script::Cyrillic),
-        _ => None,
+    /// What the name looks like: see `skeleton`.
+    pub fn skeleton(&self) -> String {
+        skeleton(&self.0)
     }
+}
+
+/// The UTS #39 confusable skeleton of a canonical username: each character replaced by
+/// the one it is most easily taken for (`ɑ`, `а` and `α` by `a`; `m` by `rn`; `ı` by
+/// `i`), so that two names a reader could take for each other have the same skeleton.
+/// The stores keep it under a unique index: a name whose skeleton is another user's is
+/// taken. It is not lowercased again: the name already is, and the few capitals a
+/// skeleton holds stand for characters that only look like capitals (`0` gives `O`), so
+/// lowercasing would make `r00t` the same name as `root`, which readers tell apart.
+pub fn skeleton(canonical: &str) -> String {
+    unicode_security::skeleton(canonical).collect()
 }
 
 /// A password as given: 8 to 1024 characters, never truncated or normalised.
@@ -219,6 +246,53 @@ mod tests {
             assert!(Username::parse(bad).is_err(), "{bad:?} was accepted");
         }
         assert!(Username::parse("пользователь").is_ok());
+    }
+
+    #[test]
+    fn look_alikes_of_a_name_are_refused_or_share_its_skeleton() {
+        // Characters Unicode does not recommend for identifiers, and mixed scripts.
+        for (fake, real) in [("ɑdmin", "admin"), ("ᴀdmin", "admin"), ("Ꭺdmin", "admin"), ("rօօt", "root")] {
+            let err = Username::parse(fake).expect_err(fake);
+            assert_eq!(err.field, "username");
+            assert!(Username::parse(real).is_ok(), "{real}");
+        }
+        // One script each, and alike all the same: `skeleton` tells.
+        for (fake, real) in [("admın", "admin"), ("сореаа", "copeaa"), ("ѕсоре", "scope"), ("modern", "rnodern")]
+        {
+            let (fake, real) = (Username::parse(fake).unwrap(), Username::parse(real).unwrap());
+            assert_ne!(fake, real);
+            assert_eq!(fake.skeleton(), real.skeleton(), "{fake:?} and {real:?}");
+        }
+    }
+
+    #[test]
+    fn names_a_reader_tells_apart_have_different_skeletons() {
+        for (a, b) in [("root", "r00t"), ("bill", "biii"), ("anna", "ann"), ("ivan", "иван"), ("élodie", "elodie")]
+        {
+            let (a, b) = (Username::parse(a).unwrap(), Username::parse(b).unwrap());
+            assert_ne!(a.skeleton(), b.skeleton(), "{a:?} and {b:?}");
+        }
+    }
+
+    #[test]
+    fn a_name_in_one_script_or_latin_with_han_kana_or_hangul_is_accepted() {
+        for name in
+            ["alice", "пользователь", "παιδί", "山田太郎", "やまだ", "user日本", "user한국", "아이유", "a_b-c.1"]
+        {
+            assert!(Username::parse(name).is_ok(), "{name:?} was refused");
+        }
+        for name in ["userπ", "abc١٢", "user\u{5d0}"] {
+            assert!(Username::parse(name).is_err(), "{name:?} was accepted");
+        }
+    }
+
+    #[test]
+    fn a_name_taken_before_the_look_alike_rules_still_has_its_canonical_form() {
+        assert!(Username::parse("ᴀdmin").is_err());
+        let old = Username::canonical("ᴀDMIN").unwrap();
+        assert_eq!(old.as_str(), "ᴀdmin");
+        assert_eq!(old, Username::canonical("ᴀdmin").unwrap());
+        assert!(Username::canonical("ad min").is_err());
     }
 
     #[test]

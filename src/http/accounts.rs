@@ -1,10 +1,17 @@
 //! `/v1/auth/*` and `/v1/me*`: accounts, sessions and the signed-in user's quota.
+//!
+//! A client that sends `X-Refresh-Cookie: 1` with its sign-in (the web page does) gets
+//! its refresh token as a cookie instead of in the body: `HttpOnly`, so no script of the
+//! origin can read it; `Secure`; `SameSite=Strict`; sent only to `/v1/auth/*`. It then
+//! refreshes with the cookie alone (its new refresh token is set the same way) and
+//! sign-out clears it. Without the header, nothing changes: the pair is in the body.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use axum_extra::extract::cookie::{Cookie, CookieJar, SameSite};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -12,7 +19,8 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::error::{ApiError, Problem, quota_headers};
 use super::extract::{Authed, AuthedUsage, ClientIp, JsonBody, present};
-use crate::auth::Session;
+use crate::auth::token::REFRESH_TTL_SECS;
+use crate::auth::{AuthError, Session};
 use crate::domain::{QuotaStatus, Role, User};
 
 pub fn router() -> Router<AppState> {
@@ -104,7 +112,10 @@ pub struct SignIn {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Refresh {
-    refresh_token: String,
+    /// The refresh token; if absent, the one in the `quotask_refresh` cookie.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    refresh_token: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -125,23 +136,54 @@ struct TokenPair {
     access_token: String,
     token_type: &'static str,
     expires_in: i64,
-    refresh_token: String,
+    /// Absent when the refresh token was set as the `quotask_refresh` cookie instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refresh_token: Option<String>,
 }
 
-impl From<Session> for TokenPair {
-    fn from(s: Session) -> Self {
-        TokenPair {
-            access_token: s.access_token,
-            token_type: "Bearer",
-            expires_in: s.expires_in,
-            refresh_token: s.refresh_token,
-        }
-    }
+/// The cookie that holds a refresh token for a client that asked for one.
+const REFRESH_COOKIE: &str = "quotask_refresh";
+/// The request header by which a client asks for its refresh token as a cookie.
+const COOKIE_WANTED: &str = "x-refresh-cookie";
+
+fn wants_cookie(headers: &HeaderMap) -> bool {
+    headers.get(COOKIE_WANTED).is_some_and(|v| v == "1")
+}
+
+/// `token` as the refresh cookie. `Path=/v1/auth` keeps it off every other request
+/// (and out of reach of `/docs`); it lasts as long as the token does.
+fn refresh_cookie(token: String) -> Cookie<'static> {
+    Cookie::build((REFRESH_COOKIE, token))
+        .http_only(true)
+        .secure(true)
+        .same_site(SameSite::Strict)
+        .path("/v1/auth")
+        .max_age(cookie::time::Duration::seconds(REFRESH_TTL_SECS))
+        .build()
+}
+
+/// Tells the browser to drop the refresh cookie (same name, path and attributes).
+fn no_refresh_cookie() -> Cookie<'static> {
+    let mut gone = refresh_cookie(String::new());
+    gone.make_removal();
+    gone
+}
+
+/// Sign-in's and refresh's answer: the pair in the body, or, `as_cookie`, the refresh
+/// token as the cookie and the rest in the body, where a script never sees the former.
+fn token_pair(session: Session, as_cookie: bool) -> (CookieJar, Json<TokenPair>) {
+    let Session { access_token, expires_in, refresh_token } = session;
+    let (jar, refresh_token) = if as_cookie {
+        (CookieJar::new().add(refresh_cookie(refresh_token)), None)
+    } else {
+        (CookieJar::new(), Some(refresh_token))
+    };
+    (jar, Json(TokenPair { access_token, token_type: "Bearer", expires_in, refresh_token }))
 }
 
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "accounts", request_body = SignUp,
     responses((status = 201, description = "The new user", body = UserView),
-              (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json")))]
+              (status = 409, description = "The username is taken, or looks like one that is (same UTS #39 skeleton)", body = Problem, content_type = "application/problem+json")))]
 async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let user = state
@@ -153,35 +195,59 @@ async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>
 }
 
 #[utoipa::path(post, path = "/v1/auth/signin", tag = "accounts", request_body = SignIn,
-    responses((status = 200, description = "A token pair", body = TokenPair),
+    params(("X-Refresh-Cookie" = Option<String>, Header, description = "`1`: the refresh token is set as the `quotask_refresh` cookie (HttpOnly; Secure; SameSite=Strict; Path=/v1/auth) and left out of the body")),
+    responses((status = 200, description = "A token pair", body = TokenPair,
+               headers(("Set-Cookie" = String, description = "With `X-Refresh-Cookie: 1` only: the refresh cookie"))),
               (status = 401, description = "Unknown user or wrong password (one answer for both)", body = Problem, content_type = "application/problem+json"),
               (status = 429, description = "Too many failed sign-ins", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn sign_in(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
+    headers: HeaderMap,
     JsonBody(body): JsonBody<SignIn>,
-) -> Result<Json<TokenPair>, ApiError> {
+) -> Result<(CookieJar, Json<TokenPair>), ApiError> {
     let session = state.services.accounts.sign_in(&body.username, &body.password, ip, state.clock.now()).await?;
-    Ok(Json(session.into()))
+    Ok(token_pair(session, wants_cookie(&headers)))
 }
 
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "accounts", request_body = Refresh,
-    responses((status = 200, description = "A new pair; the old refresh token is spent", body = TokenPair),
-              (status = 401, description = "Unknown, spent or revoked; a spent token revokes its family", body = Problem, content_type = "application/problem+json")))]
+    params(("quotask_refresh" = Option<String>, Cookie, description = "The refresh token, when the body has none"),
+           ("X-Refresh-Cookie" = Option<String>, Header, description = "`1`: the new refresh token is set as the cookie, as it is anyway when the old one came from it")),
+    responses((status = 200, description = "A new pair; the old refresh token is spent", body = TokenPair,
+               headers(("Set-Cookie" = String, description = "The new refresh cookie, when the old token came from it or `X-Refresh-Cookie: 1` was sent"))),
+              (status = 401, description = "None given, unknown, spent or revoked; a spent token revokes its family (a refused cookie is cleared)", body = Problem, content_type = "application/problem+json")))]
 async fn refresh(
     State(state): State<AppState>,
+    headers: HeaderMap,
+    jar: CookieJar,
     JsonBody(body): JsonBody<Refresh>,
-) -> Result<Json<TokenPair>, ApiError> {
-    let session = state.services.accounts.refresh(&body.refresh_token, state.clock.now()).await?;
-    Ok(Json(session.into()))
+) -> Result<Response, ApiError> {
+    let (token, from_cookie) = match body.refresh_token {
+        Some(token) => (token, false),
+        None => match jar.get(REFRESH_COOKIE) {
+            Some(cookie) => (cookie.value().to_owned(), true),
+            // No credential at all: the one answer every refused refresh gets.
+            None => return Err(AuthError::Unauthorized.into()),
+        },
+    };
+    match state.services.accounts.refresh(&token, state.clock.now()).await {
+        Ok(session) => Ok(token_pair(session, from_cookie || wants_cookie(&headers)).into_response()),
+        // A refused cookie is of no use any more: the browser is told to drop it (but
+        // not for an outage, after which it still works).
+        Err(AuthError::Unauthorized) if from_cookie => {
+            Ok((CookieJar::new().add(no_refresh_cookie()), ApiError::from(AuthError::Unauthorized)).into_response())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 #[utoipa::path(post, path = "/v1/auth/signout", tag = "accounts", security(("bearer" = [])),
-    responses((status = 204, description = "The session's tokens stop working")))]
-async fn sign_out(State(state): State<AppState>, auth: Authed) -> Result<StatusCode, ApiError> {
+    responses((status = 204, description = "The session's tokens stop working",
+               headers(("Set-Cookie" = String, description = "Clears the refresh cookie, if the client has one")))))]
+async fn sign_out(State(state): State<AppState>, auth: Authed) -> Result<(CookieJar, StatusCode), ApiError> {
     state.services.accounts.sign_out(auth.session_id, auth.now).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok((CookieJar::new().add(no_refresh_cookie()), StatusCode::NO_CONTENT))
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])),

@@ -2,6 +2,8 @@
 //! interactive docs page; both served from the binary.
 
 use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::middleware;
 use utoipa::openapi::path::ParameterIn;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, Schema};
@@ -30,8 +32,29 @@ use super::{accounts, admin, events, ops, seed, tasks};
 )]
 struct ApiDoc;
 
+/// The docs page shares the web page's origin, so a script it were made to run could
+/// call the API as the signed-in user: it may run only its own files (Swagger UI has no
+/// inline script), show its own and `data:` images (its icons), talk to this origin
+/// only, and never be framed. Its styles are its own files, and the one `<style>` it
+/// adds from script, allowed by its hash: the Swagger UI built into the binary is a
+/// fixed version, and the browser test (tests/e2e) fails on any policy violation, so a
+/// new version that changes it is noticed.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     style-src 'self' 'sha256-RL3ie0nH+Lzz2YNqQN83mnU0J1ot4QL7b99vMdIX99w='; object-src 'none'; \
+     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
 pub fn router() -> Router<AppState> {
-    Router::new().merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+    Router::new()
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+        .layer(middleware::map_response(with_policy))
+}
+
+async fn with_policy(mut response: axum::response::Response) -> axum::response::Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    response
 }
 
 /// The document, for tests and tools.

@@ -113,7 +113,7 @@ impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
             AuthError::Invalid(errors) => ApiError::Validation(errors),
-            AuthError::UsernameTaken => ApiError::Conflict("username is taken".into()),
+            AuthError::UsernameTaken => ApiError::Conflict("username is taken, or looks like one that is".into()),
             AuthError::Unauthorized => ApiError::Unauthorized,
             AuthError::Throttled { retry_after } => ApiError::Throttled { retry_after },
             AuthError::Store(e) => service::Error::from(e).into(),

@@ -28,7 +28,7 @@ impl AdminService {
     }
 
     pub async fn user_named(&self, name: &str) -> Result<User, Error> {
-        let username = Username::parse(name)?;
+        let username = Username::canonical(name)?;
         let (user, _) = self.store.user_credentials(&username).await?.ok_or(Error::NotFound)?;
         Ok(user)
     }

@@ -134,6 +134,22 @@ impl Database {
         }
     }
 
+    /// Runs `sql` straight on the database (statements separated by `;`): for tests that
+    /// set up what an older version of quotask would have left.
+    pub async fn execute(&self, sql: &str) {
+        match &self.schema {
+            None => {
+                let db = rusqlite::Connection::open(self.dir.path().join("quotask.db")).expect("the SQLite file");
+                db.pragma_update(None, "busy_timeout", 5000).expect("a busy timeout");
+                db.execute_batch(sql).expect("valid statements");
+            }
+            Some(schema) => {
+                let mut conn = PgConnection::connect(&schema.url()).await.expect("the test schema");
+                conn.execute(sql).await.expect("valid statements");
+            }
+        }
+    }
+
     /// A connection to this test's PostgreSQL schema, for tests that lock or inspect it.
     pub async fn postgres(&self) -> PgConnection {
         let schema = self.schema.as_ref().expect("a PostgreSQL test");

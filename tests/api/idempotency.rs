@@ -1,10 +1,13 @@
 //! Safe retries with `Idempotency-Key` (docs/quota.md item 6).
 
+use std::sync::Arc;
+
 use jiff::SignedDuration;
+use quotask::clock::ManualClock;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::helpers::{Client, TestApp, header, problem};
+use crate::helpers::{Client, Database, TestApp, current_db, header, problem, ts};
 
 async fn create_with_key(app: &TestApp, who: &Client, key: &str, content: &str) -> reqwest::Response {
     app.client
@@ -127,4 +130,53 @@ async fn a_malformed_key_is_refused_and_creates_nothing() {
         assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{key}");
     }
     assert_eq!(app.quota(&ann).await["used"], 0);
+}
+
+on_postgres_only!(a_keyed_retry_racing_for_the_last_unit_is_replayed_or_told_it_is_in_flight_never_refused);
+async fn a_keyed_retry_racing_for_the_last_unit_is_replayed_or_told_it_is_in_flight_never_refused() {
+    race_with_one_key_on_three_instances(1).await;
+}
+
+on_postgres_only!(keyed_retries_racing_on_several_instances_create_one_task_and_use_one_unit);
+async fn keyed_retries_racing_on_several_instances_create_one_task_and_use_one_unit() {
+    race_with_one_key_on_three_instances(5).await;
+}
+
+/// Rounds of six requests with one key and body, spread over three instances (each
+/// lets one request per key through to the database at a time, so up to three race
+/// there), each round by a new user with `limit` units a day: every answer is the task
+/// (created once, else replayed) or 409, and one unit is used.
+async fn race_with_one_key_on_three_instances(limit: u32) {
+    let db = Arc::new(Database::new(current_db()).await);
+    let mut settings = db.settings();
+    settings.default_daily_limit = limit;
+    let clock = Arc::new(ManualClock::new(ts("2026-06-15T12:00:00Z")));
+    let apps =
+        futures::future::join_all((0..3).map(|_| TestApp::start_with(db.clone(), clock.clone(), &settings))).await;
+    for round in 0..30 {
+        let name = format!("racer{round}");
+        apps[0].sign_up(&name).await;
+        let who = apps[0].sign_in(&name).await;
+
+        let answers = futures::future::join_all(
+            (0..6).map(|i| create_with_key(&apps[i % apps.len()], &who, "the-key", "the day's one task")),
+        )
+        .await;
+
+        let mut created = Vec::new();
+        for answer in answers {
+            match answer.status() {
+                StatusCode::CREATED => {
+                    let replayed = header(&answer, "idempotent-replayed") == "true";
+                    created.push((replayed, answer.json::<Value>().await.unwrap()["id"].clone()));
+                }
+                StatusCode::CONFLICT => {}
+                other => panic!("round {round}: {other}: {}", answer.text().await.unwrap()),
+            }
+        }
+        assert_eq!(created.iter().filter(|(replayed, _)| !replayed).count(), 1, "round {round}: one is created");
+        assert!(created.iter().all(|(_, id)| *id == created[0].1), "round {round}: the same task");
+        assert_eq!(apps[0].all_tasks(&who).await.len(), 1, "round {round}");
+        assert_eq!(apps[0].quota(&who).await["used"], 1, "round {round}");
+    }
 }

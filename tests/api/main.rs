@@ -10,6 +10,7 @@ mod redis_harness;
 mod accounts;
 mod admin;
 mod batch;
+mod cookies;
 mod durability;
 mod events;
 mod forwarded;

@@ -196,3 +196,70 @@ async fn usernames_have_one_canonical_form_and_look_alikes_are_refused() {
         assert_eq!(problem(res).await["errors"][0]["field"], "username");
     }
 }
+
+on_both_stores!(look_alikes_of_taken_names_are_refused_with_422_or_409);
+async fn look_alikes_of_taken_names_are_refused_with_422_or_409() {
+    let app = TestApp::spawn().await;
+    for name in ["admin", "root", "copeaa"] {
+        app.sign_up(name).await;
+    }
+
+    // Characters Unicode does not recommend for names (U+0251, a small capital,
+    // Cherokee), and Latin mixed with Armenian: refused whatever is taken.
+    for fake in ["ɑdmin", "ᴀdmin", "Ꭺdmin", "rօօt"] {
+        let res = app.post("/v1/auth/signup", &json!({"username": fake, "password": PASSWORD}), None).await;
+        assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY, "{fake:?}");
+        assert_eq!(problem(res).await["errors"][0]["field"], "username", "{fake:?}");
+    }
+    // One script each, but alike: taken (a dotless ı; all-Cyrillic).
+    for fake in ["admın", "сореаа"] {
+        let res = app.post("/v1/auth/signup", &json!({"username": fake, "password": PASSWORD}), None).await;
+        assert_eq!(res.status(), StatusCode::CONFLICT, "{fake:?}");
+        assert!(problem(res).await["detail"].as_str().unwrap().contains("looks like"), "{fake:?}");
+    }
+
+    let names: Vec<String> = app.db.stored("select username from users order by username").await;
+    assert_eq!(names, ["admin", "copeaa", "root"]);
+    assert_eq!(app.sign_up("сорока").await["username"], "сорока", "like no taken name");
+}
+
+on_both_stores!(skeletons_are_filled_in_at_start_for_accounts_made_before_them);
+async fn skeletons_are_filled_in_at_start_for_accounts_made_before_them() {
+    let mut app = TestApp::spawn().await;
+    for name in ["admin", "carol", "сорока"] {
+        app.sign_up(name).await;
+    }
+    let made: Vec<Option<String>> = app.db.stored("select skeleton from users order by id").await;
+    app.db.execute("update users set skeleton = null").await;
+
+    app.restart().await;
+
+    let filled: Vec<Option<String>> = app.db.stored("select skeleton from users order by id").await;
+    assert_eq!(filled, made);
+    assert_eq!(filled, [Some("adrnin".to_owned()), Some("carol".to_owned()), Some("copo\u{138}a".to_owned())]);
+    let res = app.post("/v1/auth/signup", &json!({"username": "admın", "password": PASSWORD}), None).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT);
+}
+
+on_both_stores!(accounts_that_looked_alike_before_skeletons_keep_working_and_their_name_stays_taken);
+async fn accounts_that_looked_alike_before_skeletons_keep_working_and_their_name_stays_taken() {
+    let mut app = TestApp::spawn().await;
+    for name in ["admin", "bob", "carol"] {
+        app.sign_up(name).await;
+    }
+    // As an older version left them: no skeletons, and a look-alike of `admin` taken.
+    app.db
+        .execute("update users set skeleton = null; update users set username = 'admın' where username = 'bob'")
+        .await;
+
+    app.restart().await;
+
+    let skeletons: Vec<Option<String>> = app.db.stored("select skeleton from users order by id").await;
+    assert_eq!(skeletons, [Some("adrnin".to_owned()), None, Some("carol".to_owned())], "the older keeps it");
+    app.sign_in("admin").await;
+    app.sign_in("admın").await;
+    let res = app.post("/v1/auth/signup", &json!({"username": "adrnin", "password": PASSWORD}), None).await;
+    assert_eq!(res.status(), StatusCode::CONFLICT, "a third look-alike");
+    app.restart().await;
+    app.sign_in("admın").await;
+}

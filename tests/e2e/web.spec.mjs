@@ -123,6 +123,11 @@ async function main() {
   };
   const storedTokens = () =>
     page.evaluate(() => [localStorage.getItem('quotask.access_token'), localStorage.getItem('quotask.refresh_token')]);
+  /** Everything the page's scripts can read: localStorage's keys and document.cookie. */
+  const readableByScripts = () => page.evaluate(() => [Object.keys(localStorage).sort(), document.cookie]);
+  /** The refresh cookie as the browser keeps it (Playwright sees HttpOnly cookies). */
+  const refreshCookie = async () =>
+    (await context.cookies(`${BASE_URL}/v1/auth/refresh`)).find((c) => c.name === 'quotask_refresh') || null;
 
   const steps = [
     ['serves the page with a same-origin policy and no caching', async () => {
@@ -149,7 +154,15 @@ async function main() {
       await expectText(ui.quota, quotaLine(LIMIT));
       await expectText(page.locator('#empty'), /^Nothing for today yet\.$/);
       const [access, refresh] = await storedTokens();
-      assert.ok(access && refresh, 'both tokens are kept in localStorage');
+      assert.ok(access, 'the access token is kept in localStorage');
+      assert.equal(refresh, null, 'localStorage holds no refresh token');
+      assert.deepEqual(await readableByScripts(), [['quotask.access_token'], ''], 'scripts see the access token only');
+      const cookie = await refreshCookie();
+      assert.ok(cookie && cookie.value.length >= 43, 'the refresh token is a cookie');
+      assert.equal(cookie.httpOnly, true);
+      assert.equal(cookie.secure, true);
+      assert.equal(cookie.sameSite, 'Strict');
+      assert.equal(cookie.path, '/v1/auth');
     }],
 
     [`adds ${LIMIT} tasks, the daily limit, showing markup as text`, async () => {
@@ -210,16 +223,36 @@ async function main() {
       await expectText(ui.quota, quotaLine(0));
     }],
 
-    ['renews a refused access token with the refresh token', async () => {
-      const [, oldRefresh] = await storedTokens();
+    ['renews a refused access token with the refresh cookie', async () => {
+      const oldRefresh = (await refreshCookie()).value;
       await page.evaluate(() => localStorage.setItem('quotask.access_token', 'not-a-token'));
       const renewed = await answerTo(page, 'POST', '/v1/auth/refresh', () => page.reload());
       assert.equal(renewed.status(), 200);
+      assert.equal((await renewed.json()).refresh_token, undefined, 'the answer’s body has no refresh token');
       await expectVisible(ui.tasksView);
       await expectCount(ui.tasks, LIMIT - 1, 'tasks');
       const [access, refresh] = await storedTokens();
       assert.ok(access && access !== 'not-a-token', 'a new access token is stored');
-      assert.ok(refresh && refresh !== oldRefresh, 'the spent refresh token is replaced');
+      assert.equal(refresh, null, 'localStorage still holds no refresh token');
+      const cookie = await refreshCookie();
+      assert.ok(cookie && cookie.value !== oldRefresh, 'the spent refresh cookie is replaced');
+    }],
+
+    ['moves a refresh token an earlier page left in localStorage into the cookie', async () => {
+      const signedIn = await page.request.post(`${BASE_URL}/v1/auth/signin`, { data: { username, password } });
+      const { refresh_token: old } = await signedIn.json();
+      assert.ok(old, 'an API client still gets the refresh token in the body');
+      await context.clearCookies();
+      await page.evaluate((token) => {
+        localStorage.setItem('quotask.access_token', 'not-a-token');
+        localStorage.setItem('quotask.refresh_token', token);
+      }, old);
+      const renewed = await answerTo(page, 'POST', '/v1/auth/refresh', () => page.reload());
+      assert.equal(renewed.status(), 200);
+      await expectVisible(ui.tasksView);
+      assert.deepEqual((await readableByScripts())[0], ['quotask.access_token'], 'the old token is gone');
+      const cookie = await refreshCookie();
+      assert.ok(cookie && cookie.value !== old, 'its successor is the cookie');
     }],
 
     ['fits a phone screen without sideways scrolling', async () => {
@@ -249,6 +282,7 @@ async function main() {
       assert.equal(out.status(), 204);
       await expectText(ui.authHeading, /^Sign in$/);
       assert.deepEqual(await storedTokens(), [null, null]);
+      assert.equal(await refreshCookie(), null, 'the refresh cookie is cleared');
       await page.reload();
       await expectText(ui.authHeading, /^Sign in$/);
       assert.equal(await ui.tasksView.isVisible(), false);
@@ -275,6 +309,25 @@ async function main() {
       assert.equal(refused.status(), 422);
       await expectText(ui.message, /Task must not be empty/);
       assert.equal(await ui.newTask.getAttribute('aria-invalid'), 'true');
+    }],
+
+    ['shows the API docs under their own policy, which forbids framing', async () => {
+      const docs = await context.newPage();
+      docs.on('pageerror', (e) => browserErrors.push(`docs uncaught: ${e.message}`));
+      docs.on('console', (m) => {
+        if (m.type() === 'error') browserErrors.push(`docs: ${m.text()}`);
+      });
+      try {
+        const response = await docs.goto(`${BASE_URL}/docs/`);
+        assert.equal(response.status(), 200);
+        const csp = response.headers()['content-security-policy'] || '';
+        assert.match(csp, /^default-src 'self';/);
+        assert.match(csp, /frame-ancestors 'none'/);
+        await expectText(docs.locator('.swagger-ui .info .title'), /^quotask/, 'the docs title');
+        await expectVisible(docs.locator('.opblock-tag', { hasText: 'accounts' }).first());
+      } finally {
+        await docs.close();
+      }
     }],
 
     ['logs no errors or policy violations in the browser', async () => {

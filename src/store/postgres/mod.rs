@@ -12,6 +12,7 @@ mod jobs;
 mod pool;
 mod queries;
 mod rows;
+mod skeletons;
 mod tasks;
 
 use std::borrow::Cow;
@@ -46,6 +47,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "idempotency", include_str!("migrations/0002_idempotency.sql")),
     (3, "prune_indexes", include_str!("migrations/0003_prune_indexes.sql")),
+    (4, "username_skeletons", include_str!("migrations/0004_username_skeletons.sql")),
     (5, "idempotent_batches", include_str!("migrations/0005_idempotent_batches.sql")),
 ];
 
@@ -73,13 +75,14 @@ impl PostgresStore {
     }
 }
 
-/// Runs the migrations on a connection of their own, without the statement timeout: a
-/// migration may legitimately take longer, and waiting for another instance's
-/// migration lock is expected.
+/// Runs the migrations, then fills in the skeletons SQL cannot compute, on a connection
+/// of their own, without the statement timeout: a migration may legitimately take
+/// longer, and waiting for another instance's migration lock is expected.
 async fn migrate(options: &PgConnectOptions) -> anyhow::Result<()> {
     let mut conn = PgConnection::connect_with(options).await.context("cannot connect to PostgreSQL")?;
     let migrator = Migrator::new(Embedded).await?;
     migrator.run(&mut conn).await.context("PostgreSQL migrations failed")?;
+    skeletons::fill_in(&mut conn).await.context("cannot fill in the usernames' skeletons")?;
     conn.close().await?;
     Ok(())
 }
@@ -133,8 +136,10 @@ fn classify(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
         | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e.to_string()),
+        // A name taken as it is, or as it looks (its skeleton).
         sqlx::Error::Database(db)
-            if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("users_username_key") =>
+            if db.kind() == ErrorKind::UniqueViolation
+                && matches!(db.constraint(), Some("users_username_key" | "users_skeleton_key")) =>
         {
             StoreError::UsernameTaken
         }

@@ -10,7 +10,7 @@ use super::classify;
 use super::rows::{self, TASK_COLUMNS, decode, internal, micros};
 use crate::domain::{DayWindow, QuotaStatus, Task, TimeZoneName};
 use crate::domain::{IdempotencyKey, idempotency};
-use crate::store::{Created, Result};
+use crate::store::{Created, Result, StoreError};
 
 /// Checks and consumes a unit of the task's day and inserts the task, in one statement:
 /// `(limit, Some(used))` if created, `(limit, None)` if the limit is reached.
@@ -53,7 +53,17 @@ pub(super) async fn consume_and_insert<'c>(
     decode(&row, |r| Ok((rows::count(r, "daily_limit")?, rows::optional_count(r, "used")?)))
 }
 
-/// A create with an idempotency key.
+/// A create with an idempotency key: look for an earlier use, then create and record
+/// the key, in one transaction.
+///
+/// Requests with the same key that race on several instances all pass the first look
+/// before the first of them commits, and then queue on the day's usage row. Whichever
+/// gets there later finds the first committed (the row's lock was held until then), and
+/// a new statement sees its key (READ COMMITTED): if the unit it wanted was the day's
+/// last and the first took it, it answers from the first's record instead of 429; if it
+/// took a unit too, recording the key finds the first's record, so it rolls back (task
+/// and unit included) and answers from that record instead. (A repeat while the first
+/// is still running on the same instance is answered 409 before it gets here.)
 pub(super) async fn create_keyed(
     c: &mut PgConnection,
     user_id: Uuid,
@@ -63,11 +73,6 @@ pub(super) async fn create_keyed(
     timezone: TimeZoneName,
     now: Timestamp,
 ) -> Result<Created> {
-    // With a key: look for an earlier use, then create and record the key, in
-    // one transaction. A concurrent request with the same key (on any instance)
-    // queues on the same usage row; when it gets there the key's primary key
-    // refuses the second record, its transaction (task and unit included) rolls
-    // back, and it is answered 409.
     let mut tx = c.begin().await.map_err(classify)?;
     let since = micros(idempotency::remembered_since(now));
     sqlx::query("delete from idempotency_keys where user_id = $1 and key = $2 and created_at <= $3")
@@ -77,41 +82,58 @@ pub(super) async fn create_keyed(
         .execute(&mut *tx)
         .await
         .map_err(classify)?;
-    let earlier = sqlx::query(
+    if let Some(first) = first_use(&mut tx, user_id, &key).await? {
+        tx.commit().await.map_err(classify)?;
+        return Ok(first);
+    }
+    let (limit, used) = consume_and_insert(&mut *tx, user_id, &task).await?;
+    if used.is_none() {
+        let first = first_use(&mut tx, user_id, &key).await?;
+        tx.commit().await.map_err(classify)?;
+        return match first {
+            Some(first) => Ok(first),
+            None => created(&mut *c, user_id, task, limit, None, window, timezone).await,
+        };
+    }
+    let recorded = sqlx::query(
+        "insert into idempotency_keys (user_id, key, fingerprint, task_id, content, day, created_at)
+         values ($1, $2, $3, $4, $5, $6::date, $7) on conflict (user_id, key) do nothing",
+    )
+    .bind(user_id)
+    .bind(&key.key)
+    .bind(key.fingerprint.as_slice())
+    .bind(task.id)
+    .bind(&task.content)
+    .bind(task.day.to_string())
+    .bind(micros(now))
+    .execute(&mut *tx)
+    .await
+    .map_err(classify)?;
+    if recorded.rows_affected() == 0 {
+        tx.rollback().await.map_err(classify)?;
+        return first_use(&mut *c, user_id, &key).await?.ok_or(StoreError::KeyInFlight);
+    }
+    tx.commit().await.map_err(classify)?;
+    created(&mut *c, user_id, task, limit, used, window, timezone).await
+}
+
+/// The answer to a request with `key` from its key's record, if there is one: the task
+/// as first created (same request), or `KeyReused` (another request).
+async fn first_use(c: &mut PgConnection, user_id: Uuid, key: &IdempotencyKey) -> Result<Option<Created>> {
+    let row = sqlx::query(
         "select fingerprint, task_id as id, content, false as done, to_char(day, 'YYYY-MM-DD') as day,
                 created_at, created_at as updated_at
          from idempotency_keys where user_id = $1 and key = $2",
     )
     .bind(user_id)
     .bind(&key.key)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *c)
     .await
     .map_err(classify)?;
-    if let Some(row) = earlier {
-        let fingerprint: Vec<u8> = decode(&row, |r| r.try_get("fingerprint"))?;
-        let first = decode(&row, rows::task)?;
-        tx.commit().await.map_err(classify)?;
-        return Ok(if fingerprint == key.fingerprint { Created::Replay(first) } else { Created::KeyReused });
-    }
-    let (limit, used) = consume_and_insert(&mut *tx, user_id, &task).await?;
-    if used.is_some() {
-        sqlx::query(
-            "insert into idempotency_keys (user_id, key, fingerprint, task_id, content, day, created_at)
-             values ($1, $2, $3, $4, $5, $6::date, $7)",
-        )
-        .bind(user_id)
-        .bind(&key.key)
-        .bind(key.fingerprint.as_slice())
-        .bind(task.id)
-        .bind(&task.content)
-        .bind(task.day.to_string())
-        .bind(micros(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(classify)?;
-    }
-    tx.commit().await.map_err(classify)?;
-    created(&mut *c, user_id, task, limit, used, window, timezone).await
+    let Some(row) = row else { return Ok(None) };
+    let fingerprint: Vec<u8> = decode(&row, |r| r.try_get("fingerprint"))?;
+    let first = decode(&row, rows::task)?;
+    Ok(Some(if fingerprint == key.fingerprint { Created::Replay(first) } else { Created::KeyReused }))
 }
 
 /// The answer to a create once its statement has run.

@@ -7,6 +7,7 @@ mod executor;
 mod prune;
 mod rows;
 mod sessions;
+mod skeletons;
 mod tasks;
 mod wal_buffer;
 mod writer;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_no_day_index.sql"),
     include_str!("migrations/0005_usage_trigger.sql"),
     include_str!("migrations/0006_prune_indexes.sql"),
+    include_str!("migrations/0007_username_skeletons.sql"),
     include_str!("migrations/0008_idempotent_batches.sql"),
 ];
 
@@ -51,11 +53,9 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub fn open(path: &Path) -> anyhow::Result<Self> {
-        Ok(Self {
-            executor: Executor::open(path, MIGRATIONS)?,
-            sessions: SessionCache::default(),
-            quota_memo: Arc::default(),
-        })
+        let executor = Executor::open(path, MIGRATIONS)?;
+        skeletons::fill_in(path)?;
+        Ok(Self { executor, sessions: SessionCache::default(), quota_memo: Arc::default() })
     }
 
     /// A write that may change what a session resolves to (a user's settings, a
@@ -138,12 +138,15 @@ impl Store for SqliteStore {
         self.executor
             .write(move |c| {
                 let id = new_id(now);
+                // A taken skeleton (a look-alike of another user's name) breaks the
+                // unique index as a taken name does, and is answered the same.
                 let inserted = c.execute(
-                    "insert into users (id, username, password_hash, role, daily_limit, timezone, created_at)
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    "insert into users (id, username, skeleton, password_hash, role, daily_limit, timezone, created_at)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
                         id.to_string(),
                         user.username.as_str(),
+                        user.username.skeleton(),
                         user.password_hash,
                         user.role.as_str(),
                         user.daily_limit,
