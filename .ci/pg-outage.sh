@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Database outage under load (RELIABILITY.md, "database outage"). Starts quotask on
+# Database outage under load (docs/reliability.md, "database outage"). Starts quotask on
 # PostgreSQL (a schema of its own), keeps creating tasks from 8 clients while recording
 # every answer, stops PostgreSQL with `-m immediate`, checks that requests get 503 with
 # Retry-After within 2 s and that /readyz is 503, starts PostgreSQL again, checks that

@@ -1,10 +1,9 @@
-//! Wiring: opening the store, the shared state handlers see, and serving with a
+//! Wiring: opening the store, building the use cases on it, and serving them with a
 //! graceful stop (readiness turns 503 at once, requests in flight are answered).
 
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -20,9 +19,11 @@ use crate::auth::{Accounts, token};
 use crate::clock::Clock;
 use crate::config::Settings;
 use crate::events::Events;
+use crate::http::AppState;
 use crate::http::client_ip::TrustedProxies;
 use crate::jobs::Jobs;
 use crate::redis_link::RedisLink;
+use crate::service::Services;
 use crate::store::{Backend, Store, postgres::PostgresStore, sqlite::SqliteStore};
 
 /// A client that has not sent its request headers by then is disconnected.
@@ -30,33 +31,20 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful stop waits for requests in flight.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(8);
 
-/// What every handler can reach; cheap to clone.
+/// One instance of the service, built from its settings: the store, the use cases, and
+/// what runs beside them. Both the server and the command line start from one.
 #[derive(Clone)]
-pub struct AppState(Arc<Shared>);
-
-pub struct Shared {
+pub struct App {
     pub store: Arc<dyn Store>,
-    pub accounts: Accounts,
-    pub clock: Arc<dyn Clock>,
-    /// Set when a stop has begun, so `/readyz` sends load elsewhere.
-    pub draining: AtomicBool,
-    /// Idempotency keys of creates this instance is working on.
-    pub in_flight: crate::http::idempotency::InFlight,
-    /// Live events: handlers publish, `/v1/events` streams.
+    pub services: Services,
+    /// Live events: the services publish, `/v1/events` streams.
     pub events: Events,
     /// The periodic jobs; `serve` schedules them, tests run them.
     pub jobs: Jobs,
-    /// Whose `X-Forwarded-For` names the client.
-    pub trusted_proxies: TrustedProxies,
     /// Redis, if configured (also held by the throttle, events and jobs).
     pub redis: Option<RedisLink>,
-}
-
-impl Deref for AppState {
-    type Target = Shared;
-    fn deref(&self) -> &Shared {
-        &self.0
-    }
+    pub clock: Arc<dyn Clock>,
+    trusted_proxies: TrustedProxies,
 }
 
 pub async fn open_store(backend: &Backend, db_max_connections: u32) -> anyhow::Result<Arc<dyn Store>> {
@@ -70,8 +58,8 @@ pub async fn open_store(backend: &Backend, db_max_connections: u32) -> anyhow::R
     }
 }
 
-impl AppState {
-    /// Opens the store, settles the signing secret and assembles the state.
+impl App {
+    /// Opens the store, settles the signing secret and builds the services.
     pub async fn build(settings: &Settings, clock: Arc<dyn Clock>) -> anyhow::Result<Self> {
         let store = open_store(&settings.backend, settings.db_max_connections).await?;
         Self::with_store(settings, store, clock).await
@@ -92,17 +80,21 @@ impl AppState {
             settings.default_daily_limit,
             settings.default_timezone.clone(),
         );
-        Ok(AppState(Arc::new(Shared {
+        let events = Events::new(redis.clone());
+        Ok(App {
+            services: Services::new(store.clone(), accounts, events.clone()),
             jobs: Jobs::new(store.clone(), redis.clone(), &settings.jobs),
-            events: Events::new(redis.clone()),
+            events,
             redis,
             trusted_proxies: settings.trusted_proxies.clone(),
             store,
-            accounts,
             clock,
-            draining: AtomicBool::new(false),
-            in_flight: Default::default(),
-        })))
+        })
+    }
+
+    /// The state the HTTP handlers see.
+    pub fn http_state(&self) -> AppState {
+        AppState::new(self.services.clone(), self.clock.clone(), self.events.clone(), self.trusted_proxies.clone())
     }
 }
 
@@ -111,18 +103,20 @@ pub struct Server {
     pub addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    state: AppState,
 }
 
 impl Server {
-    /// Binds `addr` and serves `state` until `stop`.
-    pub async fn start(state: AppState, addr: SocketAddr) -> std::io::Result<Server> {
+    /// Binds `addr` and serves `app` until `stop`.
+    pub async fn start(app: &App, addr: SocketAddr) -> std::io::Result<Server> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = watch::channel(false);
+        let state = app.http_state();
         let router = crate::http::router(state.clone());
-        state.events.start_relay();
-        let task = tokio::spawn(accept_loop(listener, router, state, stopped));
-        Ok(Server { addr, stop, task })
+        app.events.start_relay();
+        let task = tokio::spawn(accept_loop(listener, router, state.clone(), stopped));
+        Ok(Server { addr, stop, task, state })
     }
 
     /// Begins a graceful stop and waits for it to finish.
@@ -193,18 +187,17 @@ async fn accept_loop(listener: TcpListener, router: Router, state: AppState, mut
 
 /// Serves until SIGTERM or Ctrl-C, then stops gracefully.
 pub async fn serve(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
-    let state = AppState::build(&settings, clock.clone()).await?;
+    let app = App::build(&settings, clock.clone()).await?;
     if settings.jobs.enabled {
-        state.jobs.clone().spawn(clock);
+        app.jobs.clone().spawn(clock);
     } else {
         tracing::info!("periodic jobs are off on this instance (--no-jobs)");
     }
-    let store = state.store.clone();
-    let server = Server::start(state.clone(), settings.bind)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", settings.bind))?;
+    let server =
+        Server::start(&app, settings.bind).await.map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", settings.bind))?;
     tracing::info!(addr = %server.addr, "listening");
     let stop = server.stopper();
+    let state = server.state.clone();
     let delay = settings.shutdown_delay;
     tokio::spawn(async move {
         let signal = shutdown_signal().await;
@@ -226,7 +219,7 @@ pub async fn serve(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<
         let _ = stop.send(true);
     });
     server.wait().await;
-    store.close().await;
+    app.store.close().await;
     tracing::info!("stopped");
     Ok(())
 }

@@ -1,4 +1,4 @@
-//! The one source of "now". Each request reads it once (QUOTA.md, item 7); tests
+//! The one source of "now". Each request reads it once (docs/quota.md item 7); tests
 //! replace it with a clock they can move.
 
 use std::sync::Mutex;

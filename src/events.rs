@@ -149,6 +149,11 @@ impl Events {
         share(redis, self.0.instance, &event).await
     }
 
+    /// Whether events reach other instances (through Redis).
+    pub fn shared(&self) -> bool {
+        self.0.redis.is_some()
+    }
+
     /// A stream of `user_id`'s events from now on, for `lifetime` (at most
     /// `STREAM_LIFETIME`), or `None` when this instance already serves `MAX_STREAMS`.
     pub fn subscribe(&self, user_id: Uuid, lifetime: Duration) -> Option<Subscription> {

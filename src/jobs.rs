@@ -11,13 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp, tz::TimeZone};
+use jiff::{Timestamp, tz::TimeZone};
 use rand::Rng as _;
 
 use crate::clock::Clock;
 use crate::config::JobSettings;
+use crate::domain::idempotency;
 use crate::redis_link::RedisLink;
-use crate::store::{IDEMPOTENCY_WINDOW_SECS, Prune, Pruned, Store, StoreError};
+use crate::store::{Prune, Pruned, Store, StoreError};
 
 /// How often the jobs run.
 pub const PERIOD_SECS: i64 = 3600;
@@ -130,7 +131,7 @@ impl Jobs {
         Prune {
             usage_before: today.checked_sub(keep).unwrap_or(today),
             tokens_expired_by: now,
-            keys_created_before: now.checked_sub(SignedDuration::from_secs(IDEMPOTENCY_WINDOW_SECS)).unwrap_or(now),
+            keys_created_before: idempotency::remembered_since(now),
         }
     }
 

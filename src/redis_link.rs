@@ -17,7 +17,7 @@ use redis::{Client, RedisResult};
 
 use crate::config::RedisSettings;
 
-/// The most any Redis call may take (RELIABILITY.md, "Redis outage").
+/// The most any Redis call may take (docs/reliability.md, "Redis outage").
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(100);
 /// How often a down Redis is probed.
 const PROBE_EVERY: Duration = Duration::from_millis(250);

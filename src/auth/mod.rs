@@ -106,7 +106,7 @@ impl Accounts {
             zone: UserZone { current: zone, pending: None },
         };
         match self.store.create_user(user, now).await {
-            Err(StoreError::Conflict(_)) => Err(AuthError::UsernameTaken),
+            Err(StoreError::UsernameTaken) => Err(AuthError::UsernameTaken),
             other => Ok(other?),
         }
     }

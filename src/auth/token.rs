@@ -1,7 +1,7 @@
 //! Access tokens (short-lived HS256 JWTs) and refresh tokens (random, stored hashed).
 //!
 //! Expiry and not-before are checked against the request's own clock reading rather
-//! than the host's, so one instant decides each request (QUOTA.md item 7).
+//! than the host's, so one instant decides each request (docs/quota.md item 7).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -52,11 +52,11 @@ pub struct Access {
 /// type; RFC 8725 section 3.1), its signature must match in constant time, and only
 /// then are its claims read. Doing this directly, instead of through a general JWT
 /// library that parses the header and the claims twice, took 12 to 15% of the async
-/// workers' CPU on authenticated routes (measured with `perf`, see bench/README.md).
+/// workers' CPU on authenticated routes (measured with `perf`; docs/adr/0005-own-jwt-verifier-and-token-cache.md).
 ///
 /// A client sends the same token with every request for its 15 minutes, so tokens that
 /// passed are kept, with what they say: checking one again was still a twentieth of a
-/// quota read's CPU (bench/README.md, "Sixth session"). Only the times are checked on
+/// quota read's CPU (docs/adr/0005-own-jwt-verifier-and-token-cache.md). Only the times are checked on
 /// each use; a token is found only by its whole text.
 pub struct Tokens {
     /// The HMAC, keyed once; each use starts from a copy.

@@ -1,10 +1,15 @@
 //! Pure rules of the service: validated input types, the quota's day window, the
 //! model. Nothing here does I/O or reads the clock; callers pass `now`.
 
+pub mod idempotency;
 pub mod input;
 pub mod model;
 pub mod quota;
 
+pub use idempotency::IdempotencyKey;
 pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
-pub use model::{AuditEntry, Role, Task, User, UserZone, check_role_change};
-pub use quota::{DayWindow, QuotaStatus};
+pub use model::{
+    AdminChanges, AuditChange, AuditEntry, MAX_BATCH, RefreshVerdict, Role, StoredRefreshToken, Task, TaskFilter,
+    TaskPatch, User, UserZone, check_role_change,
+};
+pub use quota::{DayWindow, QuotaStatus, admits};

@@ -3,7 +3,7 @@
 use jiff::{Timestamp, civil::Date};
 use uuid::Uuid;
 
-use super::TimeZoneName;
+use super::{TaskContent, TimeZoneName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -85,4 +85,141 @@ pub struct AuditEntry {
     pub old_value: String,
     pub new_value: String,
     pub at: Timestamp,
+}
+
+/// An administrator's change to a user; every field set is audited.
+pub struct AdminChanges {
+    pub daily_limit: Option<u32>,
+    pub role: Option<Role>,
+}
+
+/// Most tasks one batch may create.
+pub const MAX_BATCH: usize = 100;
+
+/// Which of a user's tasks to list, newest first.
+#[derive(Default)]
+pub struct TaskFilter {
+    pub day: Option<Date>,
+    pub done: Option<bool>,
+    /// Only tasks older than this id (ids are UUIDv7, so they sort by creation).
+    pub before: Option<Uuid>,
+    pub limit: u32,
+}
+
+pub struct TaskPatch {
+    pub content: Option<TaskContent>,
+    pub done: Option<bool>,
+}
+
+/// One audited change: the field and its value before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditChange {
+    pub field: &'static str,
+    pub old_value: String,
+    pub new_value: String,
+}
+
+impl AdminChanges {
+    /// What the audit trail records when these changes are made to `before`: every field
+    /// the admin set, even to the value it had, since the trail records what was done.
+    pub fn audit(&self, before: &User) -> Vec<AuditChange> {
+        let mut changes = Vec::new();
+        if let Some(limit) = self.daily_limit {
+            changes.push(AuditChange {
+                field: "daily_limit",
+                old_value: before.daily_limit.to_string(),
+                new_value: limit.to_string(),
+            });
+        }
+        if let Some(role) = self.role {
+            changes.push(AuditChange {
+                field: "role",
+                old_value: before.role.as_str().to_owned(),
+                new_value: role.as_str().to_owned(),
+            });
+        }
+        changes
+    }
+}
+
+/// A refresh token as the store found it.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredRefreshToken {
+    /// Spent by an earlier refresh.
+    pub spent: bool,
+    /// Its session was signed out or revoked.
+    pub session_revoked: bool,
+    pub expires_at: Timestamp,
+}
+
+/// What presenting a refresh token at `now` does (RFC 9700, rotation with reuse
+/// detection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshVerdict {
+    /// Spend it and issue its successor in the same session.
+    Rotate,
+    /// It was spent before: someone holds a copy. Revoke its whole session (family).
+    RevokeFamily,
+    /// Unknown, expired, or of a session already ended: refuse, change nothing.
+    Refuse,
+}
+
+impl RefreshVerdict {
+    pub fn of(found: Option<StoredRefreshToken>, now: Timestamp) -> Self {
+        match found {
+            None => RefreshVerdict::Refuse,
+            Some(t) if t.session_revoked => RefreshVerdict::Refuse,
+            // A spent token is a reuse even once expired: the family may still be live.
+            Some(t) if t.spent => RefreshVerdict::RevokeFamily,
+            Some(t) if t.expires_at <= now => RefreshVerdict::Refuse,
+            Some(_) => RefreshVerdict::Rotate,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user() -> User {
+        User {
+            id: Uuid::nil(),
+            username: "ann".into(),
+            role: Role::User,
+            daily_limit: 5,
+            zone: UserZone { current: TimeZoneName::utc(), pending: None },
+            created_at: Timestamp::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn every_field_an_admin_sets_is_audited_with_its_old_value() {
+        let both = AdminChanges { daily_limit: Some(5), role: Some(Role::Admin) };
+        let audit = both.audit(&user());
+        assert_eq!(audit.len(), 2);
+        assert_eq!(
+            (audit[0].field, audit[0].old_value.as_str(), audit[0].new_value.as_str()),
+            ("daily_limit", "5", "5")
+        );
+        assert_eq!(
+            (audit[1].field, audit[1].old_value.as_str(), audit[1].new_value.as_str()),
+            ("role", "user", "admin")
+        );
+        assert!(AdminChanges { daily_limit: None, role: None }.audit(&user()).is_empty());
+    }
+
+    #[test]
+    fn a_spent_refresh_token_revokes_its_family_and_nothing_else_does() {
+        let now: Timestamp = "2026-03-08T12:00:00Z".parse().unwrap();
+        let later: Timestamp = "2026-03-09T12:00:00Z".parse().unwrap();
+        let token =
+            |spent, session_revoked, expires_at| Some(StoredRefreshToken { spent, session_revoked, expires_at });
+        assert_eq!(RefreshVerdict::of(None, now), RefreshVerdict::Refuse);
+        assert_eq!(RefreshVerdict::of(token(false, false, later), now), RefreshVerdict::Rotate);
+        assert_eq!(RefreshVerdict::of(token(true, false, later), now), RefreshVerdict::RevokeFamily);
+        assert_eq!(RefreshVerdict::of(token(true, false, now), now), RefreshVerdict::RevokeFamily);
+        assert_eq!(RefreshVerdict::of(token(false, false, now), now), RefreshVerdict::Refuse);
+        assert_eq!(RefreshVerdict::of(token(true, true, later), now), RefreshVerdict::Refuse);
+        assert_eq!(RefreshVerdict::of(token(false, true, later), now), RefreshVerdict::Refuse);
+    }
 }

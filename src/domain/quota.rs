@@ -1,5 +1,5 @@
 //! The quota's day: which local calendar day an instant falls on for a user, when that
-//! day ends, and which zone rules at a given instant (QUOTA.md items 3, 4 and 7).
+//! day ends, and which zone rules at a given instant (docs/quota.md items 3, 4 and 7).
 
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
 
@@ -64,6 +64,14 @@ impl UserZone {
         let at = DayWindow::at(ruling.tz(), now).resets_at;
         UserZone { current: ruling, pending: Some((requested, at)) }
     }
+}
+
+/// Whether `requested` more units fit a day of which `used` of `limit` are used: the
+/// quota's one rule (docs/quota.md items 2 and 9), for single creates (1) and batches
+/// alike. The PostgreSQL store states the same comparison in its statement, where it
+/// must be evaluated under the row lock of the day's counter.
+pub fn admits(limit: u32, used: u32, requested: u32) -> bool {
+    u64::from(used) + u64::from(requested) <= u64::from(limit)
 }
 
 /// What a user may still create today; what `GET /v1/me/quota` shows and what the

@@ -9,9 +9,9 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::AppState;
 use super::error::{ApiError, Problem, quota_headers};
 use super::extract::{Authed, AuthedUsage, ClientIp, JsonBody, present};
-use crate::app::AppState;
 use crate::auth::Session;
 use crate::domain::{QuotaStatus, Role, User};
 
@@ -144,7 +144,11 @@ impl From<Session> for TokenPair {
               (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json")))]
 async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let user = state.accounts.sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now).await?;
+    let user = state
+        .services
+        .accounts
+        .sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now)
+        .await?;
     Ok((StatusCode::CREATED, Json(UserView::new(&user, now))).into_response())
 }
 
@@ -158,7 +162,7 @@ async fn sign_in(
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<SignIn>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    let session = state.accounts.sign_in(&body.username, &body.password, ip, state.clock.now()).await?;
+    let session = state.services.accounts.sign_in(&body.username, &body.password, ip, state.clock.now()).await?;
     Ok(Json(session.into()))
 }
 
@@ -169,14 +173,14 @@ async fn refresh(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<Refresh>,
 ) -> Result<Json<TokenPair>, ApiError> {
-    let session = state.accounts.refresh(&body.refresh_token, state.clock.now()).await?;
+    let session = state.services.accounts.refresh(&body.refresh_token, state.clock.now()).await?;
     Ok(Json(session.into()))
 }
 
 #[utoipa::path(post, path = "/v1/auth/signout", tag = "accounts", security(("bearer" = [])),
     responses((status = 204, description = "The session's tokens stop working")))]
 async fn sign_out(State(state): State<AppState>, auth: Authed) -> Result<StatusCode, ApiError> {
-    state.accounts.sign_out(auth.session_id, auth.now).await?;
+    state.services.accounts.sign_out(auth.session_id, auth.now).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -193,7 +197,7 @@ async fn update_me(
     auth: Authed,
     JsonBody(body): JsonBody<MeChanges>,
 ) -> Result<Json<UserView>, ApiError> {
-    let user = state.accounts.update_me(&auth.user, body.timezone.as_deref(), body.password, auth.now).await?;
+    let user = state.services.accounts.update_me(&auth.user, body.timezone.as_deref(), body.password, auth.now).await?;
     Ok(Json(UserView::new(&user, auth.now)))
 }
 

@@ -9,13 +9,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::AppState;
 use super::accounts::UserView;
 use super::error::{ApiError, Problem};
 use super::extract::{Admin, JsonBody, present, present_integer};
-use crate::app::AppState;
-use crate::domain::{DailyLimit, FieldError, Role, check_role_change};
-use crate::events::Kind;
-use crate::store;
+use crate::domain::{FieldError, Role};
 
 pub fn router() -> Router<AppState> {
     Router::new()
@@ -108,7 +106,7 @@ async fn list_users(
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Page<AdminUserView>>, ApiError> {
     let (after, limit) = paging(&params)?;
-    let rows = state.store.list_users(after, limit + 1, auth.now).await?;
+    let rows = state.services.admin.list_users(after, limit + 1, auth.now).await?;
     Ok(Json(page_of(rows, limit, |(u, _)| u.id, |(u, used)| AdminUserView { user: UserView::new(&u, auth.now), used })))
 }
 
@@ -125,20 +123,11 @@ async fn update_user(
     JsonBody(body): JsonBody<AdminChanges>,
 ) -> Result<Json<UserView>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
-    let daily_limit = body.daily_limit.map(DailyLimit::parse).transpose()?.map(DailyLimit::get);
     let role = body.role.map(|r| match r {
         RoleName::User => Role::User,
         RoleName::Admin => Role::Admin,
     });
-    if let Some(role) = role {
-        check_role_change(auth.user.id, id, role).map_err(|why| ApiError::Conflict(why.into()))?;
-    }
-    let changes = store::AdminChanges { daily_limit, role };
-    let user =
-        state.store.admin_update_user(Some(auth.user.id), id, changes, auth.now).await?.ok_or(ApiError::NotFound)?;
-    if daily_limit.is_some() {
-        state.events.publish(user.id, Kind::QuotaChanged, || serde_json::json!({"daily_limit": user.daily_limit}));
-    }
+    let user = state.services.admin.update_user(Some(auth.user.id), id, body.daily_limit, role, auth.now).await?;
     Ok(Json(UserView::new(&user, auth.now)))
 }
 
@@ -155,8 +144,7 @@ async fn audit(
 ) -> Result<Json<Page<AuditView>>, ApiError> {
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
     let (after, limit) = paging(&params)?;
-    state.store.user(id).await?.ok_or(ApiError::NotFound)?;
-    let rows = state.store.audit_trail(id, after, limit + 1).await?;
+    let rows = state.services.admin.audit_trail(id, after, limit + 1).await?;
     Ok(Json(page_of(
         rows,
         limit,

@@ -8,8 +8,8 @@ use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, Schema};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
+use super::AppState;
 use super::{accounts, admin, events, ops, seed, tasks};
-use crate::app::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,7 +20,7 @@ use crate::app::AppState;
     paths(
         accounts::sign_up, accounts::sign_in, accounts::refresh, accounts::sign_out,
         accounts::me, accounts::update_me, accounts::quota,
-        tasks::create, tasks::list, tasks::read, tasks::update, tasks::remove,
+        tasks::create, tasks::create_batch, tasks::list, tasks::read, tasks::update, tasks::remove,
         events::stream_events,
         admin::list_users, admin::update_user, admin::audit,
         seed::sign_up, seed::sign_in, seed::task,

@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 
 use crate::auth::AuthError;
 use crate::domain::{FieldError, QuotaStatus};
-use crate::store::StoreError;
+use crate::service;
 
 const TYPE_BASE: &str = "https://quotask.dev/problems/";
 
@@ -36,7 +36,7 @@ pub enum ApiError {
     #[error("conflict: {0}")]
     Conflict(String),
     #[error("quota exceeded")]
-    QuotaExceeded(Box<QuotaStatus>, Timestamp),
+    QuotaExceeded { status: Box<QuotaStatus>, now: Timestamp, requested: u32 },
     #[error("too many sign-in attempts")]
     Throttled { retry_after: u64 },
     #[error("service unavailable: {0}")]
@@ -72,6 +72,12 @@ pub struct Problem {
     /// `quota-exceeded`: when the next day begins (RFC 3339, UTC).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub resets_at: Option<String>,
+    /// `quota-exceeded`: the units the refused request asked for (its number of tasks).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requested: Option<u32>,
+    /// `quota-exceeded`: the units left today, fewer than `requested`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub remaining: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -86,12 +92,17 @@ impl From<FieldError> for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
+impl From<service::Error> for ApiError {
+    fn from(e: service::Error) -> Self {
         match e {
-            StoreError::Conflict(what) => ApiError::Conflict(format!("{what} already exists")),
-            StoreError::Unavailable(why) => ApiError::Unavailable(why),
-            StoreError::Internal(e) => ApiError::Internal(e),
+            service::Error::Invalid(errors) => ApiError::Validation(errors),
+            service::Error::NotFound => ApiError::NotFound,
+            service::Error::Conflict(why) => ApiError::Conflict(why.into()),
+            service::Error::QuotaExceeded { status, now, requested } => {
+                ApiError::QuotaExceeded { status, now, requested }
+            }
+            service::Error::Unavailable(why) => ApiError::Unavailable(why),
+            service::Error::Internal(e) => ApiError::Internal(e),
         }
     }
 }
@@ -103,7 +114,7 @@ impl From<AuthError> for ApiError {
             AuthError::UsernameTaken => ApiError::Conflict("username is taken".into()),
             AuthError::Unauthorized => ApiError::Unauthorized,
             AuthError::Throttled { retry_after } => ApiError::Throttled { retry_after },
-            AuthError::Store(e) => e.into(),
+            AuthError::Store(e) => service::Error::from(e).into(),
             AuthError::Internal(e) => ApiError::Internal(e),
         }
     }
@@ -179,7 +190,7 @@ impl ApiError {
                 "this route does not answer that method".into(),
             ),
             ApiError::Conflict(why) => (StatusCode::CONFLICT, "conflict", "Conflict", why.clone()),
-            ApiError::QuotaExceeded(status, now) => {
+            ApiError::QuotaExceeded { status, now, requested } => {
                 let retry = status.window.seconds_until_reset(*now);
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(retry));
                 for (name, value) in quota_headers(status, *now) {
@@ -190,13 +201,20 @@ impl ApiError {
                 problem.day = Some(status.window.day.to_string());
                 problem.timezone = Some(status.timezone.as_str().into());
                 problem.resets_at = Some(status.window.resets_at.to_string());
-                let detail = format!(
-                    "the daily limit of {} tasks for {} ({}) is reached; it resets at {}",
-                    status.limit,
-                    status.window.day,
-                    status.timezone.as_str(),
-                    status.window.resets_at
-                );
+                problem.requested = Some(*requested);
+                problem.remaining = Some(status.remaining());
+                let (day, zone, resets) = (status.window.day, status.timezone.as_str(), status.window.resets_at);
+                let detail = match status.remaining() {
+                    0 => format!(
+                        "the daily limit of {} tasks for {day} ({zone}) is reached; it resets at {resets}",
+                        status.limit
+                    ),
+                    left => format!(
+                        "{requested} tasks asked for, {left} of the daily limit of {} left for {day} ({zone}); nothing \
+                         was created; it resets at {resets}",
+                        status.limit
+                    ),
+                };
                 (StatusCode::TOO_MANY_REQUESTS, "quota-exceeded", "Daily task quota exceeded", detail)
             }
             ApiError::Throttled { retry_after } => {

@@ -13,9 +13,9 @@ use serde_json::json;
 use tokio::time::{Instant, Interval, MissedTickBehavior, interval_at};
 use uuid::Uuid;
 
+use super::AppState;
 use super::error::{ApiError, Problem};
 use super::extract::Authed;
-use crate::app::AppState;
 use crate::events::{Item, Subscription};
 
 /// What a client's `EventSource` waits before reconnecting.
@@ -78,7 +78,7 @@ impl Live {
             tokio::select! {
                 item = self.subscription.next() => return item,
                 _ = self.check.tick() => {
-                    let signed_in = self.state.accounts.still_signed_in(self.session_id, self.user_id).await;
+                    let signed_in = self.state.services.accounts.still_signed_in(self.session_id, self.user_id).await;
                     if matches!(signed_in, Ok(false)) {
                         return None;
                     }

@@ -6,13 +6,13 @@ use std::net::{IpAddr, SocketAddr};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
-use axum::http::{HeaderMap, StatusCode, header, request::Parts};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header, request::Parts};
 use jiff::Timestamp;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use super::AppState;
 use super::error::ApiError;
-use crate::app::AppState;
 use crate::auth::Bearer;
 use crate::domain::{FieldError, Role, User};
 
@@ -125,6 +125,7 @@ fn leak_field(field: String) -> &'static str {
         "password",
         "timezone",
         "content",
+        "tasks",
         "done",
         "daily_limit",
         "role",
@@ -175,6 +176,24 @@ pub fn present_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<
     d.deserialize_any(Integer).map(Some)
 }
 
+/// The request's `Idempotency-Key` header as sent, if any (only that header is taken
+/// from the request, not a copy of all of them); the task service reads it.
+pub struct KeyHeader(pub Option<HeaderValue>);
+
+impl KeyHeader {
+    pub fn bytes(&self) -> Option<&[u8]> {
+        self.0.as_ref().map(HeaderValue::as_bytes)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for KeyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(KeyHeader(parts.headers.get("idempotency-key").cloned()))
+    }
+}
+
 /// A signed-in user, with the instant this request was decided at.
 pub struct Authed {
     pub user: User,
@@ -205,7 +224,7 @@ impl FromRequestParts<AppState> for Authed {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let now = state.clock.now();
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let bearer = state.accounts.authenticate(token, now).await?;
+        let bearer = state.services.accounts.authenticate(token, now).await?;
         Ok(Authed::new(bearer, now))
     }
 }
@@ -223,7 +242,7 @@ impl FromRequestParts<AppState> for AuthedUsage {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let now = state.clock.now();
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let (bearer, used) = state.accounts.authenticate_with_usage(token, now).await?;
+        let (bearer, used) = state.services.accounts.authenticate_with_usage(token, now).await?;
         Ok(AuthedUsage { auth: Authed::new(bearer, now), used })
     }
 }

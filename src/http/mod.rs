@@ -8,9 +8,9 @@ pub mod docs;
 pub mod error;
 pub mod events;
 pub mod extract;
-pub mod idempotency;
 pub mod ops;
 pub mod seed;
+pub mod state;
 pub mod tasks;
 pub mod web;
 
@@ -24,7 +24,7 @@ use axum::response::{IntoResponse, Response};
 use tracing::Instrument;
 
 use self::error::ApiError;
-use crate::app::AppState;
+pub use self::state::AppState;
 
 /// Large enough for a 10,000-character task in any script and escaping, small enough
 /// to refuse junk cheaply.

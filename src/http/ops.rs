@@ -8,8 +8,8 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 
+use super::AppState;
 use super::error::{ApiError, Problem};
-use crate::app::AppState;
 
 /// How long readiness waits for the database before calling it unreachable.
 const PING_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,7 +30,7 @@ async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     if state.draining.load(Ordering::Relaxed) {
         return Err(ApiError::Unavailable("shutting down".into()));
     }
-    match tokio::time::timeout(PING_TIMEOUT, state.store.ping()).await {
+    match tokio::time::timeout(PING_TIMEOUT, state.services.database_ready()).await {
         Ok(Ok(())) => Ok(Json(json!({"status": "ready", "tzdb": crate::domain::input::tzdb_version()}))),
         Ok(Err(e)) => Err(ApiError::Unavailable(e.to_string())),
         Err(_) => Err(ApiError::Unavailable("database ping timed out".into())),

@@ -2,7 +2,6 @@
 //! thin adapters over the same code as `/v1`, answering in the seed's
 //! `{"message", "data"}` shape and its errors as `{"message", "payload"}`.
 
-use super::idempotency::KeyHeader;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -10,11 +9,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::AppState;
 use super::accounts::{SignIn, SignUp};
 use super::error::{ApiError, Problem};
-use super::extract::{Authed, ClientIp, JsonBody, RawBody, parse_json, present};
-use super::tasks::{TaskView, create_task};
-use crate::app::AppState;
+use super::extract::{Authed, ClientIp, JsonBody, KeyHeader, RawBody, parse_json, present};
+use super::tasks::TaskView;
 use crate::domain::Role;
 
 /// What a seed client gets for a task created without content.
@@ -35,6 +34,12 @@ impl From<ApiError> for SeedError {
 
 impl From<crate::auth::AuthError> for SeedError {
     fn from(e: crate::auth::AuthError) -> Self {
+        SeedError(e.into())
+    }
+}
+
+impl From<crate::service::Error> for SeedError {
+    fn from(e: crate::service::Error) -> Self {
         SeedError(e.into())
     }
 }
@@ -85,7 +90,11 @@ async fn sign_up(
 ) -> Result<Json<Envelope<SeedUser>>, SeedError> {
     let JsonBody(body) = body?;
     let now = state.clock.now();
-    let user = state.accounts.sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now).await?;
+    let user = state
+        .services
+        .accounts
+        .sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now)
+        .await?;
     Ok(ok(SeedUser { user_id: user.id.to_string() }))
 }
 
@@ -99,7 +108,7 @@ async fn sign_in(
     body: Result<JsonBody<SignIn>, ApiError>,
 ) -> Result<Json<Envelope<SeedBearer>>, SeedError> {
     let JsonBody(body) = body?;
-    let session = state.accounts.sign_in(&body.username, &body.password, ip, state.clock.now()).await?;
+    let session = state.services.accounts.sign_in(&body.username, &body.password, ip, state.clock.now()).await?;
     Ok(ok(SeedBearer { bearer_token: format!("Bearer: {}", session.access_token) }))
 }
 
@@ -129,6 +138,7 @@ async fn task(
     // No body, or JSON `null`, means no content, as in the seed.
     let content =
         if matches!(body.trim_ascii(), b"" | b"null") { None } else { parse_json::<SeedTask>(&body)?.content };
-    let created = create_task(&state, &auth, &key_header, "seed", content.unwrap_or_else(|| UNTITLED.into())).await?;
+    let content = content.unwrap_or_else(|| UNTITLED.into());
+    let created = state.services.tasks.create(&auth.user, content, key_header.bytes(), "seed", auth.now).await?;
     Ok(ok(TaskView::from(created.task)))
 }

@@ -1,6 +1,6 @@
 //! Persistence behind one trait, with an embedded SQLite and a PostgreSQL
 //! implementation chosen by the database URL's scheme. The quota's check-and-consume
-//! lives here, in the same transaction as the insert it guards (QUOTA.md item 2).
+//! lives here, in the same transaction as the insert it guards (docs/quota.md item 2).
 
 pub mod postgres;
 pub mod sqlite;
@@ -11,14 +11,21 @@ use async_trait::async_trait;
 use jiff::{Timestamp, civil::Date};
 use uuid::Uuid;
 
-use crate::domain::{AuditEntry, QuotaStatus, Role, Task, TaskContent, User, UserZone, Username};
+use crate::domain::{
+    AdminChanges, AuditEntry, IdempotencyKey, QuotaStatus, Role, Task, TaskContent, TaskFilter, TaskPatch, User,
+    UserZone, Username,
+};
 
-/// Why a store call failed. Callers map these onto HTTP; none carries client detail.
+/// Why a store call failed. Callers map these onto answers; none carries client detail.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A uniqueness rule was broken (the username is taken).
-    #[error("conflict on {0}")]
-    Conflict(&'static str),
+    /// Another user has this username (the unique index decided it).
+    #[error("the username is taken")]
+    UsernameTaken,
+    /// Another request with the same idempotency key is being created at this moment
+    /// (on this or another instance).
+    #[error("a request with this idempotency key is in flight")]
+    KeyInFlight,
     /// The database cannot be reached or is overloaded; worth retrying later.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -43,12 +50,6 @@ pub struct UserChanges {
     pub password_hash: Option<String>,
 }
 
-/// An administrator's change to a user; every field set is audited.
-pub struct AdminChanges {
-    pub daily_limit: Option<u32>,
-    pub role: Option<Role>,
-}
-
 /// A task creation: one unit of quota and one row, or neither.
 pub enum Created {
     Task(Task, QuotaStatus),
@@ -60,19 +61,28 @@ pub enum Created {
     KeyReused,
 }
 
-/// How long an idempotency key is remembered (QUOTA.md item 6).
-pub const IDEMPOTENCY_WINDOW_SECS: i64 = 24 * 3600;
-
-/// A client's `Idempotency-Key`, with a digest of the request it came with.
-#[derive(Debug, Clone)]
-pub struct IdempotencyKey {
-    pub key: String,
-    pub fingerprint: [u8; 32],
+/// A batch creation: as many units and rows as tasks, or none.
+pub enum CreatedBatch {
+    Tasks(Vec<Task>, QuotaStatus),
+    /// Fewer units remain than the batch asks for: nothing was created.
+    OverLimit(QuotaStatus),
+    /// The idempotency key was used before for the same batch: its tasks as first
+    /// created, and no quota used.
+    Replay(Vec<Task>),
+    /// The idempotency key was used before for another request.
+    KeyReused,
 }
 
-/// The conflict a store reports when another request with the same idempotency key is
-/// being created at this moment.
-pub const KEY_IN_FLIGHT: &str = "idempotency key";
+/// How both stores keep a batch's first answer with its idempotency key: its tasks' ids
+/// and contents, in order, as JSON (the tasks share their day and their instant).
+pub(crate) fn encode_batch(tasks: &[Task]) -> String {
+    let pairs: Vec<(Uuid, &str)> = tasks.iter().map(|t| (t.id, t.content.as_str())).collect();
+    serde_json::to_string(&pairs).unwrap_or_default()
+}
+
+pub(crate) fn decode_batch(text: &str) -> Result<Vec<(Uuid, String)>> {
+    serde_json::from_str(text).map_err(|e| StoreError::Internal(anyhow::anyhow!("a kept batch is unreadable: {e}")))
+}
 
 /// What a refresh token turned out to be.
 pub enum Refreshed {
@@ -92,7 +102,7 @@ pub struct Prune {
     /// Refresh tokens expired by then, and every token of a revoked session. A spent token
     /// of a live session is kept until it expires, because its reuse revokes the family.
     pub tokens_expired_by: Timestamp,
-    /// Idempotency keys first used before then (`IDEMPOTENCY_WINDOW_SECS` ago).
+    /// Idempotency keys first used before then (`domain::idempotency::remembered_since`).
     pub keys_created_before: Timestamp,
 }
 
@@ -112,20 +122,6 @@ pub struct Pruned {
 /// Rows one prune statement deletes at most, so that it never holds the database (or
 /// SQLite's single writer) for long; the job repeats it until less comes back.
 pub const PRUNE_BATCH: u64 = 5000;
-
-#[derive(Default)]
-pub struct TaskFilter {
-    pub day: Option<Date>,
-    pub done: Option<bool>,
-    /// Only tasks older than this id (ids are UUIDv7, so they sort by creation).
-    pub before: Option<Uuid>,
-    pub limit: u32,
-}
-
-pub struct TaskPatch {
-    pub content: Option<TaskContent>,
-    pub done: Option<bool>,
-}
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -194,6 +190,16 @@ pub trait Store: Send + Sync + 'static {
         idempotency: Option<IdempotencyKey>,
         now: Timestamp,
     ) -> Result<Created>;
+    /// `create_task` for several tasks at once, all or nothing: one atomic step that
+    /// uses `contents.len()` units and inserts every task, or changes nothing when fewer
+    /// units remain. The tasks are created in the order given, with ids in that order.
+    async fn create_tasks(
+        &self,
+        user: &User,
+        contents: Vec<TaskContent>,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<CreatedBatch>;
     /// The units of quota the user has used on local `day`.
     async fn used(&self, user_id: Uuid, day: Date) -> Result<u32>;
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>>;

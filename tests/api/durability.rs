@@ -1,5 +1,5 @@
 //! The durability settings the store runs with, read back from the database
-//! (RELIABILITY.md, "durability setting").
+//! (docs/reliability.md, "durability setting").
 
 use crate::helpers::{Db, TestApp, current_db};
 

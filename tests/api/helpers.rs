@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Once};
 
 use jiff::Timestamp;
-use quotask::app::{AppState, Server};
+use quotask::app::{App, Server};
 use quotask::clock::ManualClock;
 use quotask::config::Settings;
 use quotask::domain::{Role, TimeZoneName};
@@ -210,7 +210,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub clock: Arc<ManualClock>,
-    pub state: AppState,
+    pub state: App,
     /// Shared by `spawn_instances`; the database goes when the last instance does.
     pub db: Arc<Database>,
     server: Option<Server>,
@@ -335,6 +335,7 @@ impl TestApp {
     /// A signed-in admin, made the way the CLI makes one.
     pub async fn admin(&self, username: &str) -> Client {
         self.state
+            .services
             .accounts
             .sign_up(username, PASSWORD.to_owned(), None, Role::Admin, self.clock.now())
             .await
@@ -383,10 +384,10 @@ impl TestApp {
 
 use quotask::clock::Clock as _;
 
-async fn start(settings: &Settings, clock: Arc<ManualClock>) -> (AppState, Server) {
-    let state = AppState::build(settings, clock).await.expect("the app builds");
-    let server = Server::start(state.clone(), settings.bind).await.expect("the server binds");
-    (state, server)
+async fn start(settings: &Settings, clock: Arc<ManualClock>) -> (App, Server) {
+    let app = App::build(settings, clock).await.expect("the app builds");
+    let server = Server::start(&app, settings.bind).await.expect("the server binds");
+    (app, server)
 }
 
 /// The problem document of a response, checking its content type.

@@ -1,4 +1,4 @@
-//! Safe retries with `Idempotency-Key` (QUOTA.md item 6).
+//! Safe retries with `Idempotency-Key` (docs/quota.md item 6).
 
 use jiff::SignedDuration;
 use reqwest::StatusCode;

@@ -9,6 +9,7 @@ mod redis_harness;
 
 mod accounts;
 mod admin;
+mod batch;
 mod durability;
 mod events;
 mod idempotency;

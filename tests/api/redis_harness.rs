@@ -7,7 +7,7 @@
 //! for (`cargo test -- --include-ignored`). Each takes `redis().await`, which holds a
 //! shared lock on a file beside the system's temp dir for the whole test; the one test
 //! that freezes Redis (SIGSTOP) takes it exclusively, so it never runs beside another
-//! Redis test, in this process or in any other test run on this machine.
+//! Redis test, in this process or in any other test run on the same host.
 
 use std::fs::File;
 use std::sync::Arc;

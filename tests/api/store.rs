@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use quotask::app::AppState;
+use quotask::app::App;
 use quotask::clock::Clock as _;
+use quotask::domain::AdminChanges;
 use quotask::domain::{Role, TimeZoneName, UserZone, Username};
-use quotask::store::{AdminChanges, NewUser, StoreError};
+use quotask::store::{NewUser, StoreError};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -23,9 +24,9 @@ async fn the_command_line_path_makes_an_admin_and_sets_a_limit_that_the_servers_
     assert_eq!(app.create_task(&ann, "x").await.status(), StatusCode::CREATED);
 
     // What `quotask user create root --admin` and `quotask user set-limit ann 2` do.
-    let cli = AppState::build(&app.db.settings(), app.clock.clone()).await.unwrap();
+    let cli = App::build(&app.db.settings(), app.clock.clone()).await.unwrap();
     let now = app.clock.now();
-    cli.accounts.sign_up("root", PASSWORD.to_owned(), None, Role::Admin, now).await.unwrap();
+    cli.services.accounts.sign_up("root", PASSWORD.to_owned(), None, Role::Admin, now).await.unwrap();
     let name = Username::parse("ann").unwrap();
     let (user, _) = cli.store.user_credentials(&name).await.unwrap().unwrap();
     let changes = AdminChanges { daily_limit: Some(2), role: None };
@@ -57,7 +58,7 @@ async fn a_taken_username_is_a_conflict_on_username() {
 
     let again = store.create_user(new_user(), app.clock.now()).await;
 
-    assert!(matches!(again, Err(StoreError::Conflict("username"))), "{again:?}");
+    assert!(matches!(again, Err(StoreError::UsernameTaken)), "{again:?}");
 }
 
 on_both_stores!(one_refresh_token_used_five_times_at_once_rotates_once_and_revokes_its_family);
@@ -85,7 +86,7 @@ async fn a_postgres_url_with_no_server_behind_it_fails_at_start_with_a_clear_err
     settings.backend = quotask::store::Backend::Postgres("postgres://postgres@127.0.0.1:1/none".into());
 
     let started = std::time::Instant::now();
-    let built = AppState::build(&settings, Arc::new(quotask::clock::SystemClock)).await;
+    let built = App::build(&settings, Arc::new(quotask::clock::SystemClock)).await;
 
     let error = format!("{:#}", built.err().expect("no server, no start"));
     assert!(error.contains("PostgreSQL"), "{error}");

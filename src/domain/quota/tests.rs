@@ -1,4 +1,4 @@
-//! The day window at every case QUOTA.md lists, with the clock injected.
+//! The day window at every case docs/quota.md lists, with the clock injected.
 
 use jiff::{SignedDuration, Timestamp, civil::date};
 
@@ -146,4 +146,17 @@ fn quota_remaining_is_zero_when_the_limit_drops_below_usage() {
     let status =
         QuotaStatus { limit: 3, used: 5, window: window("UTC", "2026-01-01T00:00:00Z"), timezone: zone("UTC") };
     assert_eq!(status.remaining(), 0);
+}
+
+#[test]
+fn a_request_fits_when_what_is_used_plus_what_is_asked_stays_within_the_limit() {
+    assert!(admits(10, 9, 1));
+    assert!(!admits(10, 10, 1));
+    assert!(admits(10, 0, 10));
+    assert!(!admits(10, 1, 10));
+    assert!(!admits(0, 0, 1));
+    assert!(admits(0, 0, 0));
+    // Counters past a lowered limit refuse everything, without overflow.
+    assert!(!admits(3, 5, 1));
+    assert!(!admits(u32::MAX, u32::MAX, u32::MAX));
 }

@@ -1,12 +1,13 @@
 //! The PostgreSQL store, for several stateless quotask instances on one database. It
 //! behaves as the SQLite store does, down to the error variants: a taken username is
-//! `Conflict("username")`; whatever a retry later can fix (connection refused, pool
+//! `UsernameTaken`; whatever a retry later can fix (connection refused, pool
 //! exhausted, server shutting down, statement or lock timeout) is `Unavailable`, which
 //! the HTTP layer answers with 503 and `Retry-After`; anything else is `Internal`.
 //!
 //! Times are kept as unix microseconds (UTC) in `bigint`, as in the SQLite schema, so
 //! both stores read back exactly the instant they were given; days are `date`.
 
+mod batch;
 mod jobs;
 mod pool;
 mod queries;
@@ -45,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "idempotency", include_str!("migrations/0002_idempotency.sql")),
     (3, "prune_indexes", include_str!("migrations/0003_prune_indexes.sql")),
+    (5, "idempotent_batches", include_str!("migrations/0005_idempotent_batches.sql")),
 ];
 
 pub struct PostgresStore {
@@ -134,12 +136,12 @@ fn classify(e: sqlx::Error) -> StoreError {
         sqlx::Error::Database(db)
             if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("users_username_key") =>
         {
-            StoreError::Conflict("username")
+            StoreError::UsernameTaken
         }
         sqlx::Error::Database(db)
             if db.kind() == ErrorKind::UniqueViolation && db.constraint() == Some("idempotency_keys_pkey") =>
         {
-            StoreError::Conflict(crate::store::KEY_IN_FLIGHT)
+            StoreError::KeyInFlight
         }
         sqlx::Error::Database(db) if db.code().is_some_and(|c| is_transient(&c)) => {
             StoreError::Unavailable(e.to_string())

@@ -23,7 +23,7 @@ use crate::store::{Result, StoreError};
 
 /// How long a call waits for a connection (a free one, or a new one while the server
 /// refuses them) before answering 503, so an outage is reported within 2 s
-/// (RELIABILITY.md) and a restart is noticed as soon as it is over.
+/// (docs/reliability.md) and a restart is noticed as soon as it is over.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_millis(1500);
 
 /// A connection idle for longer than this is pinged before it is lent again (it may

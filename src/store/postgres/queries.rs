@@ -12,12 +12,12 @@ use uuid::Uuid;
 
 use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS, decode, micros};
 use super::tasks::{consume_and_insert, create_keyed, created, load_task, used_on};
-use super::{PostgresStore, bounded, classify};
-use crate::domain::{AuditEntry, Task, TaskContent, User, Username};
-use crate::store::{
-    AdminChanges, Created, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store, TaskFilter, TaskPatch,
-    UserChanges, new_id,
+use super::{PostgresStore, batch, bounded, classify};
+use crate::domain::{
+    AdminChanges, AuditEntry, IdempotencyKey, RefreshVerdict, StoredRefreshToken, Task, TaskContent, TaskFilter,
+    TaskPatch, User, Username,
 };
+use crate::store::{Created, CreatedBatch, NewUser, Prune, Pruned, Refreshed, Result, Store, UserChanges, new_id};
 
 async fn load_user(c: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
     let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))
@@ -218,13 +218,7 @@ impl Store for PostgresStore {
                 .await
                 .map_err(classify)?;
             let Some(before) = before.as_ref().map(|r| decode(r, rows::user)).transpose()? else { return Ok(None) };
-            let mut entries = Vec::new();
-            if let Some(limit) = changes.daily_limit {
-                entries.push(("daily_limit", before.daily_limit.to_string(), limit.to_string()));
-            }
-            if let Some(role) = changes.role {
-                entries.push(("role", before.role.as_str().to_owned(), role.as_str().to_owned()));
-            }
+            let entries = changes.audit(&before);
             let after = sqlx::query(&format!(
                 "update users as u set daily_limit = coalesce($2, u.daily_limit), role = coalesce($3, u.role)
                  where u.id = $1 returning {USER_COLUMNS}"
@@ -235,7 +229,7 @@ impl Store for PostgresStore {
             .fetch_one(&mut *tx)
             .await
             .map_err(classify)?;
-            for (field, old, new) in entries {
+            for change in entries {
                 sqlx::query(
                     "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
                      values ($1, $2, $3, $4, $5, $6, $7)",
@@ -243,9 +237,9 @@ impl Store for PostgresStore {
                 .bind(new_id(now))
                 .bind(actor)
                 .bind(target)
-                .bind(field)
-                .bind(old)
-                .bind(new)
+                .bind(change.field)
+                .bind(change.old_value)
+                .bind(change.new_value)
                 .bind(micros(now))
                 .execute(&mut *tx)
                 .await
@@ -334,9 +328,12 @@ impl Store for PostgresStore {
                 let (session_id, user_id) = decode(&row, |r| Ok((r.try_get("session_id")?, r.try_get("user_id")?)))?;
                 return Ok(Refreshed::Rotated { user_id, session_id });
             }
-            // Not rotated: unknown, revoked, expired, or spent before (a reuse).
+            // Not rotated: unknown, revoked, expired, or spent before (a reuse). The
+            // statement above is `RefreshVerdict::Rotate` done in one step; the rest of
+            // the rule is the domain's.
             let found = sqlx::query(
-                "select r.session_id, r.spent_at is not null as spent, s.revoked_at is not null as revoked
+                "select r.session_id, r.spent_at is not null as spent, s.revoked_at is not null as revoked,
+                        r.expires_at
                  from refresh_tokens r join sessions s on s.id = r.session_id where r.hash = $1",
             )
             .bind(&old_hash[..])
@@ -344,13 +341,19 @@ impl Store for PostgresStore {
             .await
             .map_err(classify)?;
             let Some(row) = found else { return Ok(Refreshed::Invalid) };
-            let (session_id, spent, revoked): (Uuid, bool, bool) =
+            let (session_id, spent, session_revoked): (Uuid, bool, bool) =
                 decode(&row, |r| Ok((r.try_get("session_id")?, r.try_get("spent")?, r.try_get("revoked")?)))?;
-            if revoked || !spent {
-                return Ok(Refreshed::Invalid);
+            let expires_at = decode(&row, |r| rows::timestamp(r, "expires_at"))?;
+            let stored = StoredRefreshToken { spent, session_revoked, expires_at };
+            match RefreshVerdict::of(Some(stored), now) {
+                RefreshVerdict::RevokeFamily => {
+                    revoke(c, session_id, now).await?;
+                    Ok(Refreshed::Reused)
+                }
+                // `Rotate` here would mean the token became spendable after the statement
+                // above found it not to be, which nothing does; refuse rather than guess.
+                RefreshVerdict::Rotate | RefreshVerdict::Refuse => Ok(Refreshed::Invalid),
             }
-            revoke(c, session_id, now).await?;
-            Ok(Refreshed::Reused)
         }))
         .await
     }
@@ -371,7 +374,7 @@ impl Store for PostgresStore {
             // The day comes from the user's zone, which only Rust knows how to apply
             // (the time-zone database ships in the binary); the request has the user
             // already. A concurrent zone change cannot move the day of `now`: it only
-            // takes effect at the next local midnight (QUOTA.md item 4).
+            // takes effect at the next local midnight (docs/quota.md item 4).
             let window = user.zone.window(now);
             let timezone = user.zone.effective(now).clone();
             let task = Task::new(new_id(now), content.into_string(), window.day, now);
@@ -381,6 +384,24 @@ impl Store for PostgresStore {
                 return created(c, user_id, task, limit, used, window, timezone).await;
             };
             create_keyed(c, user_id, task, key, window, timezone, now).await
+        }))
+        .await
+    }
+
+    async fn create_tasks(
+        &self,
+        user: &User,
+        contents: Vec<TaskContent>,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<CreatedBatch> {
+        let user_id = user.id;
+        bounded(self.db.run(async |c| {
+            let window = user.zone.window(now);
+            let timezone = user.zone.effective(now).clone();
+            let tasks =
+                contents.into_iter().map(|content| Task::new(new_id(now), content.into_string(), window.day, now));
+            batch::create(c, user_id, tasks.collect(), idempotency, window, timezone, now).await
         }))
         .await
     }

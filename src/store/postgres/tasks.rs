@@ -9,7 +9,8 @@ use uuid::Uuid;
 use super::classify;
 use super::rows::{self, TASK_COLUMNS, decode, internal, micros};
 use crate::domain::{DayWindow, QuotaStatus, Task, TimeZoneName};
-use crate::store::{Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, Result};
+use crate::domain::{IdempotencyKey, idempotency};
+use crate::store::{Created, Result};
 
 /// Checks and consumes a unit of the task's day and inserts the task, in one statement:
 /// `(limit, Some(used))` if created, `(limit, None)` if the limit is reached.
@@ -68,7 +69,7 @@ pub(super) async fn create_keyed(
     // refuses the second record, its transaction (task and unit included) rolls
     // back, and it is answered 409.
     let mut tx = c.begin().await.map_err(classify)?;
-    let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
+    let since = micros(idempotency::remembered_since(now));
     sqlx::query("delete from idempotency_keys where user_id = $1 and key = $2 and created_at <= $3")
         .bind(user_id)
         .bind(&key.key)

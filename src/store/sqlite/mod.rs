@@ -25,12 +25,12 @@ use self::rows::{
     uuid_at,
 };
 use self::sessions::SessionCache;
-use self::tasks::{NewTask, QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
-use super::{
-    AdminChanges, Created, IdempotencyKey, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, TaskFilter,
-    TaskPatch, UserChanges, new_id,
+use self::tasks::{NewBatch, NewTask, QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
+use super::{Created, CreatedBatch, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, UserChanges, new_id};
+use crate::domain::{
+    AdminChanges, AuditEntry, IdempotencyKey, RefreshVerdict, StoredRefreshToken, Task, TaskContent, TaskFilter,
+    TaskPatch, User, UserZone, Username,
 };
-use crate::domain::{AuditEntry, Task, TaskContent, User, UserZone, Username};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
@@ -39,6 +39,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_no_day_index.sql"),
     include_str!("migrations/0005_usage_trigger.sql"),
     include_str!("migrations/0006_prune_indexes.sql"),
+    include_str!("migrations/0008_idempotent_batches.sql"),
 ];
 
 pub struct SqliteStore {
@@ -151,7 +152,7 @@ impl Store for SqliteStore {
                     ],
                 );
                 match inserted {
-                    Err(e) if is_unique_violation(&e) => return Err(StoreError::Conflict("username")),
+                    Err(e) if is_unique_violation(&e) => return Err(StoreError::UsernameTaken),
                     other => other.map_err(internal)?,
                 };
                 load_user(c, id)?.ok_or_else(|| internal(anyhow::anyhow!("user vanished after insert")))
@@ -257,7 +258,15 @@ impl Store for SqliteStore {
     ) -> Result<Option<User>> {
         self.write_accounts(move |c| {
             let Some(before) = load_user(c, target)? else { return Ok(None) };
-            let audit = |field: &str, old: String, new: String| {
+            if let Some(limit) = changes.daily_limit {
+                c.execute("update users set daily_limit = ?2 where id = ?1", params![target.to_string(), limit])
+                    .map_err(internal)?;
+            }
+            if let Some(role) = changes.role {
+                c.execute("update users set role = ?2 where id = ?1", params![target.to_string(), role.as_str()])
+                    .map_err(internal)?;
+            }
+            for change in changes.audit(&before) {
                 c.execute(
                     "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
                      values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -265,24 +274,13 @@ impl Store for SqliteStore {
                         new_id(now).to_string(),
                         actor.map(|a| a.to_string()),
                         target.to_string(),
-                        field,
-                        old,
-                        new,
+                        change.field,
+                        change.old_value,
+                        change.new_value,
                         micros(now)
                     ],
                 )
-                .map(drop)
-                .map_err(internal)
-            };
-            if let Some(limit) = changes.daily_limit {
-                c.execute("update users set daily_limit = ?2 where id = ?1", params![target.to_string(), limit])
-                    .map_err(internal)?;
-                audit("daily_limit", before.daily_limit.to_string(), limit.to_string())?;
-            }
-            if let Some(role) = changes.role {
-                c.execute("update users set role = ?2 where id = ?1", params![target.to_string(), role.as_str()])
-                    .map_err(internal)?;
-                audit("role", before.role.as_str().to_owned(), role.as_str().to_owned())?;
+                .map_err(internal)?;
             }
             load_user(c, target)
         })
@@ -368,19 +366,22 @@ impl Store for SqliteStore {
                 .optional()
                 .map_err(internal)?;
             let Some((session_id, user_id, expires, spent, revoked)) = found else { return Ok(Refreshed::Invalid) };
-            if revoked.is_some() {
-                return Ok(Refreshed::Invalid);
-            }
-            if spent.is_some() {
-                c.execute(
-                    "update sessions set revoked_at = ?2 where id = ?1",
-                    params![session_id.to_string(), micros(now)],
-                )
-                .map_err(internal)?;
-                return Ok(Refreshed::Reused);
-            }
-            if expires <= micros(now) {
-                return Ok(Refreshed::Invalid);
+            let stored = StoredRefreshToken {
+                spent: spent.is_some(),
+                session_revoked: revoked.is_some(),
+                expires_at: from_micros(expires).map_err(internal)?,
+            };
+            match RefreshVerdict::of(Some(stored), now) {
+                RefreshVerdict::Rotate => {}
+                RefreshVerdict::Refuse => return Ok(Refreshed::Invalid),
+                RefreshVerdict::RevokeFamily => {
+                    c.execute(
+                        "update sessions set revoked_at = ?2 where id = ?1",
+                        params![session_id.to_string(), micros(now)],
+                    )
+                    .map_err(internal)?;
+                    return Ok(Refreshed::Reused);
+                }
             }
             c.execute("update refresh_tokens set spent_at = ?2 where hash = ?1", params![old_hash, micros(now)])
                 .and_then(|_| {
@@ -435,6 +436,36 @@ impl Store for SqliteStore {
                     memo
                 });
                 tasks::create(c, &mut memo, epoch.get(), new)
+            })
+            .await
+    }
+
+    async fn create_tasks(
+        &self,
+        user: &User,
+        contents: Vec<TaskContent>,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<CreatedBatch> {
+        let new = NewBatch {
+            user_id: user.id,
+            window: user.zone.window(now),
+            timezone: user.zone.effective(now).clone(),
+            contents,
+            idempotency,
+            now,
+        };
+        // Several statements: the savepoint makes the batch all or nothing.
+        let mode = Mode { savepoint: true, keeps_epoch: true };
+        let (memo, epoch) = (self.quota_memo.clone(), self.pool.epoch());
+        self.pool
+            .write_with(mode, move |c| {
+                let mut memo = memo.lock().unwrap_or_else(|poisoned| {
+                    let mut memo = poisoned.into_inner();
+                    *memo = QuotaMemo::default();
+                    memo
+                });
+                tasks::create_batch(c, &mut memo, epoch.get(), new)
             })
             .await
     }

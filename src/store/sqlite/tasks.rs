@@ -8,8 +8,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
 use super::rows::{TASK_COLUMNS, conversion, from_micros, internal, micros, task_from_row, uuid_at};
-use crate::domain::{DayWindow, QuotaStatus, Task, TaskContent, TimeZoneName};
-use crate::store::{Created, IDEMPOTENCY_WINDOW_SECS, IdempotencyKey, Result, new_id};
+use crate::domain::{DayWindow, QuotaStatus, Task, TaskContent, TimeZoneName, admits};
+use crate::domain::{IdempotencyKey, idempotency};
+use crate::store::{Created, CreatedBatch, Result, decode_batch, encode_batch, new_id};
 
 /// The writer's record of users' limits and their use on one day each, as its own
 /// transactions left them, so that a create need not read them back: that read was a
@@ -99,6 +100,105 @@ pub(super) fn create(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new: NewT
     Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone }))
 }
 
+/// A batch as the writer gets it: as `NewTask`, with several contents.
+pub(super) struct NewBatch {
+    pub user_id: Uuid,
+    pub window: DayWindow,
+    pub timezone: TimeZoneName,
+    pub contents: Vec<TaskContent>,
+    pub idempotency: Option<IdempotencyKey>,
+    pub now: Timestamp,
+}
+
+/// `create` for a batch, all or nothing: the job runs in a savepoint of its own, so a
+/// failure part way leaves none of its tasks and none of its units.
+pub(super) fn create_batch(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new: NewBatch) -> Result<CreatedBatch> {
+    let NewBatch { user_id, window, timezone, contents, idempotency, now } = new;
+    if let Some(key) = &idempotency
+        && let Some(earlier) = remembered_batch(c, user_id, key, now)?
+    {
+        return Ok(earlier);
+    }
+    let (limit, used) = memo.limit_and_use(c, epoch, user_id, window.day)?;
+    let requested = u32::try_from(contents.len()).unwrap_or(u32::MAX);
+    if !admits(limit, used, requested) {
+        return Ok(CreatedBatch::OverLimit(QuotaStatus { limit, used, window, timezone }));
+    }
+    let mut insert = c
+        .prepare_cached(
+            "insert into tasks (id, user_id, content, done, day, created_at, updated_at)
+             values (?1, ?2, ?3, 0, ?4, ?5, ?5)",
+        )
+        .map_err(internal)?;
+    let (user, day) = (user_id.to_string(), window.day.to_string());
+    let mut tasks = Vec::with_capacity(contents.len());
+    for content in contents {
+        let task = Task::new(new_id(now), content.into_string(), window.day, now);
+        insert.execute(params![task.id.to_string(), user, task.content, day, micros(now)]).map_err(internal)?;
+        tasks.push(task);
+    }
+    if let Some(key) = &idempotency {
+        remember_batch(c, user_id, key, &tasks)?;
+    }
+    let used = used + requested;
+    memo.record(user_id, window.day, limit, used);
+    Ok(CreatedBatch::Tasks(tasks, QuotaStatus { limit, used, window, timezone }))
+}
+
+/// `remembered` for a batch: its tasks as first created, from the key's `batch` column.
+fn remembered_batch(
+    c: &Connection,
+    user_id: Uuid,
+    key: &IdempotencyKey,
+    now: Timestamp,
+) -> Result<Option<CreatedBatch>> {
+    let since = micros(idempotency::remembered_since(now));
+    let found = c
+        .prepare_cached(
+            "select fingerprint, batch, day, created_at from idempotency_keys
+             where user_id = ?1 and key = ?2 and created_at > ?3",
+        )
+        .and_then(|mut s| {
+            s.query_row(params![user_id.to_string(), key.key, since], |r| {
+                let fingerprint: Vec<u8> = r.get(0)?;
+                let batch: Option<String> = r.get(1)?;
+                let day: String = r.get(2)?;
+                Ok((fingerprint, batch, day, r.get::<_, i64>(3)?))
+            })
+            .optional()
+        })
+        .map_err(internal)?;
+    let Some((fingerprint, batch, day, created_at)) = found else { return Ok(None) };
+    // A key first used by a single create has another fingerprint (its route differs).
+    let (true, Some(batch)) = (fingerprint == key.fingerprint, batch) else { return Ok(Some(CreatedBatch::KeyReused)) };
+    let day = day.parse().map_err(internal)?;
+    let created_at = from_micros(created_at).map_err(internal)?;
+    let tasks = decode_batch(&batch)?.into_iter().map(|(id, content)| Task::new(id, content, day, created_at));
+    Ok(Some(CreatedBatch::Replay(tasks.collect())))
+}
+
+fn remember_batch(c: &Connection, user_id: Uuid, key: &IdempotencyKey, tasks: &[Task]) -> Result<()> {
+    let Some(first) = tasks.first() else { return Ok(()) };
+    c.prepare_cached(
+        "insert or replace into idempotency_keys
+             (user_id, key, fingerprint, task_id, content, day, created_at, batch)
+         values (?1, ?2, ?3, ?4, '', ?5, ?6, ?7)",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            user_id.to_string(),
+            key.key,
+            key.fingerprint,
+            first.id.to_string(),
+            first.day.to_string(),
+            micros(first.created_at),
+            encode_batch(tasks)
+        ])
+    })
+    .map(drop)
+    .map_err(internal)
+}
+
 /// A user's limit and the units used on local `day`.
 pub(super) fn limit_and_use(conn: &Connection, user_id: Uuid, day: Date) -> Result<(u32, u32)> {
     conn.prepare_cached(
@@ -129,7 +229,7 @@ pub(super) fn remembered(
     key: &IdempotencyKey,
     now: Timestamp,
 ) -> Result<Option<Created>> {
-    let since = micros(now) - IDEMPOTENCY_WINDOW_SECS * 1_000_000;
+    let since = micros(idempotency::remembered_since(now));
     let found = c
         .prepare_cached(
             "select fingerprint, task_id, content, day, created_at from idempotency_keys
