@@ -455,10 +455,11 @@ impl Store for SqliteStore {
             idempotency,
             now,
         };
-        // Several statements: the savepoint makes the batch all or nothing.
-        let mode = Mode { savepoint: true, keeps_epoch: true };
-        let (memo, epoch) = (self.quota_memo.clone(), self.pool.epoch());
-        self.pool
+        // Several statements: the savepoint makes the batch all or nothing. It records
+        // what it changes in the quota memo, so it keeps the epoch.
+        let mode = Mode::SAVEPOINT.keeping_epoch();
+        let (memo, epoch) = (self.quota_memo.clone(), self.executor.epoch());
+        self.executor
             .write_with(mode, move |c| {
                 let mut memo = memo.lock().unwrap_or_else(|poisoned| {
                     let mut memo = poisoned.into_inner();
