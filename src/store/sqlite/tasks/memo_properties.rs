@@ -1,8 +1,9 @@
-//! Property test of the quota memo (`QuotaMemo`): random runs of creates, one task or a
-//! batch (here and in another process), limit changes (through the store, another process or any SQLite
-//! client), zone changes, deletes, the clock moving on and restarts. After each step the
-//! memo must hold what the database holds, and every create must have been decided as
-//! the database's own counts say. `PROPTEST_CASES=1000 cargo test --lib memo` runs longer.
+//! Property test of the quota memo (`QuotaMemo`): random runs of creates, single and in
+//! batches, with and without idempotency keys (here and in another process), limit
+//! changes (through the store, another process or any SQLite client), zone changes,
+//! deletes, the clock moving on and restarts. After each step the memo must hold what
+//! the database holds, and every create must have been decided as the database's own
+//! counts say. `PROPTEST_CASES=1000 cargo test --lib memo` runs longer.
 
 use std::collections::HashMap;
 use std::sync::PoisonError;
