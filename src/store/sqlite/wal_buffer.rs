@@ -7,9 +7,9 @@
 //! the page, and a frame's 4,120 bytes straddle two of the kernel's 4 KiB cache pages,
 //! so each frame costs two system calls and three trips through the file system's
 //! per-page write path. A group commit of about 25 creates writes about 48 frames.
-//! On this machine that was 27.8% of the writer thread's time (`perf`), and a plain
+//! On a 2-core VM that was 27.8% of the writer thread's time (`perf`), and a plain
 //! loop of such writes took 1.35 to 1.56 µs of kernel time a frame against 0.42 when
-//! the same bytes went in one call (bench/README.md, "Eighth session").
+//! the same bytes went in one call (bench/README.md).
 //!
 //! Why nothing changes for anyone reading the database:
 //! - every write SQLite asks for still reaches the file, in the order asked: the layer

@@ -1,8 +1,9 @@
-//! Property test of the quota memo (`QuotaMemo`): random runs of creates and batches (here
-//! and in another process), limit changes (through the store, another process or any SQLite
-//! client), zone changes, deletes, the clock moving on and restarts. After each step the
-//! memo must hold what the database holds, and every create must have been decided as
-//! the database's own counts say. `PROPTEST_CASES=1000 cargo test --lib memo` runs longer.
+//! Property test of the quota memo (`QuotaMemo`): random runs of creates, single and in
+//! batches, with and without idempotency keys (here and in another process), limit
+//! changes (through the store, another process or any SQLite client), zone changes,
+//! deletes, the clock moving on and restarts. After each step the memo must hold what
+//! the database holds, and every create must have been decided as the database's own
+//! counts say. `PROPTEST_CASES=1000 cargo test --lib memo` runs longer.
 
 use std::collections::HashMap;
 use std::sync::PoisonError;
@@ -13,8 +14,8 @@ use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::limit_and_use;
-use crate::domain::{AdminChanges, IdempotencyKey, idempotency};
-use crate::domain::{Role, TaskContent, TimeZoneName, UserZone, Username};
+use crate::domain::idempotency::remembered_since;
+use crate::domain::{AdminChanges, IdempotencyKey, Role, TaskContent, TimeZoneName, UserZone, Username};
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::executor::Mode;
 use crate::store::{Created, CreatedBatch, NewUser, Store, UserChanges};
@@ -29,14 +30,15 @@ enum Step {
         user: usize,
         key: Option<u8>,
     },
-    /// A batch of `size` tasks through the store, all or nothing.
-    CreateBatch {
-        user: usize,
-        size: usize,
-    },
     /// A create by another process on the same file (a second store).
     CreateElsewhere {
         user: usize,
+    },
+    /// A batch create through the store, all or nothing, with one of a few keys or none.
+    CreateBatch {
+        user: usize,
+        size: u32,
+        key: Option<u8>,
     },
     /// An administrator's limit change through the store.
     SetLimit {
@@ -72,8 +74,9 @@ fn step() -> impl Strategy<Value = Step> {
     let limit = 0u32..5;
     prop_oneof![
         5 => (0..USERS, proptest::option::of(0u8..3)).prop_map(|(user, key)| Step::Create { user, key }),
-        2 => (0..USERS, 1usize..4).prop_map(|(user, size)| Step::CreateBatch { user, size }),
         1 => (0..USERS).prop_map(|user| Step::CreateElsewhere { user }),
+        2 => (0..USERS, 1u32..4, proptest::option::of(0u8..3))
+            .prop_map(|(user, size, key)| Step::CreateBatch { user, size, key }),
         1 => (0..USERS, limit.clone()).prop_map(|(user, limit)| Step::SetLimit { user, limit }),
         1 => (0..USERS, limit.clone()).prop_map(|(user, limit)| Step::SetLimitElsewhere { user, limit }),
         1 => (0..USERS, limit).prop_map(|(user, limit)| Step::SetLimitRaw { user, limit }),
@@ -124,8 +127,8 @@ impl World {
         let id = |user: usize| self.users[user];
         match step {
             Step::Create { user, key } => self.create(false, id(user), key).await,
-            Step::CreateBatch { user, size } => self.create_batch(id(user), size).await,
             Step::CreateElsewhere { user } => self.create(true, id(user), None).await,
+            Step::CreateBatch { user, size, key } => self.create_batch(id(user), size, key).await,
             Step::SetLimit { user, limit } => self.set_limit(false, id(user), limit).await,
             Step::SetLimitElsewhere { user, limit } => self.set_limit(true, id(user), limit).await,
             Step::SetLimitRaw { user, limit } => {
@@ -155,7 +158,7 @@ impl World {
         let user = store.user(id).await.unwrap().unwrap();
         let day = user.zone.window(self.now).day;
         let key = key.map(|k| IdempotencyKey { key: format!("k{k}"), fingerprint: [k; 32] });
-        let since = idempotency::remembered_since(self.now);
+        let since = remembered_since(self.now);
         let remembered =
             key.as_ref().is_some_and(|k| self.keys.get(&(id, k.key.clone())).is_some_and(|&at| at > since));
         let before = limit_and_use(&self.raw, id, day).unwrap();
@@ -190,30 +193,45 @@ impl World {
         }
     }
 
-    /// A batch, checked against the database's counts read just before it.
-    async fn create_batch(&mut self, id: Uuid, size: usize) {
+    /// A batch create, checked as `create` is.
+    async fn create_batch(&mut self, id: Uuid, size: u32, key: Option<u8>) {
         let user = self.store.user(id).await.unwrap().unwrap();
         let day = user.zone.window(self.now).day;
-        let (limit, used) = limit_and_use(&self.raw, id, day).unwrap();
+        // Keys of their own: a batch's key never names a single create's.
+        let key = key.map(|k| IdempotencyKey { key: format!("batch{k}"), fingerprint: [k + 100; 32] });
+        let since = remembered_since(self.now);
+        let remembered =
+            key.as_ref().is_some_and(|k| self.keys.get(&(id, k.key.clone())).is_some_and(|&at| at > since));
+        let before = limit_and_use(&self.raw, id, day).unwrap();
 
-        let contents = (0..size).map(|_| TaskContent::parse("a task".into()).unwrap()).collect();
-        let created = self.store.create_tasks(&user, contents, None, self.now).await.unwrap();
+        let contents = (0..size).map(|i| TaskContent::parse(format!("task {i}")).unwrap()).collect();
+        let created = self.store.create_tasks(&user, contents, key.clone(), self.now).await.unwrap();
 
         let after = limit_and_use(&self.raw, id, day).unwrap();
-        let size = u32::try_from(size).unwrap();
+        let (limit, used) = before;
         match created {
             CreatedBatch::Tasks(tasks, status) => {
-                assert!(used + size <= limit, "a batch past the limit: {used} + {size} of {limit}");
+                assert!(!remembered, "a repeated key created a second batch");
+                assert!(used + size <= limit, "a batch of {size} past the limit: {used} used of {limit}");
+                assert_eq!(tasks.len(), size as usize);
                 assert_eq!((status.limit, status.used), (limit, used + size), "the answer's counts");
                 assert_eq!(after, (limit, used + size), "the database's counts");
+                if let Some(key) = key {
+                    self.keys.insert((id, key.key), self.now);
+                }
                 self.tasks.entry(id).or_default().extend(tasks.iter().map(|t| t.id));
             }
             CreatedBatch::OverLimit(status) => {
-                assert!(used + size > limit, "refused with {used} + {size} of {limit}");
-                assert_eq!((status.limit, status.used), (limit, used), "the answer's counts");
-                assert_eq!(after, (limit, used), "a refused batch uses nothing");
+                assert!(!remembered, "a repeated key was refused");
+                assert!(used + size > limit, "a batch of {size} refused with {used} used of {limit}");
+                assert_eq!((status.limit, status.used), before, "the answer's counts");
+                assert_eq!(after, before);
             }
-            CreatedBatch::Replay(_) | CreatedBatch::KeyReused => panic!("no key was sent"),
+            CreatedBatch::Replay(_) => {
+                assert!(remembered, "a replay of a key never used");
+                assert_eq!(after, before, "a replay uses no unit");
+            }
+            CreatedBatch::KeyReused => panic!("each key always comes with the same request"),
         }
     }
 
