@@ -18,8 +18,7 @@ use tower::Service as _;
 
 use crate::auth::{Accounts, token};
 use crate::clock::Clock;
-use crate::config::Settings;
-use crate::config::TrustedProxies;
+use crate::config::{Settings, TrustedProxies};
 use crate::events::Events;
 use crate::jobs::Jobs;
 use crate::redis_link::RedisLink;
