@@ -88,6 +88,7 @@ impl AppState {
             store.clone(),
             &secret,
             settings.signin_failures_per_hour,
+            settings.signups_per_hour,
             redis.clone(),
             settings.default_daily_limit,
             settings.default_timezone.clone(),

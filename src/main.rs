@@ -112,15 +112,15 @@ async fn user_command(cmd: UserCommand, settings: Settings) -> anyhow::Result<()
             let password = read_password()?;
             let role = if admin { Role::Admin } else { Role::User };
             let user =
-                state.accounts.sign_up(&name, password, timezone.as_deref(), role, clock.now()).await.map_err(|e| {
-                    match e {
+                state.accounts.sign_up(&name, password, timezone.as_deref(), role, None, clock.now()).await.map_err(
+                    |e| match e {
                         quotask::auth::AuthError::Invalid(errors) => anyhow::anyhow!(
                             "{}",
                             errors.iter().map(|e| format!("{}: {}", e.field, e.message)).collect::<Vec<_>>().join("; ")
                         ),
                         other => anyhow::anyhow!("{other}"),
-                    }
-                })?;
+                    },
+                )?;
             println!("created {} ({}) id {}", user.username, user.role.as_str(), user.id);
         }
         UserCommand::SetLimit { name, limit } => {

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, Problem, quota_headers};
 use super::extract::{Authed, AuthedUsage, ClientIp, JsonBody, present};
 use crate::app::AppState;
-use crate::auth::Session;
+use crate::auth::{OwnChanges, Session};
 use crate::domain::{QuotaStatus, Role, User};
 
 pub fn router() -> Router<AppState> {
@@ -114,10 +114,17 @@ struct MeChanges {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     timezone: Option<String>,
+    /// A new password; needs `current_password`. Every other session of the user ends
+    /// with the change (their access and refresh tokens answer 401); this one lives on.
     #[schema(min_length = 8, max_length = 1024)]
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     password: Option<String>,
+    /// The password now in force; required with `password` (ignored without it), and
+    /// checked and throttled as a sign-in.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    current_password: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -141,10 +148,19 @@ impl From<Session> for TokenPair {
 
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "accounts", request_body = SignUp,
     responses((status = 201, description = "The new user", body = UserView),
-              (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json")))]
-async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
+              (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json"),
+              (status = 429, description = "Too many sign-ups from this client address", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              (status = 503, description = "Too many passwords are waiting to be hashed", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait")))))]
+async fn sign_up(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<SignUp>,
+) -> Result<Response, ApiError> {
     let now = state.clock.now();
-    let user = state.accounts.sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now).await?;
+    let user =
+        state.accounts.sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, ip, now).await?;
     Ok((StatusCode::CREATED, Json(UserView::new(&user, now))).into_response())
 }
 
@@ -152,6 +168,8 @@ async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>
     responses((status = 200, description = "A token pair", body = TokenPair),
               (status = 401, description = "Unknown user or wrong password (one answer for both)", body = Problem, content_type = "application/problem+json"),
               (status = 429, description = "Too many failed sign-ins", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              (status = 503, description = "Too many passwords are waiting to be checked", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn sign_in(
     State(state): State<AppState>,
@@ -187,13 +205,22 @@ async fn me(auth: Authed) -> Json<UserView> {
 }
 
 #[utoipa::path(patch, path = "/v1/me", tag = "me", security(("bearer" = [])), request_body = MeChanges,
-    responses((status = 200, description = "The user; a new zone waits for the old zone's next midnight", body = UserView)))]
+    responses((status = 200, description = "The user; a new zone waits for the old zone's next midnight", body = UserView),
+              (status = 401, description = "A bad token, or a wrong `current_password` (counted as a failed sign-in)", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid input, or `password` without `current_password`", body = Problem, content_type = "application/problem+json"),
+              (status = 429, description = "Too many failed sign-ins of this account or address", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              (status = 503, description = "Too many passwords are waiting to be checked", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn update_me(
     State(state): State<AppState>,
     auth: Authed,
+    ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<MeChanges>,
 ) -> Result<Json<UserView>, ApiError> {
-    let user = state.accounts.update_me(&auth.user, body.timezone.as_deref(), body.password, auth.now).await?;
+    let changes =
+        OwnChanges { timezone: body.timezone, password: body.password, current_password: body.current_password };
+    let user = state.accounts.update_me(&auth.user, auth.session_id, changes, ip, auth.now).await?;
     Ok(Json(UserView::new(&user, auth.now)))
 }
 

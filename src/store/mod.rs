@@ -40,7 +40,16 @@ pub struct NewUser {
 /// What happens when a user with these settings changes them.
 pub struct UserChanges {
     pub zone: Option<UserZone>,
-    pub password_hash: Option<String>,
+    pub password: Option<PasswordChange>,
+}
+
+/// A new password hash. Every other session of the user is revoked with it, in the same
+/// transaction, so that no token issued before the change outlives it.
+pub struct PasswordChange {
+    pub hash: String,
+    /// The session that made the change, which lives on.
+    pub keep_session: Uuid,
+    pub now: Timestamp,
 }
 
 /// An administrator's change to a user; every field set is audited.

@@ -209,8 +209,15 @@ impl Store for SqliteStore {
             if let Some(zone) = &changes.zone {
                 save_zone(c, id, zone)?;
             }
-            if let Some(hash) = &changes.password_hash {
-                c.execute("update users set password_hash = ?2 where id = ?1", params![id.to_string(), hash])
+            if let Some(change) = &changes.password {
+                c.execute("update users set password_hash = ?2 where id = ?1", params![id.to_string(), change.hash])
+                    .and_then(|_| {
+                        c.execute(
+                            "update sessions set revoked_at = ?3
+                             where user_id = ?1 and id <> ?2 and revoked_at is null",
+                            params![id.to_string(), change.keep_session.to_string(), micros(change.now)],
+                        )
+                    })
                     .map_err(internal)?;
             }
             load_user(c, id)
