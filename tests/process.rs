@@ -467,6 +467,7 @@ fn bad_configuration_exits_non_zero_with_one_line_before_binding() {
         ("QUOTASK_DEFAULT_TIMEZONE", "Mars/Olympus", "QUOTASK_DEFAULT_TIMEZONE"),
         ("QUOTASK_DEFAULT_DAILY_LIMIT", "-1", "QUOTASK_DEFAULT_DAILY_LIMIT"),
         ("QUOTASK_SHUTDOWN_DELAY_MS", "60001", "QUOTASK_SHUTDOWN_DELAY_MS"),
+        ("QUOTASK_SIGNUPS_PER_HOUR", "0", "QUOTASK_SIGNUPS_PER_HOUR"),
     ];
     for (name, value, says) in cases {
         let addr = free_addr();

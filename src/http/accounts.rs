@@ -151,7 +151,7 @@ impl From<Session> for TokenPair {
               (status = 409, description = "The username is taken", body = Problem, content_type = "application/problem+json"),
               (status = 429, description = "Too many sign-ups from this client address", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait"))),
-              (status = 503, description = "Too many passwords are waiting to be hashed", body = Problem, content_type = "application/problem+json",
+              (status = 503, description = "Too many passwords wait to be hashed, or the database is unavailable", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn sign_up(
     State(state): State<AppState>,
@@ -169,7 +169,7 @@ async fn sign_up(
               (status = 401, description = "Unknown user or wrong password (one answer for both)", body = Problem, content_type = "application/problem+json"),
               (status = 429, description = "Too many failed sign-ins", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait"))),
-              (status = 503, description = "Too many passwords are waiting to be checked", body = Problem, content_type = "application/problem+json",
+              (status = 503, description = "Too many passwords wait to be checked, or the database is unavailable", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn sign_in(
     State(state): State<AppState>,
@@ -210,7 +210,7 @@ async fn me(auth: Authed) -> Json<UserView> {
               (status = 422, description = "Invalid input, or `password` without `current_password`", body = Problem, content_type = "application/problem+json"),
               (status = 429, description = "Too many failed sign-ins of this account or address", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait"))),
-              (status = 503, description = "Too many passwords are waiting to be checked", body = Problem, content_type = "application/problem+json",
+              (status = 503, description = "Too many passwords wait to be checked, or the database is unavailable", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn update_me(
     State(state): State<AppState>,

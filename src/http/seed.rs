@@ -80,7 +80,7 @@ fn ok<T>(data: T) -> Json<Envelope<T>> {
     responses((status = 200, description = "Created (the seed answered 200)", body = Envelope<SeedUser>),
               (status = 409, description = "Username taken", body = SeedFailure),
               (status = 429, description = "Too many sign-ups from this client address", body = SeedFailure, headers(("Retry-After" = u64))),
-              (status = 503, description = "Too many passwords are waiting to be hashed", body = SeedFailure, headers(("Retry-After" = u64)))))]
+              (status = 503, description = "Too many passwords wait to be hashed, or the database is unavailable", body = SeedFailure, headers(("Retry-After" = u64)))))]
 async fn sign_up(
     State(state): State<AppState>,
     ClientIp(ip): ClientIp,
