@@ -14,15 +14,17 @@
 //! p99 1.6 times. Sign-ins still progress while the cores are busy, more slowly.
 //!
 //! The queue in front of those threads is bounded (`QUEUE_PER_THREAD` hashes per
-//! thread, about a second of work on a 2-core VM): past it, a hash is refused at once
-//! (`HashError::Busy`, which callers answer 503 with `Retry-After`), rather than queued
-//! behind minutes of others. And a queued hash whose requester has gone (its client
-//! hung up) is dropped unstarted: a flood of requests that hang up costs no hashing.
+//! thread, about two seconds of work on a 2-core VM): past it, a hash is refused at
+//! once (`HashError::Busy`, which callers answer 503 with `Retry-After`), rather than
+//! queued behind minutes of others. A queued hash whose requester has gone (its client
+//! hung up) is never started, and holds no place: a full queue first drops those. So a
+//! flood of requests that hang up costs no hashing and keeps no one else out.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, Weak, mpsc};
-use std::time::Instant;
+use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::{Output, PasswordHash, SaltString, rand_core::OsRng};
 use argon2::{ARGON2ID_IDENT, Algorithm, Argon2, Block, Params, Version};
@@ -42,8 +44,6 @@ const HASHING_NICE: i32 = 19;
 const QUEUE_PER_THREAD: usize = 64;
 /// What a hash is assumed to take until one has been timed.
 const FIRST_GUESS_MICROS: u64 = 30_000;
-
-type Job = Box<dyn FnOnce() + Send>;
 
 /// Why a hash gave no answer.
 #[derive(Debug, thiserror::Error)]
@@ -84,14 +84,8 @@ pub fn requester() -> (Waiting, Requester) {
 
 #[derive(Clone)]
 pub struct Hasher {
-    /// Work for the hashing threads, bounded; they exit when the last `Hasher` is dropped.
-    jobs: mpsc::SyncSender<Job>,
+    queue: Arc<QueueHandle>,
     threads: usize,
-    queue: usize,
-    /// How long the last hash took, for the `Retry-After` of a refusal.
-    last_micros: Arc<AtomicU64>,
-    /// Hashes computed by this hasher's threads (skipped ones are not counted).
-    computed: Arc<AtomicU64>,
     /// A hash of nothing in particular, verified when the user does not exist, so an
     /// unknown name costs as much as a wrong password.
     dummy: Arc<OnceCell<String>>,
@@ -105,19 +99,24 @@ impl Default for Hasher {
 }
 
 impl Hasher {
-    /// `threads` hashing threads, with at most `queue` hashes waiting for them.
-    pub(super) fn new(threads: usize, queue: usize) -> Self {
-        let (jobs, waiting) = mpsc::sync_channel::<Job>(queue);
-        let waiting = Arc::new(Mutex::new(waiting));
+    /// `threads` hashing threads, with at most `capacity` hashes waiting for them.
+    pub(super) fn new(threads: usize, capacity: usize) -> Self {
+        let queue = Arc::new(Queue {
+            state: Mutex::new(State { jobs: VecDeque::new(), closed: false }),
+            ready: Condvar::new(),
+            capacity,
+            last_micros: AtomicU64::new(FIRST_GUESS_MICROS),
+            computed: AtomicU64::new(0),
+        });
         for i in 0..threads {
-            let waiting = waiting.clone();
+            let queue = queue.clone();
             let spawned = std::thread::Builder::new().name(format!("argon2-{i}")).spawn(move || {
                 yield_to_requests();
-                loop {
-                    let job = waiting.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                    match job {
-                        Ok(job) => job(),
-                        Err(_) => return,
+                while let Some(job) = queue.next() {
+                    if job.abandoned() {
+                        job.skip();
+                    } else {
+                        job.run(&queue);
                     }
                 }
             });
@@ -125,14 +124,109 @@ impl Hasher {
                 tracing::error!(error = %e, "cannot start a hashing thread");
             }
         }
-        Self {
-            jobs,
-            threads: threads.max(1),
-            queue,
-            last_micros: Arc::new(AtomicU64::new(FIRST_GUESS_MICROS)),
-            computed: Arc::default(),
-            dummy: Arc::default(),
+        Self { queue: Arc::new(QueueHandle(queue)), threads: threads.max(1), dummy: Arc::default() }
+    }
+}
+
+/// A hash waiting for a thread.
+trait Job: Send {
+    /// Whether nobody waits for its result any more.
+    fn abandoned(&self) -> bool;
+    /// Computes it, times it in `queue`, and hands the result over.
+    fn run(self: Box<Self>, queue: &Queue);
+    /// Hands `HashError::Abandoned` over instead, computing nothing.
+    fn skip(self: Box<Self>);
+}
+
+struct Pending<T, F> {
+    work: F,
+    reply: oneshot::Sender<Result<T, HashError>>,
+    requester: Option<Requester>,
+}
+
+impl<T: Send, F: FnOnce() -> anyhow::Result<T> + Send> Job for Pending<T, F> {
+    fn abandoned(&self) -> bool {
+        self.reply.is_closed() || self.requester.as_ref().is_some_and(|r| !r.waits())
+    }
+
+    fn run(self: Box<Self>, queue: &Queue) {
+        let started = Instant::now();
+        let result = (self.work)().map_err(HashError::Failed);
+        queue.timed(started.elapsed());
+        metrics::counter!(crate::metrics::PASSWORD_HASHES, "outcome" => "computed").increment(1);
+        let _ = self.reply.send(result);
+    }
+
+    fn skip(self: Box<Self>) {
+        metrics::counter!(crate::metrics::PASSWORD_HASHES, "outcome" => "skipped").increment(1);
+        let _ = self.reply.send(Err(HashError::Abandoned));
+    }
+}
+
+/// The hashes waiting for a thread, shared by the threads and every clone of a `Hasher`.
+struct Queue {
+    state: Mutex<State>,
+    /// Signalled when a job is queued or the queue is closed.
+    ready: Condvar,
+    capacity: usize,
+    /// How long the last hash took, for the `Retry-After` of a refusal.
+    last_micros: AtomicU64,
+    /// Hashes computed (not those refused or skipped).
+    computed: AtomicU64,
+}
+
+struct State {
+    jobs: VecDeque<Box<dyn Job>>,
+    /// Set when the last `Hasher` is gone: the threads exit.
+    closed: bool,
+}
+
+impl Queue {
+    /// Queues `job`, or gives it back if the queue is full even without the jobs whose
+    /// callers have gone, which are dropped (answered `Abandoned`) to make room.
+    fn push(&self, job: Box<dyn Job>) -> Result<(), Box<dyn Job>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if state.jobs.len() >= self.capacity {
+            let (gone, waiting): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut state.jobs).into_iter().partition(|j| j.abandoned());
+            state.jobs = waiting.into();
+            gone.into_iter().for_each(Job::skip);
         }
+        if state.jobs.len() >= self.capacity {
+            return Err(job);
+        }
+        state.jobs.push_back(job);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next job; `None` once the queue is closed.
+    fn next(&self) -> Option<Box<dyn Job>> {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if state.closed {
+                return None;
+            }
+            if let Some(job) = state.jobs.pop_front() {
+                return Some(job);
+            }
+            state = self.ready.wait(state).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn timed(&self, took: Duration) {
+        self.last_micros.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.computed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Held by every clone of a `Hasher`: when the last one goes, the queue closes.
+struct QueueHandle(Arc<Queue>);
+
+impl Drop for QueueHandle {
+    fn drop(&mut self) {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).closed = true;
+        self.0.ready.notify_all();
     }
 }
 
@@ -223,7 +317,7 @@ impl Hasher {
 
     /// Hashes computed so far (not those refused or skipped).
     pub fn computed(&self) -> u64 {
-        self.computed.load(Ordering::Relaxed)
+        self.queue.0.computed.load(Ordering::Relaxed)
     }
 
     async fn dummy_hash(&self) -> Result<String, HashError> {
@@ -237,38 +331,18 @@ impl Hasher {
         work: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
         requester: Option<Requester>,
     ) -> Result<T, HashError> {
-        let (tx, rx) = oneshot::channel();
-        let (last_micros, computed) = (self.last_micros.clone(), self.computed.clone());
-        let job: Job = Box::new(move || {
-            if tx.is_closed() || requester.is_some_and(|r| !r.waits()) {
-                metrics::counter!(crate::metrics::PASSWORD_HASHES, "outcome" => "skipped").increment(1);
-                let _ = tx.send(Err(HashError::Abandoned));
-                return;
-            }
-            let started = Instant::now();
-            let result = work().map_err(HashError::Failed);
-            last_micros.store(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
-            computed.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!(crate::metrics::PASSWORD_HASHES, "outcome" => "computed").increment(1);
-            let _ = tx.send(result);
-        });
-        match self.jobs.try_send(job) {
-            Ok(()) => {}
-            Err(mpsc::TrySendError::Full(_)) => {
-                metrics::counter!(crate::metrics::PASSWORD_HASHES, "outcome" => "refused").increment(1);
-                return Err(HashError::Busy { retry_after: self.drain_secs() });
-            }
-            Err(mpsc::TrySendError::Disconnected(_)) => {
-                return Err(anyhow::anyhow!("the hashing threads have stopped").into());
-            }
+        let (reply, rx) = oneshot::channel();
+        if self.queue.0.push(Box::new(Pending { work, reply, requester })).is_err() {
+            metrics::counter!(crate::metrics::PASSWORD_HASHES, "outcome" => "refused").increment(1);
+            return Err(HashError::Busy { retry_after: self.drain_secs() });
         }
         rx.await.map_err(|_| anyhow::anyhow!("a hashing thread stopped mid-hash"))?
     }
 
     /// Occupies a hashing thread until the returned sender is dropped.
     #[cfg(test)]
-    pub(super) async fn occupy(&self) -> mpsc::Sender<()> {
-        let (release, released) = mpsc::channel::<()>();
+    pub(super) async fn occupy(&self) -> std::sync::mpsc::Sender<()> {
+        let (release, released) = std::sync::mpsc::channel::<()>();
         let (started, running) = oneshot::channel();
         let hasher = self.clone();
         tokio::spawn(async move {
@@ -285,9 +359,9 @@ impl Hasher {
 
     /// Seconds for the threads to work through a full queue at the last hash's pace.
     fn drain_secs(&self) -> u64 {
-        let queued = u64::try_from(self.queue).unwrap_or(u64::MAX);
+        let queued = u64::try_from(self.queue.0.capacity).unwrap_or(u64::MAX);
         let threads = u64::try_from(self.threads).unwrap_or(1);
-        let micros = self.last_micros.load(Ordering::Relaxed).saturating_mul(queued) / threads;
+        let micros = self.queue.0.last_micros.load(Ordering::Relaxed).saturating_mul(queued) / threads;
         micros.div_ceil(1_000_000).max(1)
     }
 }
@@ -350,6 +424,24 @@ mod tests {
         assert!(matches!(check.await, Err(HashError::Abandoned)));
         hasher.hash(&password()).await.unwrap();
         assert_eq!(hasher.computed(), 2, "only the blocker and the last hash were computed");
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_first_drops_the_hashes_whose_callers_have_gone() {
+        let hasher = Hasher::new(1, 2);
+        let release = hasher.occupy().await;
+        let gone = password();
+        for _ in 0..2 {
+            let mut hash = std::pin::pin!(hasher.hash(&gone));
+            assert!(futures::poll!(hash.as_mut()).is_pending());
+        }
+
+        let mut admitted = std::pin::pin!(hasher.hash(&gone));
+        assert!(futures::poll!(admitted.as_mut()).is_pending(), "queued, not refused");
+
+        drop(release);
+        assert!(admitted.await.is_ok());
+        assert_eq!(hasher.computed(), 2, "the blocker and the admitted hash, not the two abandoned ones");
     }
 
     #[test]
