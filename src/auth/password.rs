@@ -44,6 +44,9 @@ const HASHING_NICE: i32 = 19;
 const QUEUE_PER_THREAD: usize = 64;
 /// What a hash is assumed to take until one has been timed.
 const FIRST_GUESS_MICROS: u64 = 30_000;
+/// The longest `Retry-After` a full queue answers: on a machine so busy that hashes
+/// crawl, a client is still told to come back within half a minute.
+const MAX_RETRY_AFTER_SECS: u64 = 30;
 
 /// Why a hash gave no answer.
 #[derive(Debug, thiserror::Error)]
@@ -105,7 +108,7 @@ impl Hasher {
             state: Mutex::new(State { jobs: VecDeque::new(), closed: false }),
             ready: Condvar::new(),
             capacity,
-            last_micros: AtomicU64::new(FIRST_GUESS_MICROS),
+            mean_micros: AtomicU64::new(FIRST_GUESS_MICROS),
             computed: AtomicU64::new(0),
         });
         for i in 0..threads {
@@ -169,8 +172,8 @@ struct Queue {
     /// Signalled when a job is queued or the queue is closed.
     ready: Condvar,
     capacity: usize,
-    /// How long the last hash took, for the `Retry-After` of a refusal.
-    last_micros: AtomicU64,
+    /// How long a hash takes (a moving average), for the `Retry-After` of a refusal.
+    mean_micros: AtomicU64,
     /// Hashes computed (not those refused or skipped).
     computed: AtomicU64,
 }
@@ -214,8 +217,12 @@ impl Queue {
         }
     }
 
+    /// Counts a hash that took `took`, weighing it one eighth in the mean.
     fn timed(&self, took: Duration) {
-        self.last_micros.store(u64::try_from(took.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let _ = self
+            .mean_micros
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| Some(mean - mean / 8 + took / 8));
         self.computed.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -357,12 +364,13 @@ impl Hasher {
         release
     }
 
-    /// Seconds for the threads to work through a full queue at the last hash's pace.
+    /// Seconds for the threads to work through a full queue at the recent pace (1 to
+    /// `MAX_RETRY_AFTER_SECS`).
     fn drain_secs(&self) -> u64 {
         let queued = u64::try_from(self.queue.0.capacity).unwrap_or(u64::MAX);
         let threads = u64::try_from(self.threads).unwrap_or(1);
-        let micros = self.queue.0.last_micros.load(Ordering::Relaxed).saturating_mul(queued) / threads;
-        micros.div_ceil(1_000_000).max(1)
+        let micros = self.queue.0.mean_micros.load(Ordering::Relaxed).saturating_mul(queued) / threads;
+        micros.div_ceil(1_000_000).clamp(1, MAX_RETRY_AFTER_SECS)
     }
 }
 
