@@ -220,9 +220,9 @@ impl Queue {
     /// Counts a hash that took `took`, weighing it one eighth in the mean.
     fn timed(&self, took: Duration) {
         let took = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        let _ = self
-            .mean_micros
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| Some(mean - mean / 8 + took / 8));
+        let _ = self.mean_micros.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| {
+            Some((mean - mean / 8).saturating_add(took / 8))
+        });
         self.computed.fetch_add(1, Ordering::Relaxed);
     }
 }
