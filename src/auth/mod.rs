@@ -66,7 +66,6 @@ pub struct Session {
 }
 
 /// The signed-in user's own changes (`PATCH /v1/me`).
-#[derive(Default)]
 pub struct OwnChanges {
     pub timezone: Option<String>,
     pub password: Option<String>,
