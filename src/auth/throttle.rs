@@ -24,7 +24,8 @@ use redis::Script;
 use crate::redis_link::RedisLink;
 
 const WINDOW_SECS: i64 = 3600;
-/// Keys counted in memory at most, per throttle: about 10 MiB at worst.
+/// Keys counted in memory at most, per throttle: 10 to 20 MiB at worst (a key is a
+/// prefix and a username of at most 32 characters, or an address).
 const MAX_KEYS: usize = 100_000;
 
 /// Refuses (with the seconds to wait) if any key is at the limit, else counts one
