@@ -170,10 +170,12 @@ async fn a_full_hashing_queue_answers_503_with_retry_after() {
     let [app] = instances(|s| s.signin_failures_per_hour = 10_000).await;
     app.sign_up("ann").await;
 
-    // Far more password checks at once than the queue holds (64 per core).
+    // Far more password checks at once than the queue holds (64 per hashing thread).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let wrong = json!({"username": "ann", "password": "not the password"});
-    let flood: Vec<_> =
-        (0..400).map(|_| tokio::spawn(app.client.post(app.url("/v1/auth/signin")).json(&wrong).send())).collect();
+    let flood: Vec<_> = (0..150 * threads + 100)
+        .map(|_| tokio::spawn(app.client.post(app.url("/v1/auth/signin")).json(&wrong).send()))
+        .collect();
     let mut refused = None;
     let mut evaluated = 0;
     for request in flood {
