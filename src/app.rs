@@ -78,6 +78,7 @@ impl App {
             store.clone(),
             &secret,
             settings.signin_failures_per_hour,
+            settings.signups_per_hour,
             redis.clone(),
             settings.default_daily_limit,
             settings.default_timezone.clone(),

@@ -73,7 +73,7 @@ async fn user(cmd: UserCommand, settings: &Settings) -> anyhow::Result<()> {
         UserCommand::Create { name, admin, timezone } => {
             let password = read_password()?;
             let role = if admin { Role::Admin } else { Role::User };
-            let user = services.accounts.sign_up(&name, password, timezone.as_deref(), role, now).await.map_err(
+            let user = services.accounts.sign_up(&name, password, timezone.as_deref(), role, None, now).await.map_err(
                 |e| match e {
                     AuthError::Invalid(errors) => anyhow::anyhow!("{}", describe(&errors)),
                     other => anyhow::anyhow!("{other}"),

@@ -80,6 +80,9 @@ pub struct Config {
     /// most 10,000 streams in all.
     #[arg(long, env = "QUOTASK_MAX_STREAMS_PER_USER", default_value_t = 5, global = true)]
     pub max_streams_per_user: u32,
+    /// Sign-ups accepted per client address per hour (at least 1).
+    #[arg(long, env = "QUOTASK_SIGNUPS_PER_HOUR", default_value_t = 20, global = true)]
+    pub signups_per_hour: u32,
     /// After SIGTERM, how long (ms, 0 to 60000) the server goes on serving, with `/readyz`
     /// answering 503, so that load balancers stop sending it requests before it closes.
     #[arg(long, env = "QUOTASK_SHUTDOWN_DELAY_MS", default_value_t = 1000, global = true)]
@@ -102,6 +105,7 @@ pub struct Settings {
     pub default_daily_limit: u32,
     pub default_timezone: TimeZoneName,
     pub signin_failures_per_hour: u32,
+    pub signups_per_hour: u32,
     /// Redis, if configured.
     pub redis: Option<RedisSettings>,
     pub trusted_proxies: TrustedProxies,
@@ -208,6 +212,9 @@ impl Config {
         if !(2..=36500).contains(&self.usage_retention_days) {
             return Err("QUOTASK_USAGE_RETENTION_DAYS: must be from 2 to 36500".into());
         }
+        if self.signups_per_hour == 0 {
+            return Err("QUOTASK_SIGNUPS_PER_HOUR: must be at least 1".into());
+        }
         if self.shutdown_delay_ms > 60_000 {
             return Err("QUOTASK_SHUTDOWN_DELAY_MS: must be from 0 to 60000".into());
         }
@@ -223,6 +230,7 @@ impl Config {
             default_daily_limit,
             default_timezone,
             signin_failures_per_hour: self.signin_failures_per_hour,
+            signups_per_hour: self.signups_per_hour,
             redis,
             trusted_proxies,
             metrics_token,

@@ -10,6 +10,9 @@ pub const QUOTA_REJECTIONS: &str = "quotask_quota_rejections_total";
 pub const TASKS_CREATED: &str = "quotask_tasks_created_total";
 pub const SIGNIN_FAILURES: &str = "quotask_signin_failures_total";
 pub const SIGNIN_THROTTLED: &str = "quotask_signin_throttled_total";
+pub const SIGNUP_THROTTLED: &str = "quotask_signup_throttled_total";
+/// Password hashes by `outcome`: computed, skipped (its client had gone), refused (queue full).
+pub const PASSWORD_HASHES: &str = "quotask_password_hashes_total";
 /// SQLite reads asked for and not yet answered (waiting for or running on the reader).
 pub const DB_READS_IN_FLIGHT: &str = "quotask_db_reads_in_flight";
 pub const DB_GROUP_COMMIT_SIZE: &str = "quotask_db_group_commit_jobs";
@@ -18,7 +21,8 @@ pub const REDIS_UP: &str = "quotask_redis_up";
 /// Redis outages seen (each logged once), and the failed calls, by `op`.
 pub const REDIS_OUTAGES: &str = "quotask_redis_outages_total";
 pub const REDIS_ERRORS: &str = "quotask_redis_errors_total";
-/// Sign-in evaluations counted by this instance alone because Redis was unavailable.
+/// Attempts counted by this instance alone because Redis was unavailable, by `throttle`
+/// (`signin`, `signup`).
 pub const THROTTLE_FALLBACKS: &str = "quotask_signin_throttle_local_fallbacks_total";
 /// Live events: published here (to a stream open here or to other instances; an event
 /// nobody can receive is not made), dropped on the way to Redis, open streams, lagged clients.

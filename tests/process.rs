@@ -469,6 +469,7 @@ fn bad_configuration_exits_non_zero_with_one_line_before_binding() {
         ("QUOTASK_SHUTDOWN_DELAY_MS", "60001", "QUOTASK_SHUTDOWN_DELAY_MS"),
         ("QUOTASK_METRICS_TOKEN", "short", "QUOTASK_METRICS_TOKEN"),
         ("QUOTASK_MAX_STREAMS_PER_USER", "0", "QUOTASK_MAX_STREAMS_PER_USER"),
+        ("QUOTASK_SIGNUPS_PER_HOUR", "0", "QUOTASK_SIGNUPS_PER_HOUR"),
     ];
     for (name, value, says) in cases {
         let addr = free_addr();

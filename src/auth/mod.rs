@@ -11,12 +11,12 @@ use std::sync::Arc;
 use jiff::{SignedDuration, Timestamp};
 use uuid::Uuid;
 
-use self::password::Hasher;
-use self::throttle::Throttle;
+use self::password::{HashError, Hasher};
+use self::throttle::{Counted, Throttle};
 use self::token::{Access, Tokens};
 use crate::domain::{FieldError, Password, Role, TimeZoneName, User, UserZone, Username};
 use crate::redis_link::RedisLink;
-use crate::store::{NewUser, Refreshed, Store, StoreError, UserChanges};
+use crate::store::{NewUser, PasswordChange, Refreshed, Store, StoreError, UserChanges};
 
 /// Why an account operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,10 +30,25 @@ pub enum AuthError {
     Unauthorized,
     #[error("too many failed sign-ins")]
     Throttled { retry_after: u64 },
+    #[error("too many sign-ups from this address")]
+    SignUpThrottled { retry_after: u64 },
+    /// Too many passwords wait to be hashed; nothing was done.
+    #[error("the password hashing queue is full")]
+    Overloaded { retry_after: u64 },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<HashError> for AuthError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy { retry_after } => AuthError::Overloaded { retry_after },
+            HashError::Abandoned => AuthError::Internal(anyhow::anyhow!("the password check was abandoned")),
+            HashError::Failed(e) => AuthError::Internal(e),
+        }
+    }
 }
 
 /// Who a valid bearer token speaks for, and until when the token is accepted.
@@ -50,12 +65,23 @@ pub struct Session {
     pub refresh_token: String,
 }
 
+/// The signed-in user's own changes (`PATCH /v1/me`).
+pub struct OwnChanges {
+    pub timezone: Option<String>,
+    pub password: Option<String>,
+    /// Required with `password`: a stolen access token alone must not take the account.
+    pub current_password: Option<String>,
+}
+
 pub struct Accounts {
     store: Arc<dyn Store>,
     hasher: Hasher,
     tokens: Tokens,
-    /// Shared with the checks it counts, which outlive a request that goes away.
+    /// Failed sign-ins per account and client address. Shared with the checks it
+    /// counts, which outlive a request that goes away.
     throttle: Arc<Throttle>,
+    /// Sign-ups per client address.
+    signups: Throttle,
     default_limit: u32,
     default_zone: TimeZoneName,
 }
@@ -65,6 +91,7 @@ impl Accounts {
         store: Arc<dyn Store>,
         secret: &[u8],
         max_failures_per_hour: u32,
+        signups_per_hour: u32,
         redis: Option<RedisLink>,
         default_limit: u32,
         default_zone: TimeZoneName,
@@ -73,18 +100,29 @@ impl Accounts {
             store,
             hasher: Hasher::default(),
             tokens: Tokens::new(secret),
-            throttle: Arc::new(Throttle::new(max_failures_per_hour, redis)),
+            throttle: Arc::new(Throttle::new("signin", max_failures_per_hour, redis.clone())),
+            signups: Throttle::new("signup", signups_per_hour, redis),
             default_limit,
             default_zone,
         }
     }
 
+    /// Password hashes computed so far (not those refused or skipped), for diagnostics.
+    pub fn hashes_computed(&self) -> u64 {
+        self.hasher.computed()
+    }
+
+    /// Creates a user. From a client address (`client`), sign-ups are throttled per
+    /// address; every one that gets as far as the name check counts, a taken name too,
+    /// which also limits how fast one address can probe for names. A taken name costs
+    /// no hash; the unique index still decides between two sign-ups racing for a name.
     pub async fn sign_up(
         &self,
         username: &str,
         password: String,
         timezone: Option<&str>,
         role: Role,
+        client: Option<IpAddr>,
         now: Timestamp,
     ) -> Result<User, AuthError> {
         let username = Username::parse(username);
@@ -97,7 +135,26 @@ impl Accounts {
                 return Err(AuthError::Invalid(errors));
             }
         };
-        let password_hash = self.hasher.hash(&password).await?;
+        let counted = match client {
+            Some(ip) => Some(self.signups.acquire(vec![format!("ip:{ip}")], now).await.map_err(|retry_after| {
+                metrics::counter!(crate::metrics::SIGNUP_THROTTLED).increment(1);
+                AuthError::SignUpThrottled { retry_after }
+            })?),
+            None => None,
+        };
+        if self.store.name_taken(&username).await? {
+            return Err(AuthError::UsernameTaken);
+        }
+        let password_hash = match self.hasher.hash(&password).await {
+            Ok(hash) => hash,
+            Err(e) => {
+                // Refused before any work: the client is told to come back, uncounted.
+                if let (HashError::Busy { .. }, Some(counted)) = (&e, counted) {
+                    self.signups.refund(counted).await;
+                }
+                return Err(e.into());
+            }
+        };
         let user = NewUser {
             username,
             password_hash,
@@ -120,34 +177,8 @@ impl Accounts {
         now: Timestamp,
     ) -> Result<Session, AuthError> {
         let username = Username::canonical(username).ok();
-        let account_key = format!("user:{}", username.as_ref().map_or(username_fallback(), Username::as_str));
-        let keys = std::iter::once(account_key).chain(client.map(|ip| format!("ip:{ip}"))).collect();
-        let counted = self.throttle.acquire(keys, now).await.map_err(|retry_after| {
-            metrics::counter!(crate::metrics::SIGNIN_THROTTLED).increment(1);
-            AuthError::Throttled { retry_after }
-        })?;
-        // Counted: from here the check runs to its end even if the client goes away
-        // (a timeout while hashes queue, say), so that a right password is refunded
-        // rather than left counted as a failure.
-        let check = tokio::spawn({
-            let (store, hasher, throttle) = (Arc::clone(&self.store), self.hasher.clone(), Arc::clone(&self.throttle));
-            let password = password.to_owned();
-            async move {
-                let found = match &username {
-                    Some(name) => store.user_credentials(name).await?,
-                    None => None,
-                };
-                let (user, hash) = found.map_or((None, None), |(u, h)| (Some(u), Some(h)));
-                if !hasher.verify(&password, hash).await? {
-                    metrics::counter!(crate::metrics::SIGNIN_FAILURES).increment(1);
-                    return Ok(None);
-                }
-                throttle.refund(counted).await;
-                Ok::<_, AuthError>(user)
-            }
-        });
-        let checked = check.await.map_err(|e| anyhow::anyhow!("the password check stopped: {e}"))?;
-        let user = checked?.ok_or(AuthError::Unauthorized)?;
+        let counted = self.count_sign_in(username.as_ref(), client, now).await?;
+        let user = self.check_password(username, password, counted).await?.ok_or(AuthError::Unauthorized)?;
         let (refresh_token, refresh_hash) = token::new_refresh_token();
         let session_id = self.store.create_session(user.id, refresh_hash, now, refresh_expiry(now)).await?;
         self.session(Access { user_id: user.id, session_id }, refresh_token, now)
@@ -193,26 +224,103 @@ impl Accounts {
     }
 
     /// Applies the signed-in user's own changes: a new zone (effective at the old
-    /// zone's next midnight) and a new password.
+    /// zone's next midnight) and a new password. A new password needs the current one,
+    /// checked and throttled as a sign-in of the account from `client`; with it, every
+    /// other session of the user ends (their access and refresh tokens stop working at
+    /// once), in the same transaction. `session_id`, the one making the change, lives on.
     pub async fn update_me(
         &self,
         user: &User,
-        timezone: Option<&str>,
-        password: Option<String>,
+        session_id: Uuid,
+        changes: OwnChanges,
+        client: Option<IpAddr>,
         now: Timestamp,
     ) -> Result<User, AuthError> {
-        let zone = timezone.map(TimeZoneName::parse).transpose();
-        let password = password.map(Password::parse).transpose();
-        let (zone, password) = match (zone, password) {
-            (Ok(z), Ok(p)) => (z, p),
-            (z, p) => return Err(AuthError::Invalid([z.err(), p.err()].into_iter().flatten().collect())),
+        let zone = changes.timezone.as_deref().map(TimeZoneName::parse).transpose();
+        let password = changes.password.map(Password::parse).transpose();
+        let current = match (&password, changes.current_password) {
+            (Ok(Some(_)), None) => Err(FieldError::new("current_password", "is required to change the password")),
+            (_, current) => Ok(current),
         };
-        let password_hash = match password {
-            Some(p) => Some(self.hasher.hash(&p).await?),
-            None => None,
+        let (zone, password, current) = match (zone, password, current) {
+            (Ok(z), Ok(p), Ok(c)) => (z, p, c),
+            (z, p, c) => return Err(AuthError::Invalid([z.err(), p.err(), c.err()].into_iter().flatten().collect())),
         };
-        let changes = UserChanges { zone: zone.map(|z| user.zone.change_to(z, now)), password_hash };
+        let password = match (password, current) {
+            (Some(new), Some(current)) => {
+                let username =
+                    Username::parse(&user.username).map_err(|e| anyhow::anyhow!("a stored username: {}", e.message))?;
+                let counted = self.count_sign_in(Some(&username), client, now).await?;
+                match self.check_password(Some(username), &current, counted).await? {
+                    Some(checked) if checked.id == user.id => {}
+                    _ => return Err(AuthError::Unauthorized),
+                }
+                let hash = self.hasher.hash(&new).await?;
+                Some(PasswordChange { hash, keep_session: session_id, now })
+            }
+            _ => None,
+        };
+        let changes = UserChanges { zone: zone.map(|z| user.zone.change_to(z, now)), password };
         self.store.update_user(user.id, changes).await?.ok_or(AuthError::Unauthorized)
+    }
+
+    /// Counts a password check against the account and the client address, or refuses
+    /// it with the seconds to wait.
+    async fn count_sign_in(
+        &self,
+        username: Option<&Username>,
+        client: Option<IpAddr>,
+        now: Timestamp,
+    ) -> Result<Counted, AuthError> {
+        let account_key = format!("user:{}", username.map_or(username_fallback(), Username::as_str));
+        let keys = std::iter::once(account_key).chain(client.map(|ip| format!("ip:{ip}"))).collect();
+        self.throttle.acquire(keys, now).await.map_err(|retry_after| {
+            metrics::counter!(crate::metrics::SIGNIN_THROTTLED).increment(1);
+            AuthError::Throttled { retry_after }
+        })
+    }
+
+    /// The user named `username` if `password` is theirs, counted in `counted`: refunded
+    /// unless it was a failure. Once counted, the check runs to its end in a task of its
+    /// own even if the caller goes away (a timeout while hashes queue, say), so that a
+    /// right password is refunded rather than left counted. A check whose caller went
+    /// away before its hash started is not made, and refunded too; so is one refused
+    /// because too many hashes wait.
+    async fn check_password(
+        &self,
+        username: Option<Username>,
+        password: &str,
+        counted: Counted,
+    ) -> Result<Option<User>, AuthError> {
+        let (_waiting, requester) = password::requester();
+        let check = tokio::spawn({
+            let (store, hasher, throttle) = (Arc::clone(&self.store), self.hasher.clone(), Arc::clone(&self.throttle));
+            let password = password.to_owned();
+            async move {
+                let found = match &username {
+                    Some(name) => store.user_credentials(name).await?,
+                    None => None,
+                };
+                let (user, hash) = found.map_or((None, None), |(u, h)| (Some(u), Some(h)));
+                match hasher.verify(&password, hash, &requester).await {
+                    Ok(true) => {
+                        throttle.refund(counted).await;
+                        Ok(user)
+                    }
+                    Ok(false) => {
+                        metrics::counter!(crate::metrics::SIGNIN_FAILURES).increment(1);
+                        drop(counted);
+                        Ok(None)
+                    }
+                    Err(e @ (HashError::Busy { .. } | HashError::Abandoned)) => {
+                        throttle.refund(counted).await;
+                        Err(e.into())
+                    }
+                    Err(e) => Err::<_, AuthError>(e.into()),
+                }
+            }
+        });
+        check.await.map_err(|e| anyhow::anyhow!("the password check stopped: {e}"))?
     }
 
     fn session(&self, access: Access, refresh_token: String, now: Timestamp) -> Result<Session, AuthError> {
@@ -241,9 +349,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::app::open_store(&Backend::Sqlite(dir.path().join("t.db")), 1).await.unwrap();
         let utc = TimeZoneName::parse("UTC").unwrap();
-        let accounts = Accounts::new(store, &[7; 32], 3, None, 10, utc);
+        let accounts = Accounts::new(store, &[7; 32], 3, 20, None, 10, utc);
         let now = Timestamp::now();
-        accounts.sign_up("alice", "a long enough password".into(), None, Role::User, now).await.unwrap();
+        accounts.sign_up("alice", "a long enough password".into(), None, Role::User, None, now).await.unwrap();
         for _ in 0..3 {
             // Polled once, the attempt is counted and its check begun; then dropped, as
             // when its client goes away.
@@ -260,5 +368,62 @@ mod tests {
             }
         }
         panic!("still throttled 10 s after three sign-ins with the right password were abandoned");
+    }
+
+    async fn accounts(failures_per_hour: u32, signups_per_hour: u32) -> (Accounts, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::app::open_store(&Backend::Sqlite(dir.path().join("t.db")), 1).await.unwrap();
+        let utc = TimeZoneName::parse("UTC").unwrap();
+        let accounts = Accounts::new(store, &[7; 32], failures_per_hour, signups_per_hour, None, 10, utc);
+        // One hashing thread with room for one waiting hash.
+        (Accounts { hasher: Hasher::new(1, 1), ..accounts }, dir)
+    }
+
+    #[tokio::test]
+    async fn a_sign_in_refused_because_too_many_hashes_wait_is_not_counted() {
+        let (accounts, _dir) = accounts(1, 20).await;
+        let now = Timestamp::now();
+        accounts.sign_up("alice", "a long enough password".into(), None, Role::User, None, now).await.unwrap();
+        let release = accounts.hasher.occupy().await;
+        let waiting = Password::parse("a waiting hash".into()).unwrap();
+        let mut queued = std::pin::pin!(accounts.hasher.hash(&waiting));
+        assert!(futures::poll!(queued.as_mut()).is_pending());
+
+        let client = Some(IpAddr::from([192, 0, 2, 1]));
+        for _ in 0..3 {
+            // With one failure allowed, a second counted attempt would be throttled.
+            let refused = accounts.sign_in("alice", "a wrong password", client, now).await;
+            assert!(matches!(refused, Err(AuthError::Overloaded { retry_after: 1.. })), "{:?}", refused.err());
+        }
+
+        drop(release);
+        queued.await.unwrap();
+        let wrong = accounts.sign_in("alice", "a wrong password", client, now).await;
+        assert!(matches!(wrong, Err(AuthError::Unauthorized)), "evaluated once the queue has room");
+        let throttled = accounts.sign_in("alice", "a wrong password", client, now).await;
+        assert!(matches!(throttled, Err(AuthError::Throttled { .. })), "and that one counted");
+    }
+
+    #[tokio::test]
+    async fn a_sign_up_refused_because_too_many_hashes_wait_is_not_counted() {
+        let (accounts, _dir) = accounts(100, 1).await;
+        let now = Timestamp::now();
+        let release = accounts.hasher.occupy().await;
+        let waiting = Password::parse("a waiting hash".into()).unwrap();
+        let mut queued = std::pin::pin!(accounts.hasher.hash(&waiting));
+        assert!(futures::poll!(queued.as_mut()).is_pending());
+
+        let client = Some(IpAddr::from([192, 0, 2, 1]));
+        for _ in 0..3 {
+            // With one sign-up allowed, a second counted one would be throttled.
+            let refused = accounts.sign_up("bob", "a long enough password".into(), None, Role::User, client, now).await;
+            assert!(matches!(refused, Err(AuthError::Overloaded { .. })), "{:?}", refused.err());
+        }
+
+        drop(release);
+        queued.await.unwrap();
+        accounts.sign_up("bob", "a long enough password".into(), None, Role::User, client, now).await.unwrap();
+        let throttled = accounts.sign_up("carol", "a long enough password".into(), None, Role::User, client, now).await;
+        assert!(matches!(throttled, Err(AuthError::SignUpThrottled { retry_after: 3600 })), "{:?}", throttled.err());
     }
 }

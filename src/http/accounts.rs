@@ -20,7 +20,7 @@ use super::AppState;
 use super::error::{ApiError, Problem, quota_headers};
 use super::extract::{Authed, AuthedUsage, ClientIp, JsonBody, present};
 use crate::auth::token::REFRESH_TTL_SECS;
-use crate::auth::{AuthError, Session};
+use crate::auth::{AuthError, OwnChanges, Session};
 use crate::domain::{QuotaStatus, Role, User};
 
 pub fn router() -> Router<AppState> {
@@ -125,10 +125,17 @@ struct MeChanges {
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     timezone: Option<String>,
+    /// A new password; needs `current_password`. Every other session of the user ends
+    /// with the change (their access and refresh tokens answer 401); this one lives on.
     #[schema(min_length = 8, max_length = 1024)]
     #[serde(default, deserialize_with = "present")]
     #[schema(nullable = false)]
     password: Option<String>,
+    /// The password now in force; required with `password` (ignored without it), and
+    /// checked and throttled as a sign-in.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(nullable = false)]
+    current_password: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -183,13 +190,21 @@ fn token_pair(session: Session, as_cookie: bool) -> (CookieJar, Json<TokenPair>)
 
 #[utoipa::path(post, path = "/v1/auth/signup", tag = "accounts", request_body = SignUp,
     responses((status = 201, description = "The new user", body = UserView),
-              (status = 409, description = "The username is taken, or looks like one that is (same UTS #39 skeleton)", body = Problem, content_type = "application/problem+json")))]
-async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>) -> Result<Response, ApiError> {
+              (status = 409, description = "The username is taken, or looks like one that is (same UTS #39 skeleton)", body = Problem, content_type = "application/problem+json"),
+              (status = 429, description = "Too many sign-ups from this client address", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              (status = 503, description = "Too many passwords wait to be hashed, or the database is unavailable", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait")))))]
+async fn sign_up(
+    State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
+    JsonBody(body): JsonBody<SignUp>,
+) -> Result<Response, ApiError> {
     let now = state.clock.now();
     let user = state
         .services
         .accounts
-        .sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now)
+        .sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, ip, now)
         .await?;
     Ok((StatusCode::CREATED, Json(UserView::new(&user, now))).into_response())
 }
@@ -200,6 +215,8 @@ async fn sign_up(State(state): State<AppState>, JsonBody(body): JsonBody<SignUp>
                headers(("Set-Cookie" = String, description = "With `X-Refresh-Cookie: 1` only: the refresh cookie"))),
               (status = 401, description = "Unknown user or wrong password (one answer for both)", body = Problem, content_type = "application/problem+json"),
               (status = 429, description = "Too many failed sign-ins", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              (status = 503, description = "Too many passwords wait to be checked, or the database is unavailable", body = Problem, content_type = "application/problem+json",
                headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn sign_in(
     State(state): State<AppState>,
@@ -257,13 +274,22 @@ async fn me(auth: Authed) -> Json<UserView> {
 }
 
 #[utoipa::path(patch, path = "/v1/me", tag = "me", security(("bearer" = [])), request_body = MeChanges,
-    responses((status = 200, description = "The user; a new zone waits for the old zone's next midnight", body = UserView)))]
+    responses((status = 200, description = "The user; a new zone waits for the old zone's next midnight", body = UserView),
+              (status = 401, description = "A bad token, or a wrong `current_password` (counted as a failed sign-in)", body = Problem, content_type = "application/problem+json"),
+              (status = 422, description = "Invalid input, or `password` without `current_password`", body = Problem, content_type = "application/problem+json"),
+              (status = 429, description = "Too many failed sign-ins of this account or address", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait"))),
+              (status = 503, description = "Too many passwords wait to be checked, or the database is unavailable", body = Problem, content_type = "application/problem+json",
+               headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn update_me(
     State(state): State<AppState>,
     auth: Authed,
+    ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<MeChanges>,
 ) -> Result<Json<UserView>, ApiError> {
-    let user = state.services.accounts.update_me(&auth.user, body.timezone.as_deref(), body.password, auth.now).await?;
+    let changes =
+        OwnChanges { timezone: body.timezone, password: body.password, current_password: body.current_password };
+    let user = state.services.accounts.update_me(&auth.user, auth.session_id, changes, ip, auth.now).await?;
     Ok(Json(UserView::new(&user, auth.now)))
 }
 

@@ -77,6 +77,12 @@ impl Modify for CommonResponses {
                 zone.enum_values = Some(zone_names().into_iter().map(Into::into).collect());
             }
         }
+        // `current_password` is required with `password`. utoipa has no attribute for
+        // that; JSON Schema 2020-12, which OpenAPI 3.1 uses, says it with `dependentRequired`.
+        if let Some(RefOr::T(Schema::Object(me))) = components.schemas.get_mut("MeChanges") {
+            let keywords = me.extensions.get_or_insert_with(Default::default);
+            keywords.insert("dependentRequired".into(), serde_json::json!({"password": ["current_password"]}));
+        }
         for (path, item) in doc.paths.paths.iter_mut() {
             // The seed's routes answer errors in the seed's own shape.
             let shape = if path.starts_with("/v1/") {

@@ -41,6 +41,11 @@ pub enum ApiError {
     Throttled { retry_after: u64 },
     #[error("too many event streams")]
     TooManyStreams { limit: usize, retry_after: u64 },
+    #[error("too many sign-ups")]
+    SignUpThrottled { retry_after: u64 },
+    /// Too much work waits (passwords to hash); nothing was done.
+    #[error("overloaded")]
+    Overloaded { retry_after: u64 },
     #[error("service unavailable: {0}")]
     Unavailable(String),
     #[error(transparent)]
@@ -116,6 +121,8 @@ impl From<AuthError> for ApiError {
             AuthError::UsernameTaken => ApiError::Conflict("username is taken, or looks like one that is".into()),
             AuthError::Unauthorized => ApiError::Unauthorized,
             AuthError::Throttled { retry_after } => ApiError::Throttled { retry_after },
+            AuthError::SignUpThrottled { retry_after } => ApiError::SignUpThrottled { retry_after },
+            AuthError::Overloaded { retry_after } => ApiError::Overloaded { retry_after },
             AuthError::Store(e) => service::Error::from(e).into(),
             AuthError::Internal(e) => ApiError::Internal(e),
         }
@@ -235,6 +242,24 @@ impl ApiError {
                     "too-many-streams",
                     "Too many event streams",
                     format!("a user may keep {limit} event streams open at once; close one first"),
+                )
+            }
+            ApiError::SignUpThrottled { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "sign-up-throttled",
+                    "Too many sign-ups",
+                    format!("too many sign-ups from this address; try again in {retry_after} seconds"),
+                )
+            }
+            ApiError::Overloaded { retry_after } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "overloaded",
+                    "Overloaded",
+                    format!("too many passwords are waiting to be checked; try again in {retry_after} seconds"),
                 )
             }
             ApiError::Unavailable(why) => {

@@ -83,9 +83,12 @@ fn ok<T>(data: T) -> Json<Envelope<T>> {
 
 #[utoipa::path(post, path = "/auth/signup", tag = "seed", request_body = SignUp,
     responses((status = 200, description = "Created (the seed answered 200)", body = Envelope<SeedUser>),
-              (status = 409, description = "Username taken", body = SeedFailure)))]
+              (status = 409, description = "Username taken", body = SeedFailure),
+              (status = 429, description = "Too many sign-ups from this client address", body = SeedFailure, headers(("Retry-After" = u64))),
+              (status = 503, description = "Too many passwords wait to be hashed, or the database is unavailable", body = SeedFailure, headers(("Retry-After" = u64)))))]
 async fn sign_up(
     State(state): State<AppState>,
+    ClientIp(ip): ClientIp,
     body: Result<JsonBody<SignUp>, ApiError>,
 ) -> Result<Json<Envelope<SeedUser>>, SeedError> {
     let JsonBody(body) = body?;
@@ -93,7 +96,7 @@ async fn sign_up(
     let user = state
         .services
         .accounts
-        .sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, now)
+        .sign_up(&body.username, body.password, body.timezone.as_deref(), Role::User, ip, now)
         .await?;
     Ok(ok(SeedUser { user_id: user.id.to_string() }))
 }

@@ -47,7 +47,16 @@ pub struct NewUser {
 /// What happens when a user with these settings changes them.
 pub struct UserChanges {
     pub zone: Option<UserZone>,
-    pub password_hash: Option<String>,
+    pub password: Option<PasswordChange>,
+}
+
+/// A new password hash. Every other session of the user is revoked with it, in the same
+/// transaction, so that no token issued before the change outlives it.
+pub struct PasswordChange {
+    pub hash: String,
+    /// The session that made the change, which lives on.
+    pub keep_session: Uuid,
+    pub now: Timestamp,
 }
 
 /// A task creation: one unit of quota and one row, or neither.
@@ -135,6 +144,9 @@ pub trait Store: Send + Sync + 'static {
     async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>>;
 
     async fn create_user(&self, user: NewUser, now: Timestamp) -> Result<User>;
+    /// Whether `username`, or a name that looks like it (the same confusable skeleton),
+    /// belongs to a user.
+    async fn name_taken(&self, username: &Username) -> Result<bool>;
     /// The user and their password hash.
     async fn user_credentials(&self, username: &Username) -> Result<Option<(User, String)>>;
     async fn user(&self, id: Uuid) -> Result<Option<User>>;

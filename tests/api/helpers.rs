@@ -252,6 +252,7 @@ pub fn settings_for(dir: &std::path::Path) -> Settings {
         default_daily_limit: 5,
         default_timezone: TimeZoneName::utc(),
         signin_failures_per_hour: 100,
+        signups_per_hour: 20,
         redis: None,
         trusted_proxies: Default::default(),
         metrics_token: None,
@@ -363,7 +364,7 @@ impl TestApp {
         self.state
             .services
             .accounts
-            .sign_up(username, PASSWORD.to_owned(), None, Role::Admin, self.clock.now())
+            .sign_up(username, PASSWORD.to_owned(), None, Role::Admin, None, self.clock.now())
             .await
             .expect("an admin");
         self.sign_in(username).await

@@ -68,6 +68,31 @@ async fn a_successful_sign_in_gives_its_count_back_on_every_instance() {
     assert_eq!(wrong_sign_in(&a, "ann", "1.1.1.1").await, StatusCode::TOO_MANY_REQUESTS);
 }
 
+with_redis_on_both_stores!(sign_ups_from_one_address_spread_over_two_instances_are_limited_as_one);
+async fn sign_ups_from_one_address_spread_over_two_instances_are_limited_as_one() {
+    let redis = redis().await;
+    let [a, b] = instances(|s| {
+        s.redis = Some(redis.settings.clone());
+        s.signups_per_hour = 2;
+        s.trusted_proxies = quotask::config::TrustedProxies::parse(&["127.0.0.1"]).unwrap();
+    })
+    .await;
+    let sign_up = |app: &TestApp, name: &str| {
+        let body = json!({"username": name, "password": PASSWORD});
+        app.client.post(app.url("/v1/auth/signup")).header("x-forwarded-for", "203.0.113.9").json(&body).send()
+    };
+
+    let statuses = [
+        sign_up(&a, "one").await.unwrap().status(),
+        sign_up(&b, "two").await.unwrap().status(),
+        sign_up(&a, "three").await.unwrap().status(),
+        sign_up(&b, "four").await.unwrap().status(),
+    ];
+
+    use StatusCode as S;
+    assert_eq!(statuses, [S::CREATED, S::CREATED, S::TOO_MANY_REQUESTS, S::TOO_MANY_REQUESTS]);
+}
+
 with_redis_on_both_stores!(an_event_stream_on_one_instance_receives_changes_made_through_another);
 async fn an_event_stream_on_one_instance_receives_changes_made_through_another() {
     let redis = redis().await;

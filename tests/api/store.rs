@@ -26,7 +26,7 @@ async fn the_command_line_path_makes_an_admin_and_sets_a_limit_that_the_servers_
     // What `quotask user create root --admin` and `quotask user set-limit ann 2` do.
     let cli = App::build(&app.db.settings(), app.clock.clone()).await.unwrap();
     let now = app.clock.now();
-    cli.services.accounts.sign_up("root", PASSWORD.to_owned(), None, Role::Admin, now).await.unwrap();
+    cli.services.accounts.sign_up("root", PASSWORD.to_owned(), None, Role::Admin, None, now).await.unwrap();
     let name = Username::parse("ann").unwrap();
     let (user, _) = cli.store.user_credentials(&name).await.unwrap().unwrap();
     let changes = AdminChanges { daily_limit: Some(2), role: None };

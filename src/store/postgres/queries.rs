@@ -104,6 +104,18 @@ impl Store for PostgresStore {
         .await
     }
 
+    async fn name_taken(&self, username: &Username) -> Result<bool> {
+        bounded(self.db.run(async |c| {
+            sqlx::query_scalar("select exists (select 1 from users where username = $1 or skeleton = $2)")
+                .bind(username.as_str())
+                .bind(username.skeleton())
+                .fetch_one(&mut *c)
+                .await
+                .map_err(classify)
+        }))
+        .await
+    }
+
     async fn user_credentials(&self, username: &Username) -> Result<Option<(User, String)>> {
         bounded(self.db.run(async |c| {
             let row =
@@ -141,8 +153,15 @@ impl Store for PostgresStore {
         bounded(self.db.run(async |c| {
             let zone = changes.zone.as_ref();
             let pending = zone.and_then(|z| z.pending.as_ref());
+            let password = changes.password.as_ref();
+            // One statement, so one transaction: the new hash and the end of every other
+            // session (a data-modifying CTE runs whether or not it is read).
             let row = sqlx::query(&format!(
-                "update users as u set
+                "with revoked as (
+                     update sessions set revoked_at = $8
+                     where $6::text is not null and user_id = $1 and id <> $7 and revoked_at is null
+                 )
+                 update users as u set
                      timezone = case when $2 then $3 else u.timezone end,
                      pending_timezone = case when $2 then $4 else u.pending_timezone end,
                      timezone_effective_at = case when $2 then $5 else u.timezone_effective_at end,
@@ -154,7 +173,9 @@ impl Store for PostgresStore {
             .bind(zone.map(|z| z.current.as_str()))
             .bind(pending.map(|(tz, _)| tz.as_str()))
             .bind(pending.map(|(_, at)| micros(*at)))
-            .bind(changes.password_hash.as_deref())
+            .bind(password.map(|p| p.hash.as_str()))
+            .bind(password.map(|p| p.keep_session))
+            .bind(password.map(|p| micros(p.now)))
             .fetch_optional(&mut *c)
             .await
             .map_err(classify)?;

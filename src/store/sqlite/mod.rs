@@ -163,6 +163,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn name_taken(&self, username: &Username) -> Result<bool> {
+        let (name, skeleton) = (username.as_str().to_owned(), username.skeleton());
+        self.executor
+            .read(move |c| {
+                c.prepare_cached("select exists (select 1 from users where username = ?1 or skeleton = ?2)")
+                    .and_then(|mut s| s.query_row(params![name, skeleton], |r| r.get(0)))
+                    .map_err(internal)
+            })
+            .await
+    }
+
     async fn user_credentials(&self, username: &Username) -> Result<Option<(User, String)>> {
         let username = username.as_str().to_owned();
         self.executor
@@ -220,8 +231,15 @@ impl Store for SqliteStore {
             if let Some(zone) = &changes.zone {
                 save_zone(c, id, zone)?;
             }
-            if let Some(hash) = &changes.password_hash {
-                c.execute("update users set password_hash = ?2 where id = ?1", params![id.to_string(), hash])
+            if let Some(change) = &changes.password {
+                c.execute("update users set password_hash = ?2 where id = ?1", params![id.to_string(), change.hash])
+                    .and_then(|_| {
+                        c.execute(
+                            "update sessions set revoked_at = ?3
+                             where user_id = ?1 and id <> ?2 and revoked_at is null",
+                            params![id.to_string(), change.keep_session.to_string(), micros(change.now)],
+                        )
+                    })
                     .map_err(internal)?;
             }
             load_user(c, id)

@@ -139,7 +139,7 @@ impl World {
             Step::ChangeZone { user, zone } => {
                 let found = self.store.user(id(user)).await.unwrap().unwrap();
                 let zone = found.zone.change_to(TimeZoneName::parse(ZONES[zone]).unwrap(), self.now);
-                let changes = UserChanges { zone: Some(zone), password_hash: None };
+                let changes = UserChanges { zone: Some(zone), password: None };
                 self.store.update_user(id(user), changes).await.unwrap();
             }
             Step::Delete { user } => {
