@@ -15,15 +15,17 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower::Service as _;
 
-use crate::auth::{Accounts, token};
+use crate::auth::token;
 use crate::clock::Clock;
+use crate::config::Backend;
 use crate::config::{MetricsToken, Settings, TrustedProxies};
 use crate::events::Events;
 use crate::http::AppState;
 use crate::jobs::Jobs;
 use crate::redis_link::RedisLink;
 use crate::service::Services;
-use crate::store::{Backend, Store, postgres::PostgresStore, sqlite::SqliteStore};
+use crate::service::accounts::Accounts;
+use crate::store::{Store, postgres::PostgresStore, sqlite::SqliteStore};
 
 /// A client that has not sent its request headers by then is disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);

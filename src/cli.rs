@@ -7,10 +7,10 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 use crate::app::{self, App};
-use crate::auth::AuthError;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{Config, Settings};
 use crate::domain::Role;
+use crate::service::accounts::AuthError;
 
 /// quotask: a todo-task API in which every user may create at most N tasks per day,
 /// the day being the user's own calendar day in their time zone.

@@ -12,7 +12,6 @@ use subtle::ConstantTimeEq as _;
 
 pub use self::trusted_proxies::TrustedProxies;
 use crate::domain::{DailyLimit, TimeZoneName};
-use crate::store::Backend;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Config {
@@ -256,6 +255,28 @@ fn prepare_dir(dir: &std::path::Path) -> Result<(), String> {
     let probe = dir.join(".quotask-write-check");
     std::fs::write(&probe, b"").map_err(fail)?;
     std::fs::remove_file(&probe).map_err(fail)
+}
+
+/// Which database a URL names.
+pub enum Backend {
+    Sqlite(std::path::PathBuf),
+    Postgres(String),
+}
+
+impl Backend {
+    pub fn from_url(url: &str) -> Result<Self, String> {
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            if path.is_empty() {
+                return Err("QUOTASK_DATABASE_URL: sqlite:// needs a file path".into());
+            }
+            Ok(Backend::Sqlite(path.into()))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Ok(Backend::Postgres(url.to_owned()))
+        } else {
+            let scheme = url.split("://").next().unwrap_or(url);
+            Err(format!("QUOTASK_DATABASE_URL: unknown scheme {scheme:?} (use sqlite:// or postgres://)"))
+        }
+    }
 }
 
 #[cfg(test)]

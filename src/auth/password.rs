@@ -103,7 +103,7 @@ impl Default for Hasher {
 
 impl Hasher {
     /// `threads` hashing threads, with at most `capacity` hashes waiting for them.
-    pub(super) fn new(threads: usize, capacity: usize) -> Self {
+    pub(crate) fn new(threads: usize, capacity: usize) -> Self {
         let queue = Arc::new(Queue {
             state: Mutex::new(State { jobs: VecDeque::new(), closed: false }),
             ready: Condvar::new(),
@@ -348,7 +348,7 @@ impl Hasher {
 
     /// Occupies a hashing thread until the returned sender is dropped.
     #[cfg(test)]
-    pub(super) async fn occupy(&self) -> std::sync::mpsc::Sender<()> {
+    pub(crate) async fn occupy(&self) -> std::sync::mpsc::Sender<()> {
         let (release, released) = std::sync::mpsc::channel::<()>();
         let (started, running) = oneshot::channel();
         let hasher = self.clone();

@@ -20,8 +20,8 @@ use super::AppState;
 use super::error::{ApiError, Problem, quota_headers};
 use super::extract::{Authed, AuthedUsage, ClientIp, JsonBody, present};
 use crate::auth::token::REFRESH_TTL_SECS;
-use crate::auth::{AuthError, OwnChanges, Session};
 use crate::domain::{QuotaStatus, Role, User};
+use crate::service::accounts::{AuthError, OwnChanges, Session};
 
 pub fn router() -> Router<AppState> {
     Router::new()

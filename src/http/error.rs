@@ -7,9 +7,9 @@ use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::auth::AuthError;
 use crate::domain::{FieldError, QuotaStatus};
 use crate::service;
+use crate::service::accounts::AuthError;
 
 const TYPE_BASE: &str = "https://quotask.dev/problems/";
 

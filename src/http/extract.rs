@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::auth::Bearer;
 use crate::domain::{FieldError, Role, User};
+use crate::service::accounts::Bearer;
 
 /// A JSON request body, refused with 415 (not JSON), 413 (too large), 400 (not
 /// well-formed) or 422 (wrong shape, naming the field).

@@ -32,8 +32,8 @@ impl From<ApiError> for SeedError {
     }
 }
 
-impl From<crate::auth::AuthError> for SeedError {
-    fn from(e: crate::auth::AuthError) -> Self {
+impl From<crate::service::accounts::AuthError> for SeedError {
+    fn from(e: crate::service::accounts::AuthError) -> Self {
         SeedError(e.into())
     }
 }

@@ -2,6 +2,7 @@
 //! store, telling event streams, and counting in metrics. The HTTP handlers (both `/v1`
 //! and the seed's routes) and the command line call these and nothing below them.
 
+pub mod accounts;
 pub mod admin;
 pub mod tasks;
 
@@ -9,8 +10,8 @@ use std::sync::Arc;
 
 use jiff::Timestamp;
 
-use crate::auth::Accounts;
 use crate::domain::{FieldError, QuotaStatus};
+use crate::service::accounts::Accounts;
 use crate::store::{Store, StoreError};
 
 pub use admin::AdminService;

@@ -228,28 +228,6 @@ pub trait Store: Send + Sync + 'static {
     async fn prune(&self, rules: Prune) -> Result<Pruned>;
 }
 
-/// Which database a URL names.
-pub enum Backend {
-    Sqlite(std::path::PathBuf),
-    Postgres(String),
-}
-
-impl Backend {
-    pub fn from_url(url: &str) -> Result<Self, String> {
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            if path.is_empty() {
-                return Err("QUOTASK_DATABASE_URL: sqlite:// needs a file path".into());
-            }
-            Ok(Backend::Sqlite(path.into()))
-        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Ok(Backend::Postgres(url.to_owned()))
-        } else {
-            let scheme = url.split("://").next().unwrap_or(url);
-            Err(format!("QUOTASK_DATABASE_URL: unknown scheme {scheme:?} (use sqlite:// or postgres://)"))
-        }
-    }
-}
-
 /// A UUIDv7 for `now`: its leading 48 bits are exactly `now`'s unix milliseconds (the
 /// task list's day ranges rely on it), then a 12-bit counter that keeps the ids made in
 /// one millisecond in order, then random bits. Unlike uuid's own context, an earlier

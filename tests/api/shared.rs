@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::helpers::{PASSWORD, TestApp};
 use crate::redis_harness::{EventStream, instances, redis, until_relaying};
-use quotask::store::Backend;
+use quotask::config::Backend;
 
 async fn wrong_sign_in(app: &TestApp, username: &str, forged_ip: &str) -> StatusCode {
     let body = json!({"username": username, "password": "not the password"});

@@ -83,7 +83,7 @@ async fn one_refresh_token_used_five_times_at_once_rotates_once_and_revokes_its_
 async fn a_postgres_url_with_no_server_behind_it_fails_at_start_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let mut settings = crate::helpers::settings_for(dir.path());
-    settings.backend = quotask::store::Backend::Postgres("postgres://postgres@127.0.0.1:1/none".into());
+    settings.backend = quotask::config::Backend::Postgres("postgres://postgres@127.0.0.1:1/none".into());
 
     let started = std::time::Instant::now();
     let built = App::build(&settings, Arc::new(quotask::clock::SystemClock)).await;

@@ -1,6 +1,7 @@
 //! The embedded store: SQLite in WAL mode with `synchronous=FULL`, written through one
 //! group-committing writer (see `executor`).
 
+mod batching;
 mod checkpointer;
 mod connection;
 mod executor;

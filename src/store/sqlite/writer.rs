@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rusqlite::Connection;
 use tokio::sync::mpsc;
 
+use super::batching::{MAX_BATCH, next_batch};
 use super::connection::run;
-use super::executor::{MAX_BATCH, next_batch};
 use super::wal_buffer;
 use crate::store::{Result, StoreError};
 
