@@ -11,14 +11,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use jiff::{Timestamp, tz::TimeZone};
+use jiff::Timestamp;
 use rand::Rng as _;
 
 use crate::clock::Clock;
 use crate::config::JobSettings;
-use crate::domain::idempotency;
+use crate::domain::prune::{self, Prune, PruneStep, Pruned};
 use crate::redis_link::RedisLink;
-use crate::store::{Prune, Pruned, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// How often the jobs run.
 pub const PERIOD_SECS: i64 = 3600;
@@ -119,20 +119,22 @@ impl Jobs {
         if !claimed {
             return Ok(Outcome::Claimed);
         }
-        let pruned = self.store.prune(self.rules(now)).await?;
-        Ok(Outcome::Ran(pruned))
+        Ok(Outcome::Ran(self.prune(Prune::at(now, self.usage_retention_days)).await?))
     }
 
-    /// The cut-offs at `now`. Usage is cut by UTC date; as at least two days are kept,
-    /// no zone's current day (UTC-12 to UTC+14) is ever near the cut.
-    fn rules(&self, now: Timestamp) -> Prune {
-        let today = now.to_zoned(TimeZone::UTC).date();
-        let keep = jiff::Span::new().days(i64::from(self.usage_retention_days));
-        Prune {
-            usage_before: today.checked_sub(keep).unwrap_or(today),
-            tokens_expired_by: now,
-            keys_created_before: idempotency::remembered_since(now),
+    /// Runs each step of `rules` in order, each in batches until a short one comes back.
+    async fn prune(&self, rules: Prune) -> Result<Pruned, StoreError> {
+        let mut pruned = Pruned::default();
+        for step in PruneStep::ORDER {
+            loop {
+                let deleted = self.store.prune_step(step, &rules, prune::BATCH).await?;
+                pruned.add(step, deleted);
+                if deleted < prune::BATCH {
+                    break;
+                }
+            }
         }
+        Ok(pruned)
     }
 
     /// Runs the jobs now and then once per period, until the runtime ends.

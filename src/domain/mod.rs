@@ -4,6 +4,7 @@
 pub mod idempotency;
 pub mod input;
 pub mod model;
+pub mod prune;
 pub mod quota;
 
 pub use idempotency::IdempotencyKey;

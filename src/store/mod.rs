@@ -11,6 +11,7 @@ use async_trait::async_trait;
 use jiff::{Timestamp, civil::Date};
 use uuid::Uuid;
 
+use crate::domain::prune::{Prune, PruneStep};
 use crate::domain::{
     AdminChanges, AuditEntry, IdempotencyKey, QuotaStatus, Role, Task, TaskContent, TaskFilter, TaskPatch, User,
     UserZone, Username,
@@ -102,35 +103,6 @@ pub enum Refreshed {
     /// Unknown, expired or revoked.
     Invalid,
 }
-
-/// What the pruning job deletes (see `jobs`): rows no rule can need again.
-#[derive(Debug, Clone, Copy)]
-pub struct Prune {
-    /// Quota counters of days before this one (UTC date, past any zone's current day).
-    pub usage_before: Date,
-    /// Refresh tokens expired by then, and every token of a revoked session. A spent token
-    /// of a live session is kept until it expires, because its reuse revokes the family.
-    pub tokens_expired_by: Timestamp,
-    /// Idempotency keys first used before then (`domain::idempotency::remembered_since`).
-    pub keys_created_before: Timestamp,
-}
-
-/// How many rows a prune deleted, by table.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Pruned {
-    pub usage: u64,
-    pub refresh_tokens: u64,
-    /// Sessions the token prune left without a refresh token: revoked ones, and ones
-    /// idle past their last token's 30 days. Neither has a live access token (those
-    /// last 15 minutes from the last refresh), and a live session always has a token,
-    /// made in the same transaction as the session or as its rotation.
-    pub sessions: u64,
-    pub idempotency_keys: u64,
-}
-
-/// Rows one prune statement deletes at most, so that it never holds the database (or
-/// SQLite's single writer) for long; the job repeats it until less comes back.
-pub const PRUNE_BATCH: u64 = 5000;
 
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -224,8 +196,10 @@ pub trait Store: Send + Sync + 'static {
     /// PostgreSQL a transaction-scoped advisory lock makes a concurrent claimer give up at
     /// once instead of queueing).
     async fn claim_job_period(&self, job: &str, period: i64) -> Result<bool>;
-    /// Deletes what `rules` say is no longer needed, in batches of `PRUNE_BATCH`.
-    async fn prune(&self, rules: Prune) -> Result<Pruned>;
+    /// Deletes at most `batch` rows of what `step` of `rules` says is no longer needed;
+    /// how many it deleted. The job (`jobs`) runs the steps in order, each until a short
+    /// batch comes back.
+    async fn prune_step(&self, step: PruneStep, rules: &Prune, batch: u64) -> Result<u64>;
 }
 
 /// A UUIDv7 for `now`: its leading 48 bits are exactly `now`'s unix milliseconds (the

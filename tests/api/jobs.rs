@@ -4,8 +4,8 @@
 use futures::future::join;
 use jiff::SignedDuration;
 use quotask::clock::Clock as _;
+use quotask::domain::prune::Pruned;
 use quotask::jobs::Outcome;
-use quotask::store::Pruned;
 use reqwest::StatusCode;
 use serde_json::json;
 

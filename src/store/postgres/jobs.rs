@@ -5,7 +5,8 @@ use sqlx::Connection as _;
 
 use super::rows::micros;
 use super::{PostgresStore, bounded, classify};
-use crate::store::{PRUNE_BATCH, Prune, Pruned, Result};
+use crate::domain::prune::{Prune, PruneStep};
+use crate::store::Result;
 
 impl PostgresStore {
     /// Claims `period` of the job named by `key`: true for the one caller, on any
@@ -44,15 +45,26 @@ impl PostgresStore {
     }
 
     /// Deletes what `rules` say is no longer needed, in batches.
-    pub(super) async fn prune_all(&self, rules: Prune) -> Result<Pruned> {
-        let tokens_expired_by = Cutoff::Micros(micros(rules.tokens_expired_by));
-        Ok(Pruned {
-            usage: self.prune_batches(USAGE, Cutoff::Day(rules.usage_before.to_string())).await?,
-            refresh_tokens: self.prune_batches(EXPIRED_TOKENS, tokens_expired_by.clone()).await?
-                + self.prune_batches(REVOKED_TOKENS, tokens_expired_by.clone()).await?,
-            sessions: self.prune_batches(SESSIONS, tokens_expired_by).await?,
-            idempotency_keys: self.prune_batches(KEYS, Cutoff::Micros(micros(rules.keys_created_before))).await?,
-        })
+    /// Deletes at most `batch` rows of `step`.
+    pub(super) async fn prune_step_of(&self, step: PruneStep, rules: &Prune, batch: u64) -> Result<u64> {
+        let (sql, cutoff) = match step {
+            PruneStep::Usage => (USAGE, Cutoff::Day(rules.usage_before.to_string())),
+            PruneStep::ExpiredRefreshTokens => (EXPIRED_TOKENS, Cutoff::Micros(micros(rules.tokens_expired_by))),
+            PruneStep::RevokedRefreshTokens => (REVOKED_TOKENS, Cutoff::Micros(micros(rules.tokens_expired_by))),
+            PruneStep::Sessions => (SESSIONS, Cutoff::Micros(micros(rules.tokens_expired_by))),
+            PruneStep::IdempotencyKeys => (KEYS, Cutoff::Micros(micros(rules.keys_created_before))),
+        };
+        let query = sqlx::query(sql);
+        let query = match &cutoff {
+            Cutoff::Day(day) => query.bind(day),
+            Cutoff::Micros(us) => query.bind(us),
+        };
+        let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+        bounded(
+            self.db
+                .run(async |c| query.bind(batch).execute(&mut *c).await.map(|d| d.rows_affected()).map_err(classify)),
+        )
+        .await
     }
 }
 
@@ -75,34 +87,9 @@ const KEYS: &str = "delete from idempotency_keys where (user_id, key) in
     (select user_id, key from idempotency_keys where created_at < $1 limit $2)";
 
 /// The `$1` of a prune statement.
-#[derive(Clone)]
 enum Cutoff {
     Day(String),
     Micros(i64),
-}
-
-impl PostgresStore {
-    /// Runs `sql` (deleting at most `$2` rows older than `$1`) until a batch comes back short.
-    async fn prune_batches(&self, sql: &str, cutoff: Cutoff) -> Result<u64> {
-        let mut total = 0;
-        loop {
-            let query = sqlx::query(sql);
-            let query = match &cutoff {
-                Cutoff::Day(day) => query.bind(day),
-                Cutoff::Micros(us) => query.bind(us),
-            };
-            let batch = i64::try_from(PRUNE_BATCH).unwrap_or(i64::MAX);
-            let deleted =
-                bounded(self.db.run(async |c| {
-                    query.bind(batch).execute(&mut *c).await.map(|d| d.rows_affected()).map_err(classify)
-                }))
-                .await?;
-            total += deleted;
-            if deleted < PRUNE_BATCH {
-                return Ok(total);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -13,11 +13,12 @@ use uuid::Uuid;
 use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS, decode, micros};
 use super::tasks::{consume_and_insert, create_keyed, created, load_task, used_on};
 use super::{PostgresStore, batch, bounded, classify};
+use crate::domain::prune::{Prune, PruneStep};
 use crate::domain::{
     AdminChanges, AuditEntry, IdempotencyKey, RefreshVerdict, StoredRefreshToken, Task, TaskContent, TaskFilter,
     TaskPatch, User, Username,
 };
-use crate::store::{Created, CreatedBatch, NewUser, Prune, Pruned, Refreshed, Result, Store, UserChanges, new_id};
+use crate::store::{Created, CreatedBatch, NewUser, Refreshed, Result, Store, UserChanges, new_id};
 
 async fn load_user(c: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
     let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))
@@ -493,7 +494,7 @@ impl Store for PostgresStore {
         bounded(self.claim(format!("job:{job}"), period)).await
     }
 
-    async fn prune(&self, rules: Prune) -> Result<Pruned> {
-        self.prune_all(rules).await
+    async fn prune_step(&self, step: PruneStep, rules: &Prune, batch: u64) -> Result<u64> {
+        self.prune_step_of(step, rules, batch).await
     }
 }

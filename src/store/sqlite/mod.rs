@@ -28,7 +28,8 @@ use self::rows::{
 };
 use self::sessions::SessionCache;
 use self::tasks::{NewBatch, NewTask, QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
-use super::{Created, CreatedBatch, NewUser, Prune, Pruned, Refreshed, Result, Store, StoreError, UserChanges, new_id};
+use super::{Created, CreatedBatch, NewUser, Refreshed, Result, Store, StoreError, UserChanges, new_id};
+use crate::domain::prune::{Prune, PruneStep};
 use crate::domain::{
     AdminChanges, AuditEntry, IdempotencyKey, RefreshVerdict, StoredRefreshToken, Task, TaskContent, TaskFilter,
     TaskPatch, User, UserZone, Username,
@@ -575,7 +576,7 @@ impl Store for SqliteStore {
         self.executor.write(move |c| prune::claim(c, &key, period)).await
     }
 
-    async fn prune(&self, rules: Prune) -> Result<Pruned> {
-        prune::run(&self.executor, rules).await
+    async fn prune_step(&self, step: PruneStep, rules: &Prune, batch: u64) -> Result<u64> {
+        prune::step(&self.executor, step, rules, batch).await
     }
 }

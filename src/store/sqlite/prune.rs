@@ -1,11 +1,15 @@
-//! The periodic job's statements on SQLite: the period claim and the batched deletes,
-//! each batch its own write so that the single writer is never held for long.
+//! The periodic job's statements on SQLite: the period claim and one batch of each
+//! prune step (`domain::prune`), each its own write so that the single writer is never
+//! held for long.
 
 use rusqlite::{Connection, params};
 
 use super::executor::Executor;
 use super::{internal, micros};
-use crate::store::{PRUNE_BATCH, Prune, Pruned, Result};
+use rusqlite::types::Value;
+
+use crate::domain::prune::{Prune, PruneStep};
+use crate::store::Result;
 
 /// Records `period` under `key` unless that period or a later one is recorded already.
 /// Periods are stored big-endian, so that comparing the blobs compares the numbers.
@@ -37,32 +41,20 @@ const SESSIONS: &str = "delete from sessions where id in
 const KEYS: &str = "delete from idempotency_keys where (user_id, key) in
     (select user_id, key from idempotency_keys where created_at < ?1 limit ?2)";
 
-pub async fn run(executor: &Executor, rules: Prune) -> Result<Pruned> {
-    Ok(Pruned {
-        usage: batches(executor, USAGE, rules.usage_before.to_string().into()).await?,
-        refresh_tokens: batches(executor, EXPIRED_TOKENS, micros(rules.tokens_expired_by).into()).await?
-            + batches(executor, REVOKED_TOKENS, micros(rules.tokens_expired_by).into()).await?,
-        sessions: batches(executor, SESSIONS, micros(rules.tokens_expired_by).into()).await?,
-        idempotency_keys: batches(executor, KEYS, micros(rules.keys_created_before).into()).await?,
-    })
-}
-
-/// Runs `sql` (which deletes at most `?2` rows older than `?1`) until a batch comes back short.
-async fn batches(executor: &Executor, sql: &'static str, cutoff: rusqlite::types::Value) -> Result<u64> {
-    let mut total = 0;
-    loop {
-        let cutoff = cutoff.clone();
-        let deleted = executor
-            .write(move |c| {
-                let batch = i64::try_from(PRUNE_BATCH).unwrap_or(i64::MAX);
-                c.prepare_cached(sql).and_then(|mut s| s.execute(params![cutoff, batch])).map_err(internal)
-            })
-            .await? as u64;
-        total += deleted;
-        if deleted < PRUNE_BATCH {
-            return Ok(total);
-        }
-    }
+/// Deletes at most `batch` rows of `step`, in one write of its own.
+pub async fn step(executor: &Executor, step: PruneStep, rules: &Prune, batch: u64) -> Result<u64> {
+    let (sql, cutoff): (&'static str, Value) = match step {
+        PruneStep::Usage => (USAGE, rules.usage_before.to_string().into()),
+        PruneStep::ExpiredRefreshTokens => (EXPIRED_TOKENS, micros(rules.tokens_expired_by).into()),
+        PruneStep::RevokedRefreshTokens => (REVOKED_TOKENS, micros(rules.tokens_expired_by).into()),
+        PruneStep::Sessions => (SESSIONS, micros(rules.tokens_expired_by).into()),
+        PruneStep::IdempotencyKeys => (KEYS, micros(rules.keys_created_before).into()),
+    };
+    let batch = i64::try_from(batch).unwrap_or(i64::MAX);
+    let deleted = executor
+        .write(move |c| c.prepare_cached(sql).and_then(|mut s| s.execute(params![cutoff, batch])).map_err(internal))
+        .await?;
+    Ok(deleted as u64)
 }
 
 #[cfg(test)]
