@@ -14,7 +14,7 @@
 //! p99 1.6 times. Sign-ins still progress while the cores are busy, more slowly.
 //!
 //! The queue in front of those threads is bounded (`QUEUE_PER_THREAD` hashes per
-//! thread, about two seconds of work on a 2-core VM): past it, a hash is refused at
+//! thread, one to two seconds of work on a 2-core VM): past it, a hash is refused at
 //! once (`HashError::Busy`, which callers answer 503 with `Retry-After`), rather than
 //! queued behind minutes of others. A queued hash whose requester has gone (its client
 //! hung up) is never started, and holds no place: a full queue first drops those. So a
