@@ -14,7 +14,7 @@
 //! p99 1.6 times. Sign-ins still progress while the cores are busy, more slowly.
 //!
 //! The queue in front of those threads is bounded (`QUEUE_PER_THREAD` hashes per
-//! thread, about two seconds of work on a 2-core VM): past it, a hash is refused at
+//! thread, one to two seconds of work on a 2-core VM): past it, a hash is refused at
 //! once (`HashError::Busy`, which callers answer 503 with `Retry-After`), rather than
 //! queued behind minutes of others. A queued hash whose requester has gone (its client
 //! hung up) is never started, and holds no place: a full queue first drops those. So a
@@ -37,10 +37,11 @@ const MEMORY_KIB: u32 = 19_456;
 const PASSES: u32 = 2;
 /// The hashing threads' nice value: the lowest priority there is.
 const HASHING_NICE: i32 = 19;
-/// Hashes waiting per hashing thread, at most. A hash takes about 30 ms on a 2-core VM,
-/// so a full queue is about two seconds of work: a sign-in that would wait longer is
-/// better told to come back. It is also more than the sign-ins one client address
-/// can have evaluated in an hour (100 by default), so one address cannot fill it alone.
+/// Hashes waiting per hashing thread, at most. A hash takes 20 to 30 ms on a 2-core VM
+/// (a release build's calm sign-in, `bench/signup_flood.py`), so a full queue is one to
+/// two seconds of work: a sign-in that would wait longer is better told to come back.
+/// On 2 cores it is also more than the failed sign-ins one client address can have
+/// evaluated in an hour (100 by default), so one address cannot fill it alone.
 const QUEUE_PER_THREAD: usize = 64;
 /// What a hash is assumed to take until one has been timed.
 const FIRST_GUESS_MICROS: u64 = 30_000;
