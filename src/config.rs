@@ -1,4 +1,4 @@
-//! Settings, each a flag and an environment variable (API.md, "Configuration"), and
+//! Settings, each a flag and an environment variable (README, "Configuration"), and
 //! their validation: bad configuration is one clear line and a non-zero exit, before
 //! anything binds a port.
 

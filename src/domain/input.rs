@@ -125,7 +125,7 @@ impl fmt::Debug for Password {
 }
 
 /// The zone rules used everywhere: the copy built into the binary, never the host's,
-/// so that every instance agrees on every day boundary (QUOTA.md item 3).
+/// so that every instance agrees on every day boundary (docs/quota.md item 3).
 static ZONES: LazyLock<TimeZoneDatabase> = LazyLock::new(TimeZoneDatabase::bundled);
 
 /// The version of the built-in zone rules, shown by `/readyz` and logged at start-up.

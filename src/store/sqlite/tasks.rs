@@ -77,7 +77,7 @@ pub(super) fn create(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new: NewT
     }
     // The limit and the day's use are read here, inside the write transaction of the
     // one writer, so nothing can change them before the insert below, and a limit
-    // changed an instant ago applies (QUOTA.md item 5).
+    // changed an instant ago applies (docs/quota.md item 5).
     let (limit, used) = memo.limit_and_use(c, epoch, user_id, window.day)?;
     if used >= limit {
         return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));

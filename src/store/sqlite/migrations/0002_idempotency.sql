@@ -1,4 +1,4 @@
--- Idempotency keys of task creations (QUOTA.md item 6): the first answer, kept for 24
+-- Idempotency keys of task creations (docs/quota.md item 6): the first answer, kept for 24
 -- hours. Only creations that succeeded are kept; the task as first created is kept
 -- with them, so a replay answers exactly what the first request got even if the task
 -- was changed or deleted since.
