@@ -450,17 +450,7 @@ impl Store for SqliteStore {
         // what it changes in the quota memo, so it keeps the epoch.
         let mode = if new.idempotency.is_some() { Mode::SAVEPOINT } else { Mode::ONE_STATEMENT }.keeping_epoch();
         let (memo, epoch) = (self.quota_memo.clone(), self.executor.epoch());
-        self.executor
-            .write_with(mode, move |c| {
-                // A create that panicked may have left it half changed: start it over.
-                let mut memo = memo.lock().unwrap_or_else(|poisoned| {
-                    let mut memo = poisoned.into_inner();
-                    *memo = QuotaMemo::default();
-                    memo
-                });
-                tasks::create(c, &mut memo, epoch.get(), new)
-            })
-            .await
+        self.executor.write_with(mode, move |c| tasks::create(c, &mut QuotaMemo::lock(&memo), epoch.get(), new)).await
     }
 
     async fn create_tasks(
@@ -483,14 +473,7 @@ impl Store for SqliteStore {
         let mode = Mode::SAVEPOINT.keeping_epoch();
         let (memo, epoch) = (self.quota_memo.clone(), self.executor.epoch());
         self.executor
-            .write_with(mode, move |c| {
-                let mut memo = memo.lock().unwrap_or_else(|poisoned| {
-                    let mut memo = poisoned.into_inner();
-                    *memo = QuotaMemo::default();
-                    memo
-                });
-                tasks::create_batch(c, &mut memo, epoch.get(), new)
-            })
+            .write_with(mode, move |c| tasks::create_batch(c, &mut QuotaMemo::lock(&memo), epoch.get(), new))
             .await
     }
 

@@ -2,6 +2,7 @@
 //! the writer's transaction, idempotency keys, and the id ranges of a day.
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
 
 use jiff::{Timestamp, civil::Date};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -47,6 +48,16 @@ impl QuotaMemo {
         let (limit, used) = limit_and_use(c, user_id, day)?;
         self.users.insert(user_id, (day, limit, used));
         Ok((limit, used))
+    }
+
+    /// The memo, for the writer's job that holds it. A create that panicked may have left
+    /// it half changed: then it starts over, empty.
+    pub(super) fn lock(memo: &Mutex<QuotaMemo>) -> MutexGuard<'_, QuotaMemo> {
+        memo.lock().unwrap_or_else(|poisoned| {
+            let mut memo = poisoned.into_inner();
+            *memo = QuotaMemo::default();
+            memo
+        })
     }
 
     fn record(&mut self, user_id: Uuid, day: Date, limit: u32, used: u32) {
