@@ -16,7 +16,7 @@ use crate::store::{Created, Result, StoreError};
 /// `(limit, Some(used))` if created, `(limit, None)` if the limit is reached.
 ///
 /// READ COMMITTED is enough: `on conflict do update` locks the (user, day) row and
-/// evaluates `used < limit` against its latest committed version, so concurrent creates,
+/// evaluates `used < limit` (`domain::admits` for one unit) against its latest committed version, so concurrent creates,
 /// on any instance, queue on that row and the limit can never be passed. The limit is
 /// read in the same statement, so an administrator's change applies at once. The task is
 /// inserted only if the counter moved; if the insert fails, the whole statement (and the

@@ -90,7 +90,7 @@ pub(super) fn create(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new: NewT
     // one writer, so nothing can change them before the insert below, and a limit
     // changed an instant ago applies (docs/quota.md item 5).
     let (limit, used) = memo.limit_and_use(c, epoch, user_id, window.day)?;
-    if used >= limit {
+    if !admits(limit, used, 1) {
         return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));
     }
     // One statement: the insert, and the trigger `tasks_use_quota` counting it.
