@@ -5,6 +5,7 @@ pub mod idempotency;
 pub mod input;
 pub mod model;
 pub mod quota;
+pub mod tokens;
 
 pub use idempotency::IdempotencyKey;
 pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
@@ -13,3 +14,4 @@ pub use model::{
     UserZone, check_role_change,
 };
 pub use quota::{DayWindow, QuotaStatus};
+pub use tokens::{Credential, Need, PersonalToken, Scope, Scopes, TokenName};
