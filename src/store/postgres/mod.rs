@@ -12,6 +12,7 @@ mod pool;
 mod queries;
 mod rows;
 mod tasks;
+mod tokens;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -45,6 +46,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("migrations/0001_init.sql")),
     (2, "idempotency", include_str!("migrations/0002_idempotency.sql")),
     (3, "prune_indexes", include_str!("migrations/0003_prune_indexes.sql")),
+    (6, "personal_tokens", include_str!("migrations/0006_personal_tokens.sql")),
 ];
 
 pub struct PostgresStore {

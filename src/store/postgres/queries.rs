@@ -12,12 +12,12 @@ use uuid::Uuid;
 
 use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS, decode, micros};
 use super::tasks::{consume_and_insert, create_keyed, created, load_task, used_on};
-use super::{PostgresStore, bounded, classify};
+use super::{PostgresStore, bounded, classify, tokens};
 use crate::domain::{
-    AdminChanges, AuditEntry, IdempotencyKey, RefreshVerdict, StoredRefreshToken, Task, TaskContent, TaskFilter,
-    TaskPatch, User, Username,
+    AdminChanges, AuditEntry, IdempotencyKey, PersonalToken, RefreshVerdict, StoredRefreshToken, Task, TaskContent,
+    TaskFilter, TaskPatch, User, Username,
 };
-use crate::store::{Created, NewUser, Prune, Pruned, Refreshed, Result, Store, UserChanges, new_id};
+use crate::store::{Created, NewPersonalToken, NewUser, Prune, Pruned, Refreshed, Result, Store, UserChanges, new_id};
 
 async fn load_user(c: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
     let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))
@@ -140,8 +140,14 @@ impl Store for PostgresStore {
         bounded(self.db.run(async |c| {
             let zone = changes.zone.as_ref();
             let pending = zone.and_then(|z| z.pending.as_ref());
+            // One statement, so one transaction: a new password and the end of every
+            // personal token of the user (a data-modifying CTE runs whether or not it is
+            // read).
             let row = sqlx::query(&format!(
-                "update users as u set
+                "with tokens_ended as (
+                     delete from personal_tokens where $6::text is not null and user_id = $1
+                 )
+                 update users as u set
                      timezone = case when $2 then $3 else u.timezone end,
                      pending_timezone = case when $2 then $4 else u.pending_timezone end,
                      timezone_effective_at = case when $2 then $5 else u.timezone_effective_at end,
@@ -360,6 +366,36 @@ impl Store for PostgresStore {
 
     async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()> {
         bounded(self.db.run(async |c| revoke(c, session_id, now).await)).await
+    }
+
+    async fn create_personal_token(
+        &self,
+        user_id: Uuid,
+        token: NewPersonalToken,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Option<PersonalToken>> {
+        bounded(self.db.run(async |c| tokens::create(c, user_id, token, max, now).await)).await
+    }
+
+    async fn personal_tokens(&self, user_id: Uuid) -> Result<Vec<PersonalToken>> {
+        bounded(self.db.run(async |c| tokens::list(c, user_id).await)).await
+    }
+
+    async fn personal_token(&self, user_id: Uuid, id: Uuid) -> Result<Option<PersonalToken>> {
+        bounded(self.db.run(async |c| tokens::one(c, user_id, id).await)).await
+    }
+
+    async fn delete_personal_token(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        bounded(self.db.run(async |c| tokens::delete(c, user_id, id).await)).await
+    }
+
+    async fn personal_token_user(&self, hash: [u8; 32]) -> Result<Option<(User, PersonalToken)>> {
+        bounded(self.db.run(async |c| tokens::by_hash(c, hash).await)).await
+    }
+
+    async fn touch_personal_token(&self, id: Uuid, now: Timestamp) -> Result<()> {
+        bounded(self.db.run(async |c| tokens::touch(c, id, now).await)).await
     }
 
     async fn create_task(
