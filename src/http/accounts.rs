@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, Problem, quota_headers};
-use super::extract::{Authed, AuthedUsage, ClientIp, JsonBody, present};
+use super::extract::{ClientIp, JsonBody, ScopedUsage, SessionOnly, present, scope};
 use crate::auth::Session;
 use crate::domain::{QuotaStatus, Role, User};
 
@@ -179,14 +179,14 @@ async fn refresh(
 
 #[utoipa::path(post, path = "/v1/auth/signout", tag = "accounts", security(("bearer" = [])),
     responses((status = 204, description = "The session's tokens stop working")))]
-async fn sign_out(State(state): State<AppState>, auth: Authed) -> Result<StatusCode, ApiError> {
+async fn sign_out(State(state): State<AppState>, auth: SessionOnly) -> Result<StatusCode, ApiError> {
     state.services.accounts.sign_out(auth.session_id, auth.now).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])),
     responses((status = 200, description = "The signed-in user", body = UserView)))]
-async fn me(auth: Authed) -> Json<UserView> {
+async fn me(auth: SessionOnly) -> Json<UserView> {
     Json(UserView::new(&auth.user, auth.now))
 }
 
@@ -194,18 +194,18 @@ async fn me(auth: Authed) -> Json<UserView> {
     responses((status = 200, description = "The user; a new zone waits for the old zone's next midnight", body = UserView)))]
 async fn update_me(
     State(state): State<AppState>,
-    auth: Authed,
+    auth: SessionOnly,
     JsonBody(body): JsonBody<MeChanges>,
 ) -> Result<Json<UserView>, ApiError> {
     let user = state.services.accounts.update_me(&auth.user, body.timezone.as_deref(), body.password, auth.now).await?;
     Ok(Json(UserView::new(&user, auth.now)))
 }
 
-#[utoipa::path(get, path = "/v1/me/quota", tag = "me", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/me/quota", tag = "me", security(("bearer" = ["quota:read"])),
     responses((status = 200, description = "Today's quota; reading it uses none", body = QuotaView,
                headers(("RateLimit-Policy" = String, description = "\"daily\";q=<limit>;w=86400"),
                        ("RateLimit" = String, description = "\"daily\";r=<remaining>;t=<seconds to reset>")))))]
-async fn quota(AuthedUsage { auth, used }: AuthedUsage) -> Result<Response, ApiError> {
+async fn quota(ScopedUsage { auth, used, .. }: ScopedUsage<scope::QuotaRead>) -> Result<Response, ApiError> {
     let status = QuotaStatus::of(&auth.user, used, auth.now);
     Ok((quota_headers(&status, auth.now), Json(QuotaView::from(&status))).into_response())
 }

@@ -23,3 +23,4 @@ mod seed;
 mod shared;
 mod store;
 mod tasks;
+mod tokens;
