@@ -2,6 +2,8 @@
 """Helpers for bench/run.sh: the parts that are clumsy in shell. Standard library only.
 
   users BASE_URL PREFIX N TOKENS_OUT   sign up and sign in N users, one token a line
+  pats BASE_URL TOKENS_IN OUT SCOPES   make a personal access token (SCOPES comma-separated)
+                                       for each access token of TOKENS_IN, one a line
   startup TIMES URL BIN                start BIN (environment as given) TIMES times,
                                        report ms from spawn to the first 200 of /readyz
   sqlite-count DB                      print "TASKS USED_SUM" of a SQLite database
@@ -27,11 +29,14 @@ from concurrent.futures import ThreadPoolExecutor
 PASSWORD = "bench-password-1234"
 
 
-def post_json(base, path, body):
+def post_json(base, path, body, token=None):
     url = urllib.parse.urlsplit(base)
     conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     try:
-        conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json"})
+        conn.request("POST", path, json.dumps(body), headers)
         resp = conn.getresponse()
         return resp.status, resp.read()
     finally:
@@ -60,6 +65,19 @@ def users(base, prefix, n, out):
         tokens = list(pool.map(lambda name: make_user(base, name), names))
     with open(out, "w") as f:
         f.write("\n".join(tokens) + "\n")
+
+
+def pats(base, tokens_in, out, scopes):
+    with open(tokens_in) as f:
+        access = [line.strip() for line in f if line.strip()]
+    made = []
+    for token in access:
+        status, body = post_json(base, "/v1/me/tokens", {"name": "bench", "scopes": scopes.split(",")}, token)
+        if status != 201:
+            raise SystemExit(f"personal token: HTTP {status} {body[:200]!r}")
+        made.append(json.loads(body)["token"])
+    with open(out, "w") as f:
+        f.write("\n".join(made) + "\n")
 
 
 def ready(host, port):
@@ -210,6 +228,7 @@ def main():
     command, args = sys.argv[1], sys.argv[2:]
     commands = {
         "users": users,
+        "pats": pats,
         "signin-body": signin_body,
         "startup": startup,
         "sqlite-count": sqlite_count,

@@ -299,12 +299,13 @@ metric() {
         awk -v m="$2" '$1 == m || index($1, m "{") == 1 { s += $NF; found = 1 } END { if (found) printf "%.0f", s }'
 }
 
-# bench_backend NAME PREFIX ENV...: the three scenarios against one server, the
-# task-count check and the start-up time. Results under R[NAME-*].
+# bench_backend NAME PREFIX ENV...: the scenarios against one server (creates with an
+# access token, then with a personal access token), the task-count check and the
+# start-up time. Results under R[NAME-*].
 bench_backend() {
     local name=$1 prefix=$2; shift 2
     local env=("$@")
-    local port url log="$TMP/$name-server.log" tokens="$TMP/$name-tokens.txt" i t0 t1
+    local port url log="$TMP/$name-server.log" tokens="$TMP/$name-tokens.txt" pats="$TMP/$name-pats.txt" i t0 t1
     port=$(free_port)
     url="http://127.0.0.1:$port"
     # Every user is signed up from this one address: lift the per-address sign-up limit.
@@ -328,6 +329,8 @@ bench_backend() {
     done
     t0=$(date +%s.%N)
     printf '   their limits raised to %d with "quotask user set-limit" (%.1f s)\n' "$LIMIT" "$(awk -v a="$t1" -v b="$t0" 'BEGIN { print b - a }')"
+    python3 "$BENCH/helpers.py" pats "$url" "$tokens" "$pats" tasks:write
+    echo "   a personal access token (tasks:write) made for each"
     R[$name.setup_hwm_kib]=$(kib "$SERVER_PID" VmHWM)
     stop_server
     # The measured server is a fresh process on the same database (the tokens stay
@@ -355,6 +358,9 @@ bench_backend() {
         R[$name.group_commit]=$(awk -v j=$((jobs1 - jobs0)) -v c=$((commits1 - commits0)) -v us="${R[$name-create.duration_us]}" \
             'BEGIN { printf "%d commits (%.0f/s), %.1f jobs per commit on average", c, c / (us / 1e6), j / c }')
     fi
+    # The same creates with personal access tokens: what verifying one costs against an
+    # access token (docs/api.md, "Personal access tokens"), in the same run.
+    scenario "$name-create-pat" "$url" POST /v1/tasks "$pats" "$body"
     # Batches of 10 and of 100 tasks (POST /v1/tasks/batch): tasks/s is 201s/s x size.
     local batch10 batch100
     batch10=$(python3 -c 'import json; print(json.dumps({"tasks": [{"content": "bench task"}] * 10}))')
@@ -406,8 +412,8 @@ bench_backend() {
 
     echo "(CPU us/req: quotask's CPU time per answer. server, pg, wrk, irq, others: cores busy on average while wrk ran," \
         "of $(nproc): quotask, PostgreSQL's processes, wrk, interrupts and softirqs (loopback TCP), everything else)"
-    print_table "$name-healthz" "$name-create" "$name-batch10" "$name-batch100" "$name-quota" $flooded "$name-healthz-after"
-    echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; batch10 ${R[$name-batch10.codes]}; batch100 ${R[$name-batch100.codes]}; quota ${R[$name-quota.codes]}; healthz after ${R[$name-healthz-after.codes]}"
+    print_table "$name-healthz" "$name-create" "$name-create-pat" "$name-batch10" "$name-batch100" "$name-quota" $flooded "$name-healthz-after"
+    echo "codes: healthz ${R[$name-healthz.codes]}; create ${R[$name-create.codes]}; create with a personal token ${R[$name-create-pat.codes]}; batch10 ${R[$name-batch10.codes]}; batch100 ${R[$name-batch100.codes]}; quota ${R[$name-quota.codes]}; healthz after ${R[$name-healthz-after.codes]}"
     local size
     for size in 10 100; do
         R[$name-batch$size.tasks_per_s]=$(awk -v r="${R[$name-batch$size.ok_per_s]}" -v n="$size" 'BEGIN { printf "%.0f", r * n }')
@@ -436,8 +442,8 @@ bench_backend() {
     fi
     read -r stored used <<<"$counts"
     # Batches count as many tasks as they hold.
-    created=$((R[$name-create.status_201] + 10 * R[$name-batch10.status_201] + 100 * R[$name-batch100.status_201]))
-    inflight=$((R[$name-create.generated] - R[$name-create.requests] + 10 * (R[$name-batch10.generated] - R[$name-batch10.requests]) + 100 * (R[$name-batch100.generated] - R[$name-batch100.requests])))
+    created=$((R[$name-create.status_201] + R[$name-create-pat.status_201] + 10 * R[$name-batch10.status_201] + 100 * R[$name-batch100.status_201]))
+    inflight=$((R[$name-create.generated] - R[$name-create.requests] + R[$name-create-pat.generated] - R[$name-create-pat.requests] + 10 * (R[$name-batch10.generated] - R[$name-batch10.requests]) + 100 * (R[$name-batch100.generated] - R[$name-batch100.requests])))
     local check=MISS
     if ((stored >= created && stored <= created + inflight && used == stored)); then check=PASS; fi
     R[$name.count_check]=$check
@@ -493,6 +499,7 @@ else
     printf '%-52s %-12s %-10s %s\n' "start-up to ready (ms)" "-" "< 200" "MISS"
 fi
 printf '%-52s %-12s %-10s %s\n' "stored tasks match the 201s" "" "" "${R[sqlite.count_check]}"
+printf '%-52s %-12s %-10s %s\n' "creates/s, personal token / access token" "$(ratio "${R[sqlite-create-pat.ok_per_s]}" "$C")" "(info)" "${R[sqlite-create-pat.ok_per_s]} / $C"
 if [[ -n ${R[sqlite-quota-flood.ok_per_s]:-} ]]; then
     FR=$(ratio "${R[sqlite-quota-flood.ok_per_s]}" "$Q")
     FP=$(ratio "${R[sqlite-quota-flood.p99_us]}" "${R[sqlite-quota.p99_us]}")
@@ -531,7 +538,7 @@ if [[ -n $PG_URL ]]; then
         TPS=$(awk '/^tps = / { print $3; exit }' "$TMP/pgbench.out")
         [[ -n $TPS ]] || { tail -n 20 "$TMP/pgbench.out" >&2; die "pgbench failed"; }
         echo
-        print_table postgres-healthz postgres-create postgres-quota postgres-healthz-after
+        print_table postgres-healthz postgres-create postgres-create-pat postgres-quota postgres-healthz-after
         PC=${R[postgres-create.ok_per_s]}
         PR=$(ratio "$PC" "$TPS")
         echo "== PostgreSQL targets"
@@ -539,6 +546,7 @@ if [[ -n $PG_URL ]]; then
         printf '%-52s %-12s %-10s %s\n' "creates/s / healthz/s" "$(ratio "$PC" "${R[postgres.ceiling]}")" "(info)" ""
         printf '%-52s %-12s %-10s %s\n' "p99 of POST /v1/tasks (ms)" "$(ms "${R[postgres-create.p99_us]}")" "(info)" ""
         printf '%-52s %-12s %-10s %s\n' "stored tasks match the 201s" "" "" "${R[postgres.count_check]}"
+        printf '%-52s %-12s %-10s %s\n' "creates/s, personal token / access token" "$(ratio "${R[postgres-create-pat.ok_per_s]}" "$PC")" "(info)" "${R[postgres-create-pat.ok_per_s]} / $PC"
     else
         echo "== PostgreSQL: SKIPPED, this build of quotask could not serve $PG_URL (see the log lines above)"
     fi

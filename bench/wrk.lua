@@ -2,9 +2,9 @@
 --
 --   wrk ... -s bench/wrk.lua URL -- METHOD PATH [TOKENS_FILE|-] [BODY]
 --
--- TOKENS_FILE holds one access token a line; each request takes the next token in
--- turn (each wrk thread starting at a different one), so the users' tokens are spread
--- evenly over the connections and over time. With a BODY, requests carry
+-- TOKENS_FILE holds one bearer token (an access or a personal token) a line; each
+-- request takes the next token in turn (each wrk thread starting at a different one),
+-- so the users' tokens are spread evenly over the connections and over time. With a BODY, requests carry
 -- `Content-Type: application/json`. Requests are built once in init(), so the script
 -- costs next to nothing per request.
 --

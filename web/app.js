@@ -1,4 +1,5 @@
-// The quotask web page: sign up or in, then today's tasks and the daily allowance.
+// The quotask web page: sign up or in, then today's tasks and the daily allowance, and
+// the user's personal access tokens.
 // Plain DOM, no build step. Anything that came from a user or the server is written
 // with textContent or as an attribute, never parsed as markup.
 'use strict';
@@ -13,7 +14,23 @@
    */
   const REFRESH_AS_COOKIE = { 'X-Refresh-Cookie': '1' };
   /** How a field named in a problem document is called on this page. */
-  const FIELD_LABELS = { username: 'Username', password: 'Password', timezone: 'Time zone', content: 'Task' };
+  const FIELD_LABELS = {
+    username: 'Username',
+    password: 'Password',
+    timezone: 'Time zone',
+    content: 'Task',
+    name: 'Token name',
+    scopes: 'Scopes',
+  };
+  /** The input a field named in a problem document is typed into, where its id differs. */
+  const FIELD_INPUTS = { content: 'new-task', name: 'token-name' };
+  /** What each scope of a personal access token lets it do, in the page's words. */
+  const SCOPE_LABELS = {
+    'tasks:read': 'read tasks',
+    'tasks:write': 'add, change and delete tasks',
+    'quota:read': 'read the daily allowance',
+    'events:read': 'follow changes live',
+  };
 
   const byId = (id) => document.getElementById(id);
   const ui = {
@@ -45,10 +62,18 @@
     todayDate: byId('today-date'),
     taskList: byId('task-list'),
     empty: byId('empty'),
+    tokensPanel: byId('tokens-panel'),
+    tokenForm: byId('token-form'),
+    tokenName: byId('token-name'),
+    tokenOnce: byId('token-once'),
+    tokenValue: byId('token-value'),
+    tokenCopy: byId('token-copy'),
+    tokenList: byId('token-list'),
+    tokensEmpty: byId('tokens-empty'),
   };
 
   /** What the page currently shows. */
-  const state = { mode: 'signin', day: null, resetTimer: 0 };
+  const state = { mode: 'signin', day: null, resetTimer: 0, tokensLoaded: false };
 
   /** An answer other than 2xx, with its problem document (or `{}`). */
   class Problem extends Error {
@@ -207,7 +232,7 @@
     }
     const lines = errors.map((e) => {
       const label = FIELD_LABELS[e.field] || e.field || '';
-      const input = byId(e.field === 'content' ? 'new-task' : String(e.field));
+      const input = byId(FIELD_INPUTS[e.field] || String(e.field));
       if (input && input.form) input.setAttribute('aria-invalid', 'true');
       return label ? `${label} ${e.message}` : String(e.message);
     });
@@ -258,6 +283,13 @@
     }).format(date);
   }
 
+  /** An instant as a short date and time on this browser's clock. */
+  function when(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return iso;
+    return new Intl.DateTimeFormat(undefined, { dateStyle: 'medium', timeStyle: 'short' }).format(date);
+  }
+
   // ---- views -------------------------------------------------------------------
 
   function showAuth(mode) {
@@ -269,6 +301,7 @@
     ui.tasksView.hidden = true;
     ui.account.hidden = true;
     ui.whoName.textContent = '';
+    clearTokens();
     setMode(mode);
     ui.authView.hidden = false;
   }
@@ -386,6 +419,57 @@
     box.addEventListener('change', () => toggleDone(task, li, box));
     remove.addEventListener('click', () => deleteTask(task, li));
     li.append(box, label, remove);
+    return li;
+  }
+
+  /** Forgets the tokens panel, above all a token still shown once. */
+  function clearTokens() {
+    state.tokensLoaded = false;
+    ui.tokensPanel.open = false;
+    ui.tokenList.replaceChildren();
+    ui.tokensEmpty.hidden = true;
+    ui.tokenValue.value = '';
+    ui.tokenOnce.hidden = true;
+  }
+
+  function renderTokens(items) {
+    ui.tokenList.replaceChildren(...items.map(tokenItem));
+    updateTokensEmpty();
+  }
+
+  function updateTokensEmpty() {
+    ui.tokensEmpty.hidden = ui.tokenList.children.length > 0;
+  }
+
+  function tokenItem(token) {
+    const li = document.createElement('li');
+    li.className = 'token';
+    li.dataset.id = token.id;
+
+    const text = document.createElement('div');
+    text.className = 'token-text';
+    const name = document.createElement('strong');
+    name.textContent = token.name;
+    const may = document.createElement('span');
+    may.textContent = `May ${token.scopes.map((s) => SCOPE_LABELS[s] || s).join(', ')}.`;
+    const meta = document.createElement('span');
+    meta.className = 'hint';
+    const expired = token.expires_at && new Date(token.expires_at).getTime() <= Date.now();
+    meta.textContent = [
+      `Created ${when(token.created_at)}`,
+      token.last_used_at ? `last used ${when(token.last_used_at)}` : 'never used',
+      token.expires_at ? `${expired ? 'expired' : 'expires'} ${when(token.expires_at)}` : 'no expiry',
+    ].join(' · ');
+    text.append(name, may, meta);
+
+    const revoke = document.createElement('button');
+    revoke.type = 'button';
+    revoke.className = 'delete';
+    revoke.textContent = 'Revoke';
+    revoke.setAttribute('aria-label', `Revoke “${token.name}”`);
+    revoke.addEventListener('click', () => revokeToken(token, li));
+
+    li.append(text, revoke);
     return li;
   }
 
@@ -530,6 +614,65 @@
     }
   }
 
+  async function loadTokens() {
+    const page = await api('GET', '/v1/me/tokens');
+    renderTokens(page.items);
+    state.tokensLoaded = true;
+  }
+
+  async function createToken(event) {
+    event.preventDefault();
+    await busy(ui.tokenForm, async () => {
+      clearMessage();
+      const scopes = [...ui.tokenForm.querySelectorAll('input[name="scope"]:checked')].map((box) => box.value);
+      if (scopes.length === 0) {
+        say('Tick at least one thing the token may do.');
+        return;
+      }
+      try {
+        const created = await api('POST', '/v1/me/tokens', { name: ui.tokenName.value, scopes });
+        ui.tokenValue.value = created.token;
+        ui.tokenCopy.textContent = 'Copy';
+        ui.tokenOnce.hidden = false;
+        ui.tokenName.value = '';
+        ui.tokenList.append(tokenItem(created));
+        updateTokensEmpty();
+        ui.tokenValue.focus();
+        ui.tokenValue.select();
+      } catch (err) {
+        fail(err);
+        ui.message.scrollIntoView({ block: 'nearest' });
+      }
+    });
+  }
+
+  async function copyToken() {
+    try {
+      await navigator.clipboard.writeText(ui.tokenValue.value);
+      ui.tokenCopy.textContent = 'Copied';
+    } catch {
+      // No clipboard access (an insecure origin, a refused permission): select it instead.
+      ui.tokenValue.focus();
+      ui.tokenValue.select();
+      say('Select the token and copy it yourself; this browser did not let the page do it.', [], 'info');
+    }
+  }
+
+  async function revokeToken(token, li) {
+    if (li.getAttribute('aria-busy') === 'true') return;
+    clearMessage();
+    li.setAttribute('aria-busy', 'true');
+    try {
+      await api('DELETE', `/v1/me/tokens/${encodeURIComponent(token.id)}`);
+      li.remove();
+    } catch (err) {
+      li.removeAttribute('aria-busy');
+      if (err instanceof Problem && err.status === 404) li.remove(); // already revoked elsewhere
+      else fail(err);
+    }
+    updateTokensEmpty();
+  }
+
   async function signOut() {
     try {
       await api('POST', '/v1/auth/signout');
@@ -549,6 +692,11 @@
   ui.authForm.addEventListener('submit', submitAuth);
   ui.addForm.addEventListener('submit', addTask);
   ui.signOut.addEventListener('click', signOut);
+  ui.tokenForm.addEventListener('submit', createToken);
+  ui.tokenCopy.addEventListener('click', copyToken);
+  ui.tokensPanel.addEventListener('toggle', () => {
+    if (ui.tokensPanel.open && !state.tokensLoaded) loadTokens().catch(fail);
+  });
   ui.authSwitch.addEventListener('click', () => {
     clearMessage();
     setMode(state.mode === 'signin' ? 'signup' : 'signin');

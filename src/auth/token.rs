@@ -1,4 +1,5 @@
-//! Access tokens (short-lived HS256 JWTs) and refresh tokens (random, stored hashed).
+//! Access tokens (short-lived HS256 JWTs), and refresh and personal access tokens
+//! (random, stored hashed).
 //!
 //! Expiry and not-before are checked against the request's own clock reading rather
 //! than the host's, so one instant decides each request (docs/quota.md item 7).
@@ -155,6 +156,22 @@ pub fn hash_refresh_token(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// A new personal access token: what its owner is shown once (`qtk_` and 32 random
+/// bytes), and the hash the store keeps instead.
+pub fn new_personal_token() -> (String, [u8; 32]) {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let token = format!("{}{}", crate::domain::tokens::PREFIX, URL_SAFE_NO_PAD.encode(bytes));
+    let hash = hash_personal_token(&token);
+    (token, hash)
+}
+
+/// What the store finds a personal token by. A plain SHA-256 is enough: the token is
+/// 256 random bits, so there is nothing to guess that a slow hash would protect.
+pub fn hash_personal_token(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
 /// 32 fresh random bytes for a signing secret.
 pub fn new_secret() -> Vec<u8> {
     let mut bytes = vec![0u8; 32];
@@ -243,6 +260,17 @@ mod tests {
         let bare = Header::new(Algorithm::HS256);
         let foreign = jsonwebtoken::encode(&bare, &claims, &EncodingKey::from_secret(&[7; 32])).unwrap();
         assert!(tokens.verify(&foreign, now).is_none(), "no at+jwt type");
+    }
+
+    #[test]
+    fn personal_tokens_are_prefixed_random_well_formed_and_hashed() {
+        let (a, ha) = new_personal_token();
+        let (b, hb) = new_personal_token();
+        assert!(a.starts_with("qtk_") && crate::domain::tokens::well_formed(&a), "{a}");
+        assert_ne!(a, b);
+        assert_ne!(ha, hb);
+        assert_eq!(hash_personal_token(&a), ha);
+        assert_eq!(ha, <[u8; 32]>::from(Sha256::digest(a.as_bytes())), "the SHA-256 of the whole token");
     }
 
     #[test]

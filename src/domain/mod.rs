@@ -6,6 +6,7 @@ pub mod input;
 pub mod model;
 pub mod prune;
 pub mod quota;
+pub mod tokens;
 
 pub use idempotency::IdempotencyKey;
 pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
@@ -14,3 +15,4 @@ pub use model::{
     TaskPatch, User, UserZone, check_role_change,
 };
 pub use quota::{DayWindow, QuotaStatus, admits};
+pub use tokens::{Credential, Need, PersonalToken, Scope, Scopes, TokenName};

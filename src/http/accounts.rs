@@ -18,7 +18,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use super::error::{ApiError, Problem, quota_headers};
-use super::extract::{Authed, AuthedUsage, ClientIp, JsonBody, present};
+use super::extract::{ClientIp, JsonBody, ScopedUsage, SessionOnly, present, scope};
 use crate::auth::token::REFRESH_TTL_SECS;
 use crate::domain::{QuotaStatus, Role, User};
 use crate::service::accounts::{AuthError, OwnChanges, Session};
@@ -262,14 +262,14 @@ async fn refresh(
 #[utoipa::path(post, path = "/v1/auth/signout", tag = "accounts", security(("bearer" = [])),
     responses((status = 204, description = "The session's tokens stop working",
                headers(("Set-Cookie" = String, description = "Clears the refresh cookie, if the client has one")))))]
-async fn sign_out(State(state): State<AppState>, auth: Authed) -> Result<(CookieJar, StatusCode), ApiError> {
+async fn sign_out(State(state): State<AppState>, auth: SessionOnly) -> Result<(CookieJar, StatusCode), ApiError> {
     state.services.accounts.sign_out(auth.session_id, auth.now).await?;
     Ok((CookieJar::new().add(no_refresh_cookie()), StatusCode::NO_CONTENT))
 }
 
 #[utoipa::path(get, path = "/v1/me", tag = "me", security(("bearer" = [])),
     responses((status = 200, description = "The signed-in user", body = UserView)))]
-async fn me(auth: Authed) -> Json<UserView> {
+async fn me(auth: SessionOnly) -> Json<UserView> {
     Json(UserView::new(&auth.user, auth.now))
 }
 
@@ -283,7 +283,7 @@ async fn me(auth: Authed) -> Json<UserView> {
                headers(("Retry-After" = u64, description = "Seconds to wait")))))]
 async fn update_me(
     State(state): State<AppState>,
-    auth: Authed,
+    auth: SessionOnly,
     ClientIp(ip): ClientIp,
     JsonBody(body): JsonBody<MeChanges>,
 ) -> Result<Json<UserView>, ApiError> {
@@ -293,11 +293,11 @@ async fn update_me(
     Ok(Json(UserView::new(&user, auth.now)))
 }
 
-#[utoipa::path(get, path = "/v1/me/quota", tag = "me", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/me/quota", tag = "me", security(("bearer" = ["quota:read"])),
     responses((status = 200, description = "Today's quota; reading it uses none", body = QuotaView,
                headers(("RateLimit-Policy" = String, description = "\"daily\";q=<limit>;w=86400"),
                        ("RateLimit" = String, description = "\"daily\";r=<remaining>;t=<seconds to reset>")))))]
-async fn quota(AuthedUsage { auth, used }: AuthedUsage) -> Result<Response, ApiError> {
+async fn quota(ScopedUsage { auth, used, .. }: ScopedUsage<scope::QuotaRead>) -> Result<Response, ApiError> {
     let status = QuotaStatus::of(&auth.user, used, auth.now);
     Ok((quota_headers(&status, auth.now), Json(QuotaView::from(&status))).into_response())
 }

@@ -5,13 +5,13 @@ use axum::Router;
 use axum::http::{HeaderValue, header};
 use axum::middleware;
 use utoipa::openapi::path::ParameterIn;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Content, OpenApi as Document, RefOr, Response, Schema};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::AppState;
-use super::{accounts, admin, events, ops, seed, tasks};
+use super::{accounts, admin, events, ops, seed, tasks, tokens};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use super::{accounts, admin, events, ops, seed, tasks};
     paths(
         accounts::sign_up, accounts::sign_in, accounts::refresh, accounts::sign_out,
         accounts::me, accounts::update_me, accounts::quota,
+        tokens::create, tokens::list, tokens::remove,
         tasks::create, tasks::create_batch, tasks::list, tasks::read, tasks::update, tasks::remove,
         events::stream_events,
         admin::list_users, admin::update_user, admin::audit,
@@ -63,13 +64,22 @@ pub fn document() -> Document {
 }
 
 /// Adds the bearer scheme, and to every `/v1` operation the problem answers any route
-/// can give (bad body, bad token, overload), so that each route lists only its own.
+/// can give (bad body, bad token, overload), so that each route lists only its own. A
+/// bearer requirement lists the scope a personal access token needs there (OpenAPI 3.1
+/// allows role names for any scheme); an empty one means a signed-in session only.
 struct CommonResponses;
 
 impl Modify for CommonResponses {
     fn modify(&self, doc: &mut Document) {
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+        let bearer = HttpBuilder::new()
+            .scheme(HttpAuthScheme::Bearer)
+            .description(Some(
+                "An access token from `POST /v1/auth/signin`, or a personal access token (`qtk_...`) from \
+                 `POST /v1/me/tokens`, good only where the requirement names one of its scopes.",
+            ))
+            .build();
+        components.add_security_scheme("bearer", SecurityScheme::Http(bearer));
         for name in ["SignUp", "MeChanges"] {
             if let Some(RefOr::T(Schema::Object(object))) = components.schemas.get_mut(name)
                 && let Some(RefOr::T(Schema::Object(zone))) = object.properties.get_mut("timezone")
@@ -104,6 +114,15 @@ impl Modify for CommonResponses {
                 };
                 if secured {
                     add("401", "Missing, invalid or expired token (WWW-Authenticate: Bearer)");
+                    add(
+                        "403",
+                        "A personal access token on a route it does not reach: without the scope the operation's \
+                         security requirement names, or on a route for signed-in sessions only (`insufficient-scope`)",
+                    );
+                    add(
+                        "429",
+                        "Too many failed sign-ins from this address; a wrong personal access token counts as one",
+                    );
                 }
                 if has_body {
                     add("400", "Malformed JSON");

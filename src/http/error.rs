@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::{FieldError, QuotaStatus};
+use crate::domain::{FieldError, Need, QuotaStatus};
 use crate::service;
 use crate::service::accounts::AuthError;
 
@@ -29,6 +29,9 @@ pub enum ApiError {
     Unauthorized,
     #[error("forbidden")]
     Forbidden,
+    /// A personal access token on a route it does not reach (RFC 6750 `insufficient_scope`).
+    #[error("insufficient scope")]
+    InsufficientScope(Need),
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
@@ -190,6 +193,20 @@ impl ApiError {
             }
             ApiError::Forbidden => {
                 (StatusCode::FORBIDDEN, "forbidden", "Forbidden", "this needs the admin role".into())
+            }
+            ApiError::InsufficientScope(need) => {
+                let (challenge, detail) = match need {
+                    Need::Scope(scope) => (
+                        format!("Bearer error=\"insufficient_scope\", scope=\"{}\"", scope.as_str()),
+                        format!("this personal access token lacks the scope {} that this route needs", scope.as_str()),
+                    ),
+                    Need::Session => (
+                        "Bearer error=\"insufficient_scope\"".to_owned(),
+                        "this route needs a signed-in session; personal access tokens never reach it".to_owned(),
+                    ),
+                };
+                headers.insert(header::WWW_AUTHENTICATE, header_value(challenge));
+                (StatusCode::FORBIDDEN, "insufficient-scope", "Insufficient scope", detail)
             }
             ApiError::NotFound => (StatusCode::NOT_FOUND, "not-found", "Not found", "no such resource".into()),
             ApiError::MethodNotAllowed => (

@@ -1,7 +1,9 @@
 //! Extractors that turn a request into validated input, or into a problem document:
-//! the JSON body, the bearer token, the admin role.
+//! the JSON body, the bearer token and what the route needs of it, the admin role.
 
+use std::marker::PhantomData;
 use std::net::{IpAddr, SocketAddr};
+use std::ops::Deref;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -13,8 +15,8 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::{FieldError, Role, User};
-use crate::service::accounts::Bearer;
+use crate::domain::{Credential, FieldError, Need, Role, Scope, User};
+use crate::service::Caller;
 
 /// A JSON request body, refused with 415 (not JSON), 413 (too large), 400 (not
 /// well-formed) or 422 (wrong shape, naming the field).
@@ -130,6 +132,9 @@ fn leak_field(field: String) -> &'static str {
         "daily_limit",
         "role",
         "refresh_token",
+        "name",
+        "scopes",
+        "expires_at",
         "id",
         "user_id",
         "created_at",
@@ -194,10 +199,13 @@ impl<S: Send + Sync> FromRequestParts<S> for KeyHeader {
     }
 }
 
-/// A signed-in user, with the instant this request was decided at.
+/// Who a request speaks for, with the instant it was decided at. Handlers get one
+/// only through an extractor that says what the route needs of the credential:
+/// `Scoped<S>` (a session, or a personal token with scope `S`), `SessionOnly` or
+/// `Admin`; there is no extractor that takes any credential, so a route cannot forget.
 pub struct Authed {
     pub user: User,
-    pub session_id: Uuid,
+    pub credential: Credential,
     pub now: Timestamp,
     /// When the request's token stops being accepted (what outlives the request, an
     /// event stream, ends then).
@@ -213,66 +221,154 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Authed {
-    fn new(bearer: Bearer, now: Timestamp) -> Self {
-        Authed { user: bearer.user, session_id: bearer.session_id, now, token_until: bearer.accepted_until }
+    fn new(caller: Caller, now: Timestamp) -> Self {
+        Authed { user: caller.user, credential: caller.credential, now, token_until: caller.accepted_until }
+    }
+
+    /// 403 `insufficient-scope` unless the credential reaches a route that needs `need`.
+    fn check(self, need: Need) -> Result<Self, ApiError> {
+        if self.credential.allows(need) { Ok(self) } else { Err(ApiError::InsufficientScope(need)) }
+    }
+
+    /// Resolves the request's bearer token (401 if there is none or it is refused),
+    /// then checks it reaches a route that needs `need` (403).
+    async fn of(parts: &Parts, state: &AppState, need: Need) -> Result<Self, ApiError> {
+        let now = state.clock.now();
+        let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let caller = state.services.tokens.authenticate(token, client_ip(parts, state), now).await?;
+        Authed::new(caller, now).check(need)
     }
 }
 
-impl FromRequestParts<AppState> for Authed {
+/// The scope a personal token needs on a route; see `Scoped`.
+pub trait RouteScope {
+    const SCOPE: Scope;
+}
+
+/// The scopes, as types, for `Scoped<S>`.
+pub mod scope {
+    use super::{RouteScope, Scope};
+
+    /// `tasks:read`: reading tasks.
+    pub struct TasksRead;
+    /// `tasks:write`: creating, changing and deleting tasks.
+    pub struct TasksWrite;
+    /// `quota:read`: `GET /v1/me/quota`.
+    pub struct QuotaRead;
+    /// `events:read`: `GET /v1/events`.
+    pub struct EventsRead;
+
+    impl RouteScope for TasksRead {
+        const SCOPE: Scope = Scope::TasksRead;
+    }
+    impl RouteScope for TasksWrite {
+        const SCOPE: Scope = Scope::TasksWrite;
+    }
+    impl RouteScope for QuotaRead {
+        const SCOPE: Scope = Scope::QuotaRead;
+    }
+    impl RouteScope for EventsRead {
+        const SCOPE: Scope = Scope::EventsRead;
+    }
+}
+
+/// A caller on a route of scope `S`: a signed-in session, or a personal token holding
+/// `S` (any other token gets 403 `insufficient-scope`).
+pub struct Scoped<S>(pub Authed, PhantomData<fn() -> S>);
+
+impl<S> Deref for Scoped<S> {
+    type Target = Authed;
+    fn deref(&self) -> &Authed {
+        &self.0
+    }
+}
+
+impl<S: RouteScope> FromRequestParts<AppState> for Scoped<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let now = state.clock.now();
-        let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let bearer = state.services.accounts.authenticate(token, now).await?;
-        Ok(Authed::new(bearer, now))
+        Ok(Scoped(Authed::of(parts, state, Need::Scope(S::SCOPE)).await?, PhantomData))
     }
 }
 
-/// `Authed`, with the units of quota the user used on the day of the request, read in
-/// the same step (for `GET /v1/me/quota`).
-pub struct AuthedUsage {
+/// `Scoped<S>`, with the units of quota the user used on the day of the request, read
+/// in the same step (for `GET /v1/me/quota`).
+pub struct ScopedUsage<S> {
     pub auth: Authed,
     pub used: u32,
+    scope: PhantomData<fn() -> S>,
 }
 
-impl FromRequestParts<AppState> for AuthedUsage {
+impl<S: RouteScope> FromRequestParts<AppState> for ScopedUsage<S> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let now = state.clock.now();
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let (bearer, used) = state.services.accounts.authenticate_with_usage(token, now).await?;
-        Ok(AuthedUsage { auth: Authed::new(bearer, now), used })
+        let (caller, used) = state.services.tokens.authenticate_with_usage(token, client_ip(parts, state), now).await?;
+        let auth = Authed::new(caller, now).check(Need::Scope(S::SCOPE))?;
+        Ok(ScopedUsage { auth, used, scope: PhantomData })
     }
 }
 
-/// A signed-in user with the admin role (read from the database, so a change of role
-/// applies at once).
+/// A signed-in session's caller: the account itself, its tokens and sign-out, which no
+/// personal token reaches (403 `insufficient-scope`).
+pub struct SessionOnly {
+    pub auth: Authed,
+    /// The session the request was made in.
+    pub session_id: Uuid,
+}
+
+impl Deref for SessionOnly {
+    type Target = Authed;
+    fn deref(&self) -> &Authed {
+        &self.auth
+    }
+}
+
+impl FromRequestParts<AppState> for SessionOnly {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let auth = Authed::of(parts, state, Need::Session).await?;
+        match auth.credential {
+            Credential::Session { session_id } => Ok(SessionOnly { auth, session_id }),
+            Credential::Personal { .. } => Err(ApiError::InsufficientScope(Need::Session)),
+        }
+    }
+}
+
+/// A signed-in session of a user with the admin role (read from the database, so a
+/// change of role applies at once).
 pub struct Admin(pub Authed);
 
 impl FromRequestParts<AppState> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let authed = Authed::from_request_parts(parts, state).await?;
-        if authed.user.role != Role::Admin {
+        let SessionOnly { auth, .. } = SessionOnly::from_request_parts(parts, state).await?;
+        if auth.user.role != Role::Admin {
             return Err(ApiError::Forbidden);
         }
-        Ok(Admin(authed))
+        Ok(Admin(auth))
     }
 }
 
 /// The key a client's attempts are counted under: the socket's peer, or what trusted
 /// proxies say, an IPv6 address reduced to its /64 (`client_ip`).
+fn client_ip(parts: &Parts, state: &AppState) -> Option<IpAddr> {
+    let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    peer.map(|peer| super::client_ip::client_key(&state.trusted_proxies, peer, &parts.headers))
+}
+
+/// The client's address as its attempts are counted (`client_ip`).
 pub struct ClientIp(pub Option<IpAddr>);
 
 impl FromRequestParts<AppState> for ClientIp {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
-        Ok(ClientIp(peer.map(|peer| super::client_ip::client_key(&state.trusted_proxies, peer, &parts.headers))))
+        Ok(ClientIp(client_ip(parts, state)))
     }
 }
 

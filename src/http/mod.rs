@@ -12,6 +12,7 @@ pub mod ops;
 pub mod seed;
 pub mod state;
 pub mod tasks;
+pub mod tokens;
 pub mod web;
 
 use std::time::Instant;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(accounts::router())
         .merge(tasks::router())
+        .merge(tokens::router())
         .merge(events::router())
         .merge(admin::router())
         .merge(seed::router())

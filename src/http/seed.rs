@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use super::AppState;
 use super::accounts::{SignIn, SignUp};
 use super::error::{ApiError, Problem};
-use super::extract::{Authed, ClientIp, JsonBody, KeyHeader, RawBody, parse_json, present};
+use super::extract::{ClientIp, JsonBody, KeyHeader, RawBody, Scoped, parse_json, present, scope};
 use super::tasks::TaskView;
 use crate::domain::Role;
 
@@ -123,7 +123,7 @@ pub struct SeedTask {
     content: Option<String>,
 }
 
-#[utoipa::path(post, path = "/task", tag = "seed", security(("bearer" = [])),
+#[utoipa::path(post, path = "/task", tag = "seed", security(("bearer" = ["tasks:write"])),
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "As on POST /v1/tasks")),
     request_body(content = Option<SeedTask>, description = "Optional; without it the task is \"untitled task\""),
     responses((status = 200, description = "The task (the seed answered 200)", body = Envelope<TaskView>),
@@ -132,7 +132,7 @@ pub struct SeedTask {
               (status = 409, description = "A request with this Idempotency-Key is still being processed", body = SeedFailure)))]
 async fn task(
     State(state): State<AppState>,
-    auth: Result<Authed, ApiError>,
+    auth: Result<Scoped<scope::TasksWrite>, ApiError>,
     key_header: KeyHeader,
     body: Result<RawBody, ApiError>,
 ) -> Result<Json<Envelope<TaskView>>, SeedError> {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::{ApiError, Problem, quota_headers};
-use super::extract::{Authed, JsonBody, KeyHeader, present};
+use super::extract::{JsonBody, KeyHeader, Scoped, present, scope};
 use crate::domain::{FieldError, TaskContent, TaskFilter, TaskPatch};
 use crate::service::tasks::Outcome;
 pub use crate::service::tasks::TaskView;
@@ -65,7 +65,7 @@ struct TaskPage {
     next_cursor: Option<String>,
 }
 
-#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])), request_body = NewTask,
+#[utoipa::path(post, path = "/v1/tasks", tag = "tasks", security(("bearer" = ["tasks:write"])), request_body = NewTask,
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters; a repeat within 24 h gets the first answer")),
     responses((status = 201, description = "The task; one unit of today's quota used (none for a replay)", body = TaskView,
                headers(("Location" = String, description = "/v1/tasks/{id}"),
@@ -78,7 +78,7 @@ struct TaskPage {
               (status = 409, description = "A request with this Idempotency-Key is still being processed", body = Problem, content_type = "application/problem+json")))]
 async fn create(
     State(state): State<AppState>,
-    auth: Authed,
+    auth: Scoped<scope::TasksWrite>,
     key_header: KeyHeader,
     JsonBody(body): JsonBody<NewTask>,
 ) -> Response {
@@ -99,7 +99,7 @@ async fn create(
     }
 }
 
-#[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", security(("bearer" = [])), request_body = NewBatch,
+#[utoipa::path(post, path = "/v1/tasks/batch", tag = "tasks", security(("bearer" = ["tasks:write"])), request_body = NewBatch,
     params(("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters; a repeat of the same batch within 24 h gets the first answer")),
     responses((status = 201, description = "Every task, in the order asked; as many units of today's quota used (none for a replay)", body = Batch,
                headers(("Idempotent-Replayed" = String, description = "true when this is the first answer again"),
@@ -111,7 +111,7 @@ async fn create(
               (status = 409, description = "A request with this Idempotency-Key is still being processed", body = Problem, content_type = "application/problem+json")))]
 async fn create_batch(
     State(state): State<AppState>,
-    auth: Authed,
+    auth: Scoped<scope::TasksWrite>,
     key_header: KeyHeader,
     JsonBody(body): JsonBody<NewBatch>,
 ) -> Result<Response, ApiError> {
@@ -127,7 +127,7 @@ async fn create_batch(
         .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = [])),
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", security(("bearer" = ["tasks:read"])),
     params(("day" = Option<String>, Query, format = Date, description = "Local day, YYYY-MM-DD"),
            ("done" = Option<bool>, Query),
            ("limit" = Option<u32>, Query, description = "1 to 100, default 50", minimum = 1, maximum = 100),
@@ -135,7 +135,7 @@ async fn create_batch(
     responses((status = 200, description = "Tasks, newest first", body = TaskPage)))]
 async fn list(
     State(state): State<AppState>,
-    auth: Authed,
+    auth: Scoped<scope::TasksRead>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<TaskPage>, ApiError> {
     let page = state.services.tasks.list(auth.user.id, parse_filter(&params)?).await?;
@@ -176,20 +176,24 @@ fn task_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = ["tasks:read"])), params(("id" = String, Path)),
     responses((status = 200, description = "The task", body = TaskView),
               (status = 404, description = "No such task of this user", body = Problem, content_type = "application/problem+json")))]
-async fn read(State(state): State<AppState>, auth: Authed, Path(id): Path<String>) -> Result<Json<TaskView>, ApiError> {
+async fn read(
+    State(state): State<AppState>,
+    auth: Scoped<scope::TasksRead>,
+    Path(id): Path<String>,
+) -> Result<Json<TaskView>, ApiError> {
     Ok(Json(state.services.tasks.get(auth.user.id, task_id(&id)?).await?.into()))
 }
 
-#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = ["tasks:write"])), params(("id" = String, Path)),
     request_body = TaskChanges,
     responses((status = 200, description = "The updated task", body = TaskView),
               (status = 404, description = "No such task of this user", body = Problem, content_type = "application/problem+json")))]
 async fn update(
     State(state): State<AppState>,
-    auth: Authed,
+    auth: Scoped<scope::TasksWrite>,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<TaskChanges>,
 ) -> Result<Json<TaskView>, ApiError> {
@@ -198,10 +202,14 @@ async fn update(
     Ok(Json(state.services.tasks.update(auth.user.id, id, patch, auth.now).await?.into()))
 }
 
-#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = [])), params(("id" = String, Path)),
+#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = ["tasks:write"])), params(("id" = String, Path)),
     responses((status = 204, description = "Deleted; the quota it used is not given back"),
               (status = 404, description = "No such task of this user", body = Problem, content_type = "application/problem+json")))]
-async fn remove(State(state): State<AppState>, auth: Authed, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove(
+    State(state): State<AppState>,
+    auth: Scoped<scope::TasksWrite>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
     state.services.tasks.delete(auth.user.id, task_id(&id)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -219,6 +219,25 @@ impl Accounts {
         Ok((Bearer { user, session_id: access.session_id, accepted_until }, used))
     }
 
+    /// Counts a credential that matched nothing (a wrong personal access token),
+    /// presented from `client`, as a failed sign-in of that address; refused with the
+    /// seconds to wait once the address is past its limit. It stays counted: unlike a
+    /// sign-in, there is no right answer to refund it for.
+    pub async fn count_failed_credential(&self, client: Option<IpAddr>, now: Timestamp) -> Result<(), AuthError> {
+        let Some(ip) = client else { return Ok(()) };
+        match self.throttle.acquire(vec![format!("ip:{ip}")], now).await {
+            Ok(counted) => {
+                metrics::counter!(crate::metrics::SIGNIN_FAILURES).increment(1);
+                drop(counted);
+                Ok(())
+            }
+            Err(retry_after) => {
+                metrics::counter!(crate::metrics::SIGNIN_THROTTLED).increment(1);
+                Err(AuthError::Throttled { retry_after })
+            }
+        }
+    }
+
     /// Applies the signed-in user's own changes: a new zone (effective at the old
     /// zone's next midnight) and a new password. A new password needs the current one,
     /// checked and throttled as a sign-in of the account from `client`; with it, every

@@ -5,6 +5,7 @@
 pub mod accounts;
 pub mod admin;
 pub mod tasks;
+pub mod tokens;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use crate::store::{Store, StoreError};
 
 pub use admin::AdminService;
 pub use tasks::TaskService;
+pub use tokens::{Caller, TokenService};
 
 /// Why a use case of tasks or administration did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -65,13 +67,17 @@ pub struct Services {
     pub accounts: Arc<Accounts>,
     pub tasks: TaskService,
     pub admin: AdminService,
+    /// Personal access tokens, and the check of every request's bearer token.
+    pub tokens: TokenService,
     store: Arc<dyn Store>,
 }
 
 impl Services {
     pub fn new(store: Arc<dyn Store>, accounts: Accounts, events: crate::events::Events) -> Self {
+        let accounts = Arc::new(accounts);
         Services {
-            accounts: Arc::new(accounts),
+            tokens: TokenService::new(store.clone(), accounts.clone()),
+            accounts,
             tasks: TaskService::new(store.clone(), events.clone()),
             admin: AdminService::new(store.clone(), events),
             store,

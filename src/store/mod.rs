@@ -13,8 +13,8 @@ use uuid::Uuid;
 
 use crate::domain::prune::{Prune, PruneStep};
 use crate::domain::{
-    AdminChanges, AuditEntry, IdempotencyKey, QuotaStatus, Role, Task, TaskContent, TaskFilter, TaskPatch, User,
-    UserZone, Username,
+    AdminChanges, AuditEntry, IdempotencyKey, PersonalToken, QuotaStatus, Role, Scopes, Task, TaskContent, TaskFilter,
+    TaskPatch, TokenName, User, UserZone, Username,
 };
 
 /// Why a store call failed. Callers map these onto answers; none carries client detail.
@@ -58,6 +58,14 @@ pub struct PasswordChange {
     /// The session that made the change, which lives on.
     pub keep_session: Uuid,
     pub now: Timestamp,
+}
+
+/// A personal access token to keep: its hash, never the token itself.
+pub struct NewPersonalToken {
+    pub hash: [u8; 32],
+    pub name: TokenName,
+    pub scopes: Scopes,
+    pub expires_at: Option<Timestamp>,
 }
 
 /// A task creation: one unit of quota and one row, or neither.
@@ -131,6 +139,8 @@ pub trait Store: Send + Sync + 'static {
         let used = self.used(user.id, user.zone.window(now).day).await?;
         Ok(Some((user, used)))
     }
+    /// Applies the user's own changes. A new password also deletes every personal token
+    /// of the user, in the same transaction (docs/reliability.md, "password change").
     async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>>;
     /// Users after `after` in id order, each with the quota used on their current day.
     async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>>;
@@ -160,6 +170,35 @@ pub trait Store: Send + Sync + 'static {
         expires_at: Timestamp,
     ) -> Result<Refreshed>;
     async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()>;
+
+    /// Keeps a new personal token of `user_id`, unless the user already holds `max`
+    /// tokens (then `None`, and nothing is kept).
+    async fn create_personal_token(
+        &self,
+        user_id: Uuid,
+        token: NewPersonalToken,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Option<PersonalToken>>;
+    /// The user's personal tokens, oldest first.
+    async fn personal_tokens(&self, user_id: Uuid) -> Result<Vec<PersonalToken>>;
+    /// The user's token `id`, if it still exists.
+    async fn personal_token(&self, user_id: Uuid, id: Uuid) -> Result<Option<PersonalToken>>;
+    /// Deletes the user's token `id`; whether there was one. From the moment this
+    /// returns, no instance accepts the token.
+    async fn delete_personal_token(&self, user_id: Uuid, id: Uuid) -> Result<bool>;
+    /// The token whose hash is `hash`, with its user: the one lookup a request made with
+    /// a personal token costs, as `session_user` is for an access token.
+    async fn personal_token_user(&self, hash: [u8; 32]) -> Result<Option<(User, PersonalToken)>>;
+    /// `personal_token_user` and the units the user used on the day of `now` (in the
+    /// zone ruling then), for `GET /v1/me/quota`; a store may read both at once.
+    async fn personal_token_usage(&self, hash: [u8; 32], now: Timestamp) -> Result<Option<(User, PersonalToken, u32)>> {
+        let Some((user, token)) = self.personal_token_user(hash).await? else { return Ok(None) };
+        let used = self.used(user.id, user.zone.window(now).day).await?;
+        Ok(Some((user, token, used)))
+    }
+    /// Records a use of token `id` at `now`, unless a later one is recorded already.
+    async fn touch_personal_token(&self, id: Uuid, now: Timestamp) -> Result<()>;
 
     /// Checks and consumes one unit of the user's quota for the day of `now` and
     /// inserts the task, as one atomic step. The day comes from `user`'s zone as the

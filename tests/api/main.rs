@@ -27,3 +27,4 @@ mod seed;
 mod shared;
 mod store;
 mod tasks;
+mod tokens;

@@ -275,6 +275,51 @@ async function main() {
       await page.screenshot({ path: SCREENSHOT, fullPage: true });
     }],
 
+    ['makes a personal access token, shows it once with a copy button, and revokes it', async () => {
+      const listed = await answerTo(page, 'GET', '/v1/me/tokens', () =>
+        page.getByText('Personal access tokens', { exact: true }).click(),
+      );
+      assert.equal(listed.status(), 200);
+      await expectText(page.locator('#tokens-empty'), /^No tokens yet\.$/);
+      await page.getByLabel('Token name').fill('backup script');
+      await page.getByLabel('Read the daily allowance').check();
+      const created = await answerTo(page, 'POST', '/v1/me/tokens', () =>
+        page.getByRole('button', { name: 'Create token' }).click(),
+      );
+      assert.equal(created.status(), 201);
+      const body = await created.json();
+      assert.deepEqual(body.scopes, ['tasks:read', 'quota:read'], 'the ticked scopes');
+      const shown = page.getByLabel('New token');
+      await expectVisible(shown);
+      assert.equal(await shown.inputValue(), body.token, 'the token is shown');
+      assert.match(body.token, /^qtk_[A-Za-z0-9_-]{43}$/);
+
+      await context.grantPermissions(['clipboard-read', 'clipboard-write'], { origin: BASE_URL });
+      await page.getByRole('button', { name: 'Copy', exact: true }).click();
+      await expectText(page.locator('#token-copy'), /^Copied$/);
+      assert.equal(await page.evaluate(() => navigator.clipboard.readText()), body.token, 'copied');
+
+      const asToken = (path) => fetch(`${BASE_URL}${path}`, { headers: { Authorization: `Bearer ${body.token}` } });
+      assert.equal((await asToken('/v1/me/quota')).status, 200, 'the token reads the allowance');
+      assert.equal((await asToken('/v1/me')).status, 403, 'but not the account');
+
+      await page.reload();
+      await expectVisible(ui.tasksView);
+      await answerTo(page, 'GET', '/v1/me/tokens', () => page.getByText('Personal access tokens', { exact: true }).click());
+      await expectCount(page.locator('#token-list > li'), 1, 'tokens');
+      await expectText(page.locator('#token-list > li strong'), /^backup script$/);
+      await expectVisible(shown, false);
+      assert.equal(await shown.inputValue(), '', 'not shown again');
+
+      const revoked = await answerTo(page, 'DELETE', '/v1/me/tokens/', () =>
+        page.getByRole('button', { name: 'Revoke “backup script”' }).click(),
+      );
+      assert.equal(revoked.status(), 204);
+      await expectCount(page.locator('#token-list > li'), 0, 'tokens');
+      await expectText(page.locator('#tokens-empty'), /^No tokens yet\.$/);
+      assert.equal((await asToken('/v1/me/quota')).status, 401, 'revoked at once');
+    }],
+
     ['signs out, and stays signed out after a reload', async () => {
       const out = await answerTo(page, 'POST', '/v1/auth/signout', () =>
         page.getByRole('button', { name: 'Sign out' }).click(),

@@ -14,6 +14,7 @@ mod queries;
 mod rows;
 mod skeletons;
 mod tasks;
+mod tokens;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -49,6 +50,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (3, "prune_indexes", include_str!("migrations/0003_prune_indexes.sql")),
     (4, "username_skeletons", include_str!("migrations/0004_username_skeletons.sql")),
     (5, "idempotent_batches", include_str!("migrations/0005_idempotent_batches.sql")),
+    (6, "personal_tokens", include_str!("migrations/0006_personal_tokens.sql")),
 ];
 
 pub struct PostgresStore {

@@ -12,13 +12,13 @@ use uuid::Uuid;
 
 use super::rows::{self, AUDIT_COLUMNS, TASK_COLUMNS, USER_COLUMNS, decode, micros};
 use super::tasks::{consume_and_insert, create_keyed, created, load_task, used_on};
-use super::{PostgresStore, batch, bounded, classify};
+use super::{PostgresStore, batch, bounded, classify, tokens};
 use crate::domain::prune::{Prune, PruneStep};
 use crate::domain::{
-    AdminChanges, AuditEntry, IdempotencyKey, RefreshVerdict, StoredRefreshToken, Task, TaskContent, TaskFilter,
-    TaskPatch, User, Username,
+    AdminChanges, AuditEntry, IdempotencyKey, PersonalToken, RefreshVerdict, StoredRefreshToken, Task, TaskContent,
+    TaskFilter, TaskPatch, User, Username,
 };
-use crate::store::{Created, CreatedBatch, NewUser, Refreshed, Result, Store, UserChanges, new_id};
+use crate::store::{Created, CreatedBatch, NewPersonalToken, NewUser, Refreshed, Result, Store, UserChanges, new_id};
 
 async fn load_user(c: &mut PgConnection, id: Uuid) -> Result<Option<User>> {
     let row = sqlx::query(&format!("select {USER_COLUMNS} from users u where u.id = $1"))
@@ -155,12 +155,15 @@ impl Store for PostgresStore {
             let zone = changes.zone.as_ref();
             let pending = zone.and_then(|z| z.pending.as_ref());
             let password = changes.password.as_ref();
-            // One statement, so one transaction: the new hash and the end of every other
-            // session (a data-modifying CTE runs whether or not it is read).
+            // One statement, so one transaction: the new hash, the end of every other
+            // session and of every personal token of the user (a data-modifying CTE runs
+            // whether or not it is read).
             let row = sqlx::query(&format!(
                 "with revoked as (
                      update sessions set revoked_at = $8
                      where $6::text is not null and user_id = $1 and id <> $7 and revoked_at is null
+                 ), tokens_ended as (
+                     delete from personal_tokens where $6::text is not null and user_id = $1
                  )
                  update users as u set
                      timezone = case when $2 then $3 else u.timezone end,
@@ -383,6 +386,36 @@ impl Store for PostgresStore {
 
     async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()> {
         bounded(self.db.run(async |c| revoke(c, session_id, now).await)).await
+    }
+
+    async fn create_personal_token(
+        &self,
+        user_id: Uuid,
+        token: NewPersonalToken,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Option<PersonalToken>> {
+        bounded(self.db.run(async |c| tokens::create(c, user_id, token, max, now).await)).await
+    }
+
+    async fn personal_tokens(&self, user_id: Uuid) -> Result<Vec<PersonalToken>> {
+        bounded(self.db.run(async |c| tokens::list(c, user_id).await)).await
+    }
+
+    async fn personal_token(&self, user_id: Uuid, id: Uuid) -> Result<Option<PersonalToken>> {
+        bounded(self.db.run(async |c| tokens::one(c, user_id, id).await)).await
+    }
+
+    async fn delete_personal_token(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        bounded(self.db.run(async |c| tokens::delete(c, user_id, id).await)).await
+    }
+
+    async fn personal_token_user(&self, hash: [u8; 32]) -> Result<Option<(User, PersonalToken)>> {
+        bounded(self.db.run(async |c| tokens::by_hash(c, hash).await)).await
+    }
+
+    async fn touch_personal_token(&self, id: Uuid, now: Timestamp) -> Result<()> {
+        bounded(self.db.run(async |c| tokens::touch(c, id, now).await)).await
     }
 
     async fn create_task(

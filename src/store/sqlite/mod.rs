@@ -10,6 +10,7 @@ mod rows;
 mod sessions;
 mod skeletons;
 mod tasks;
+mod tokens;
 mod wal_buffer;
 mod writer;
 
@@ -28,11 +29,13 @@ use self::rows::{
 };
 use self::sessions::SessionCache;
 use self::tasks::{NewBatch, NewTask, QuotaMemo, day_bounds, limit_and_use, load_task, used_on};
-use super::{Created, CreatedBatch, NewUser, Refreshed, Result, Store, StoreError, UserChanges, new_id};
+use super::{
+    Created, CreatedBatch, NewPersonalToken, NewUser, Refreshed, Result, Store, StoreError, UserChanges, new_id,
+};
 use crate::domain::prune::{Prune, PruneStep};
 use crate::domain::{
-    AdminChanges, AuditEntry, IdempotencyKey, RefreshVerdict, StoredRefreshToken, Task, TaskContent, TaskFilter,
-    TaskPatch, User, UserZone, Username,
+    AdminChanges, AuditEntry, IdempotencyKey, PersonalToken, RefreshVerdict, StoredRefreshToken, Task, TaskContent,
+    TaskFilter, TaskPatch, User, UserZone, Username,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -44,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_prune_indexes.sql"),
     include_str!("migrations/0007_username_skeletons.sql"),
     include_str!("migrations/0008_idempotent_batches.sql"),
+    include_str!("migrations/0009_personal_tokens.sql"),
 ];
 
 pub struct SqliteStore {
@@ -60,8 +64,9 @@ impl SqliteStore {
         Ok(Self { executor, sessions: SessionCache::default(), quota_memo: Arc::default() })
     }
 
-    /// A write that may change what a session resolves to (a user's settings, a
-    /// session's revocation): once it is committed, no cached session is used again.
+    /// A write that may change what a session or a personal token resolves to (a user's
+    /// settings, a session's revocation, a token's deletion): once it is committed, no
+    /// cached session or token is used again.
     async fn write_accounts<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
@@ -243,6 +248,7 @@ impl Store for SqliteStore {
                         )
                     })
                     .map_err(internal)?;
+                tokens::delete_all(c, id)?;
             }
             load_user(c, id)
         })
@@ -429,6 +435,71 @@ impl Store for SqliteStore {
             .map_err(internal)
         })
         .await
+    }
+
+    async fn create_personal_token(
+        &self,
+        user_id: Uuid,
+        token: NewPersonalToken,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Option<PersonalToken>> {
+        // A token never looked up cannot be cached: no entry to forget.
+        self.executor.write(move |c| tokens::create(c, user_id, token, max, now)).await
+    }
+
+    async fn personal_tokens(&self, user_id: Uuid) -> Result<Vec<PersonalToken>> {
+        self.executor.read(move |c| tokens::list(c, user_id)).await
+    }
+
+    async fn personal_token(&self, user_id: Uuid, id: Uuid) -> Result<Option<PersonalToken>> {
+        self.executor.read(move |c| tokens::one(c, user_id, id)).await
+    }
+
+    async fn delete_personal_token(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        self.write_accounts(move |c| tokens::delete(c, user_id, id)).await
+    }
+
+    async fn personal_token_user(&self, hash: [u8; 32]) -> Result<Option<(User, PersonalToken)>> {
+        if let Some(found) = self.sessions.token(&hash) {
+            return Ok(Some(found));
+        }
+        let generation = self.sessions.generation();
+        let found = self.executor.read(move |c| tokens::by_hash(c, hash)).await?;
+        if let Some(found) = &found {
+            self.sessions.keep_token(generation, hash, found);
+        }
+        Ok(found)
+    }
+
+    async fn personal_token_usage(&self, hash: [u8; 32], now: Timestamp) -> Result<Option<(User, PersonalToken, u32)>> {
+        if let Some((mut user, token)) = self.sessions.token(&hash) {
+            // As `session_usage`: the limit as it is now, with the day's use.
+            let (user_id, day) = (user.id, user.zone.window(now).day);
+            let (limit, used) = self.executor.read(move |c| limit_and_use(c, user_id, day)).await?;
+            user.daily_limit = limit;
+            return Ok(Some((user, token, used)));
+        }
+        let generation = self.sessions.generation();
+        let found = self
+            .executor
+            .read(move |c| {
+                let Some((user, token)) = tokens::by_hash(c, hash)? else { return Ok(None) };
+                let used = used_on(c, user.id, user.zone.window(now).day)?;
+                Ok(Some((user, token, used)))
+            })
+            .await?;
+        if let Some((user, token, _)) = &found {
+            self.sessions.keep_token(generation, hash, &(user.clone(), token.clone()));
+        }
+        Ok(found)
+    }
+
+    async fn touch_personal_token(&self, id: Uuid, now: Timestamp) -> Result<()> {
+        // One statement, so no savepoint; and it changes no limit or day's use, so the
+        // writer's quota memo stays valid across it.
+        let mode = Mode::ONE_STATEMENT.keeping_epoch();
+        self.executor.write_with(mode, move |c| tokens::touch(c, id, now)).await
     }
 
     async fn create_task(

@@ -38,10 +38,11 @@ pub(super) struct Job {
 ///
 /// The epoch rule: a job moves the epoch before it runs, so that the quota memo
 /// (`tasks::QuotaMemo`) forgets every count it holds, unless its mode says
-/// `keeping_epoch`. Only a job that records each change it makes in that memo itself
-/// may keep it: today only a create (`tasks::create`, through
-/// `SqliteStore::create_task`). So a new kind of write is right without a thought: both
-/// modes move the epoch, and so does `Executor::write`.
+/// `keeping_epoch`. Only a job that records each change it makes in that memo itself,
+/// or that changes nothing the memo holds (a user's limit or a day's use), may keep it:
+/// today single and batch creates (`tasks::create`, `tasks::create_batch`) and the
+/// record of a personal token's last use. So a new kind of write is right without a
+/// thought: both modes move the epoch, and so does `Executor::write`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mode {
     savepoint: bool,
