@@ -257,4 +257,45 @@ mod tests {
         assert!(throttle.acquire(keys(&["live"]), after_the_first_window).await.is_ok());
         assert!(throttle.acquire(keys(&["live"]), after_the_first_window).await.is_err(), "live kept its count");
     }
+
+    /// The limit is written twice, as the Lua script that Redis runs atomically and as
+    /// its in-memory fallback; this runs both through one sequence of attempts, refunds
+    /// and hours, and they must answer alike.
+    #[tokio::test]
+    #[ignore = "needs Redis at 127.0.0.1:6379"]
+    async fn the_redis_script_and_the_in_memory_fallback_answer_alike() {
+        let url = std::env::var("QUOTASK_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+        let prefix = format!("t{:016x}:", rand::random::<u64>());
+        let redis = RedisLink::new(&crate::config::RedisSettings { url, prefix }).unwrap();
+        let (shared, local) = (Throttle::new("test", 3, Some(redis)), Throttle::new("test", 3, None));
+        let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let at = |secs: i64| t0.checked_add(jiff::SignedDuration::from_secs(secs)).unwrap();
+        // (seconds after t0, keys, refund the attempt if it was counted)
+        let steps: &[(i64, &[&str], bool)] = &[
+            (0, &["a"], false),
+            (1, &["a", "b"], false),
+            (2, &["a"], true),
+            (3, &["a", "b"], false),
+            (4, &["a"], false),
+            (5, &["b"], false),
+            (6, &["a", "c"], false),
+            (3599, &["a"], false),
+            (3600, &["a"], false),
+            (3601, &["a", "b"], true),
+            (3602, &["b"], false),
+            (7300, &["b", "c"], false),
+        ];
+        for &(secs, names, refund) in steps {
+            let (one, two) = (shared.acquire(keys(names), at(secs)).await, local.acquire(keys(names), at(secs)).await);
+            let answers = (one.as_ref().err().copied(), two.as_ref().err().copied());
+            assert_eq!(answers.0, answers.1, "at +{secs}s for {names:?}");
+            if let (Ok(one), Ok(two)) = (one, two) {
+                assert!(one.in_redis, "Redis answered");
+                if refund {
+                    shared.refund(one).await;
+                    local.refund(two).await;
+                }
+            }
+        }
+    }
 }
