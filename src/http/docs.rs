@@ -127,7 +127,7 @@ impl Modify for CommonResponses {
                 if has_body {
                     add("400", "Malformed JSON");
                     add("408", "The body did not arrive within 10 s");
-                    add("413", "Body over 128 KiB");
+                    add("413", "Body over 128 KiB (8 MiB for a batch)");
                     add("415", "Body not sent as application/json");
                 }
                 if has_body || has_query {

@@ -171,7 +171,7 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload-too-large",
                 "Payload too large",
-                "the body is larger than 128 KiB".into(),
+                "the body is larger than this route accepts (128 KiB; 8 MiB for a batch)".into(),
             ),
             ApiError::RequestTimeout => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

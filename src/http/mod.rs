@@ -32,6 +32,10 @@ pub use self::state::AppState;
 /// to refuse junk cheaply.
 pub const BODY_LIMIT: usize = 128 * 1024;
 
+/// A batch's body: 100 tasks of 10,000 characters, each escaped at its longest (six
+/// bytes a character), fit; a larger body is refused before it is read.
+pub const BATCH_BODY_LIMIT: usize = 8 * 1024 * 1024;
+
 pub fn router(state: AppState) -> Router {
     crate::metrics::handle();
     Router::new()

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -21,7 +21,7 @@ pub use crate::service::tasks::TaskView;
 pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/tasks", post(create).get(list))
-        .route("/v1/tasks/batch", post(create_batch))
+        .route("/v1/tasks/batch", post(create_batch).layer(DefaultBodyLimit::max(super::BATCH_BODY_LIMIT)))
         .route("/v1/tasks/{id}", get(read).patch(update).delete(remove))
 }
 

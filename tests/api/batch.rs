@@ -173,3 +173,16 @@ async fn five_concurrent_repeats_of_a_keyed_batch_create_it_once() {
     assert_eq!(app.quota(&ann).await["used"], 3, "one batch's units");
     assert_eq!(app.all_tasks(&ann).await.len(), 3);
 }
+
+on_both_stores!(a_batch_of_a_hundred_tasks_of_the_longest_content_is_accepted);
+async fn a_batch_of_a_hundred_tasks_of_the_longest_content_is_accepted() {
+    let app = TestApp::spawn().await;
+    let ann = user_with_limit(&app, "ann", 100).await;
+    // 100 x 10,000 characters: about 2 MB of JSON, far past a single create's 128 KiB.
+    let contents: Vec<String> = (0..100).map(|i| format!("{i:05}{}", "é".repeat(9_995))).collect();
+
+    let res = post_batch(&app, &ann, &contents, None).await;
+
+    assert_eq!(res.status(), StatusCode::CREATED);
+    assert_eq!(app.quota(&ann).await["used"], 100);
+}
