@@ -149,7 +149,7 @@ def pgbench_script(url, prefix, n, out, shape="statement"):
     """create_task's database work in PostgreSQL's SQL: read the user row, consume one
     unit of quota with a conditional upsert into usage, insert the task.
 
-    shape "statement" is what the PostgreSQL store does (src/store/postgres/queries.rs,
+    shape "statement" is what the PostgreSQL store does (src/store/postgres/tasks.rs,
     `create_task` without an idempotency key): the user row in one statement, then the
     upsert and the insert in one statement with CTEs, each its own implicit transaction.
     shape "transaction" is the SQLite store's sequence in one explicit transaction.

@@ -112,8 +112,9 @@ pub enum Refreshed {
     Invalid,
 }
 
+/// All a store does, by concern; `Store` is what the application holds (`Arc<dyn Store>`).
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: AccountStore + AdminStore + TokenStore + TaskStore + Send + Sync + 'static {
     /// Whether the database answers; for `/readyz`.
     async fn ping(&self) -> Result<()>;
     /// A one-line description of durability settings, read back from the database.
@@ -123,6 +124,34 @@ pub trait Store: Send + Sync + 'static {
     /// The signing secret kept in the database; `candidate` is stored if none is yet.
     async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>>;
 
+    /// `session_user` and the units that user used on the day of `now` (in the zone
+    /// ruling then), for `GET /v1/me/quota`; a store may read both at once.
+    async fn session_usage(&self, session_id: Uuid, user_id: Uuid, now: Timestamp) -> Result<Option<(User, u32)>> {
+        let Some(user) = self.session_user(session_id, user_id).await? else { return Ok(None) };
+        let used = self.used(user.id, user.zone.window(now).day).await?;
+        Ok(Some((user, used)))
+    }
+    /// `personal_token_user` and the units the user used on the day of `now` (in the
+    /// zone ruling then), for `GET /v1/me/quota`; a store may read both at once.
+    async fn personal_token_usage(&self, hash: [u8; 32], now: Timestamp) -> Result<Option<(User, PersonalToken, u32)>> {
+        let Some((user, token)) = self.personal_token_user(hash).await? else { return Ok(None) };
+        let used = self.used(user.id, user.zone.window(now).day).await?;
+        Ok(Some((user, token, used)))
+    }
+    /// Claims period `period` of the periodic job `job`: true for exactly one caller per
+    /// period among all instances on this database (the claim is kept in `settings`; on
+    /// PostgreSQL a transaction-scoped advisory lock makes a concurrent claimer give up at
+    /// once instead of queueing).
+    async fn claim_job_period(&self, job: &str, period: i64) -> Result<bool>;
+    /// Deletes at most `batch` rows of what `step` of `rules` says is no longer needed;
+    /// how many it deleted. The job (`jobs`) runs the steps in order, each until a short
+    /// batch comes back.
+    async fn prune_step(&self, step: PruneStep, rules: &Prune, batch: u64) -> Result<u64>;
+}
+
+/// Users, their sign-in data, sessions and refresh tokens.
+#[async_trait]
+pub trait AccountStore: Send + Sync {
     async fn create_user(&self, user: NewUser, now: Timestamp) -> Result<User>;
     /// Whether `username`, or a name that looks like it (the same confusable skeleton),
     /// belongs to a user.
@@ -132,27 +161,9 @@ pub trait Store: Send + Sync + 'static {
     async fn user(&self, id: Uuid) -> Result<Option<User>>;
     /// The user behind an access token, if its session is still live.
     async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>>;
-    /// `session_user` and the units that user used on the day of `now` (in the zone
-    /// ruling then), for `GET /v1/me/quota`; a store may read both at once.
-    async fn session_usage(&self, session_id: Uuid, user_id: Uuid, now: Timestamp) -> Result<Option<(User, u32)>> {
-        let Some(user) = self.session_user(session_id, user_id).await? else { return Ok(None) };
-        let used = self.used(user.id, user.zone.window(now).day).await?;
-        Ok(Some((user, used)))
-    }
     /// Applies the user's own changes. A new password also deletes every personal token
     /// of the user, in the same transaction (docs/reliability.md, "password change").
     async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>>;
-    /// Users after `after` in id order, each with the quota used on their current day.
-    async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>>;
-    async fn admin_update_user(
-        &self,
-        actor: Option<Uuid>,
-        target: Uuid,
-        changes: AdminChanges,
-        now: Timestamp,
-    ) -> Result<Option<User>>;
-    async fn audit_trail(&self, target: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<AuditEntry>>;
-
     /// Opens a session (a refresh-token family) with its first refresh token.
     async fn create_session(
         &self,
@@ -170,7 +181,26 @@ pub trait Store: Send + Sync + 'static {
         expires_at: Timestamp,
     ) -> Result<Refreshed>;
     async fn revoke_session(&self, session_id: Uuid, now: Timestamp) -> Result<()>;
+}
 
+/// What administrators read and change, with the audit trail.
+#[async_trait]
+pub trait AdminStore: Send + Sync {
+    /// Users after `after` in id order, each with the quota used on their current day.
+    async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>>;
+    async fn admin_update_user(
+        &self,
+        actor: Option<Uuid>,
+        target: Uuid,
+        changes: AdminChanges,
+        now: Timestamp,
+    ) -> Result<Option<User>>;
+    async fn audit_trail(&self, target: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<AuditEntry>>;
+}
+
+/// Personal access tokens.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
     /// Keeps a new personal token of `user_id`, unless the user already holds `max`
     /// tokens (then `None`, and nothing is kept).
     async fn create_personal_token(
@@ -190,16 +220,13 @@ pub trait Store: Send + Sync + 'static {
     /// The token whose hash is `hash`, with its user: the one lookup a request made with
     /// a personal token costs, as `session_user` is for an access token.
     async fn personal_token_user(&self, hash: [u8; 32]) -> Result<Option<(User, PersonalToken)>>;
-    /// `personal_token_user` and the units the user used on the day of `now` (in the
-    /// zone ruling then), for `GET /v1/me/quota`; a store may read both at once.
-    async fn personal_token_usage(&self, hash: [u8; 32], now: Timestamp) -> Result<Option<(User, PersonalToken, u32)>> {
-        let Some((user, token)) = self.personal_token_user(hash).await? else { return Ok(None) };
-        let used = self.used(user.id, user.zone.window(now).day).await?;
-        Ok(Some((user, token, used)))
-    }
     /// Records a use of token `id` at `now`, unless a later one is recorded already.
     async fn touch_personal_token(&self, id: Uuid, now: Timestamp) -> Result<()>;
+}
 
+/// Tasks and the quota that guards their creation.
+#[async_trait]
+pub trait TaskStore: Send + Sync {
     /// Checks and consumes one unit of the user's quota for the day of `now` and
     /// inserts the task, as one atomic step. The day comes from `user`'s zone as the
     /// request read it (a zone change only takes effect at a midnight); the limit is
@@ -229,16 +256,6 @@ pub trait Store: Send + Sync + 'static {
     async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>>;
     async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>>;
     async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool>;
-
-    /// Claims period `period` of the periodic job `job`: true for exactly one caller per
-    /// period among all instances on this database (the claim is kept in `settings`; on
-    /// PostgreSQL a transaction-scoped advisory lock makes a concurrent claimer give up at
-    /// once instead of queueing).
-    async fn claim_job_period(&self, job: &str, period: i64) -> Result<bool>;
-    /// Deletes at most `batch` rows of what `step` of `rules` says is no longer needed;
-    /// how many it deleted. The job (`jobs`) runs the steps in order, each until a short
-    /// batch comes back.
-    async fn prune_step(&self, step: PruneStep, rules: &Prune, batch: u64) -> Result<u64>;
 }
 
 /// A UUIDv7 for `now`: its leading 48 bits are exactly `now`'s unix milliseconds (the

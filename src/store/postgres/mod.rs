@@ -7,10 +7,11 @@
 //! Times are kept as unix microseconds (UTC) in `bigint`, as in the SQLite schema, so
 //! both stores read back exactly the instant they were given; days are `date`.
 
+mod accounts;
+mod admin;
 mod batch;
 mod jobs;
 mod pool;
-mod queries;
 mod rows;
 mod skeletons;
 mod tasks;
@@ -22,12 +23,14 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use sqlx::Connection as _;
+use async_trait::async_trait;
 use sqlx::error::{BoxDynError, ErrorKind};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{Connection as _, Row as _};
 
-use super::{Result, StoreError};
+use super::{Result, Store, StoreError};
+use crate::domain::prune::{Prune, PruneStep};
 
 /// Session settings sent in the start-up packet (no extra round trip), unless the
 /// database URL sets them itself (`?options[statement_timeout]=...`). A statement that
@@ -154,6 +157,58 @@ fn classify(e: sqlx::Error) -> StoreError {
             StoreError::Unavailable(e.to_string())
         }
         _ => StoreError::Internal(e.into()),
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        bounded(self.db.run(async |c| sqlx::query("select 1").execute(&mut *c).await.map(drop).map_err(classify))).await
+    }
+
+    async fn durability(&self) -> Result<String> {
+        bounded(self.db.run(async |c| {
+            let row = sqlx::query(
+                "select current_setting('synchronous_commit') as synchronous_commit,
+                        current_setting('fsync') as fsync,
+                        current_setting('full_page_writes') as full_page_writes",
+            )
+            .fetch_one(&mut *c)
+            .await
+            .map_err(classify)?;
+            let get = |name: &str| row.try_get::<String, _>(name).map_err(classify);
+            let (commit, fsync, pages) = (get("synchronous_commit")?, get("fsync")?, get("full_page_writes")?);
+            if commit == "off" || fsync == "off" {
+                tracing::warn!(synchronous_commit = %commit, fsync = %fsync, "PostgreSQL may lose acknowledged tasks on a crash");
+            }
+            Ok(format!("postgres synchronous_commit={commit} fsync={fsync} full_page_writes={pages}"))
+        }))
+        .await
+    }
+
+    async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>> {
+        bounded(self.db.run(async |c| {
+            // Two statements: a select in the insert's own statement would not see a
+            // secret that another instance committed while this one waited for it.
+            sqlx::query("insert into settings (key, value) values ('jwt_secret', $1) on conflict (key) do nothing")
+                .bind(candidate)
+                .execute(&mut *c)
+                .await
+                .map_err(classify)?;
+            sqlx::query_scalar("select value from settings where key = 'jwt_secret'")
+                .fetch_one(&mut *c)
+                .await
+                .map_err(classify)
+        }))
+        .await
+    }
+
+    async fn claim_job_period(&self, job: &str, period: i64) -> Result<bool> {
+        bounded(self.claim(format!("job:{job}"), period)).await
+    }
+
+    async fn prune_step(&self, step: PruneStep, rules: &Prune, batch: u64) -> Result<u64> {
+        self.prune_step_of(step, rules, batch).await
     }
 }
 

@@ -1,16 +1,18 @@
 //! Tasks and the quota's counter: the one statement that checks, consumes and inserts,
 //! the idempotent create around it, and the reads a create's answer needs.
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Row as _};
 use uuid::Uuid;
 
-use super::classify;
-use super::rows::{self, TASK_COLUMNS, decode, internal, micros};
-use crate::domain::{DayWindow, QuotaStatus, Task, TimeZoneName};
-use crate::domain::{IdempotencyKey, idempotency};
-use crate::store::{Created, Result, StoreError};
+use super::rows::{TASK_COLUMNS, decode, internal, micros};
+use super::{PostgresStore, batch, bounded, classify, rows};
+use crate::domain::{
+    DayWindow, IdempotencyKey, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, TimeZoneName, User, idempotency,
+};
+use crate::store::{Created, CreatedBatch, Result, StoreError, TaskStore, new_id};
 
 /// Checks and consumes a unit of the task's day and inserts the task, in one statement:
 /// `(limit, Some(used))` if created, `(limit, None)` if the limit is reached.
@@ -175,4 +177,112 @@ pub(super) async fn load_task(c: &mut PgConnection, user_id: Uuid, id: Uuid) -> 
         .await
         .map_err(classify)?;
     row.as_ref().map(|r| decode(r, rows::task)).transpose()
+}
+
+#[async_trait]
+impl TaskStore for PostgresStore {
+    async fn create_task(
+        &self,
+        user: &User,
+        content: TaskContent,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<Created> {
+        let user_id = user.id;
+        bounded(self.db.run(async |c| {
+            // The day comes from the user's zone, which only Rust knows how to apply
+            // (the time-zone database ships in the binary); the request has the user
+            // already. A concurrent zone change cannot move the day of `now`: it only
+            // takes effect at the next local midnight (docs/quota.md item 4).
+            let window = user.zone.window(now);
+            let timezone = user.zone.effective(now).clone();
+            let task = Task::new(new_id(now), content.into_string(), window.day, now);
+            let Some(key) = idempotency else {
+                // One statement, so one implicit transaction and one round trip.
+                let (limit, used) = consume_and_insert(&mut *c, user_id, &task).await?;
+                return created(c, user_id, task, limit, used, window, timezone).await;
+            };
+            create_keyed(c, user_id, task, key, window, timezone, now).await
+        }))
+        .await
+    }
+
+    async fn create_tasks(
+        &self,
+        user: &User,
+        contents: Vec<TaskContent>,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<CreatedBatch> {
+        let user_id = user.id;
+        bounded(self.db.run(async |c| {
+            let window = user.zone.window(now);
+            let timezone = user.zone.effective(now).clone();
+            let tasks =
+                contents.into_iter().map(|content| Task::new(new_id(now), content.into_string(), window.day, now));
+            batch::create(c, user_id, tasks.collect(), idempotency, window, timezone, now).await
+        }))
+        .await
+    }
+
+    async fn used(&self, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
+        bounded(self.db.run(async |c| used_on(c, user_id, day).await)).await
+    }
+
+    async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {
+        bounded(self.db.run(async |c| {
+            sqlx::query(&format!(
+                "select {TASK_COLUMNS} from tasks where user_id = $1 and ($2::text is null or day = $2::date)
+                 and ($3::boolean is null or done = $3) and ($4::uuid is null or id < $4) order by id desc limit $5"
+            ))
+            .bind(user_id)
+            .bind(filter.day.map(|d| d.to_string()))
+            .bind(filter.done)
+            .bind(filter.before)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&mut *c)
+            .await
+            .map_err(classify)?
+            .iter()
+            .map(|r| decode(r, rows::task))
+            .collect()
+        }))
+        .await
+    }
+
+    async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
+        bounded(self.db.run(async |c| load_task(c, user_id, id).await)).await
+    }
+
+    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>> {
+        bounded(self.db.run(async |c| {
+            let row = sqlx::query(&format!(
+                "update tasks set content = coalesce($3, content), done = coalesce($4, done), updated_at = $5
+                 where id = $1 and user_id = $2 returning {TASK_COLUMNS}"
+            ))
+            .bind(id)
+            .bind(user_id)
+            .bind(patch.content.as_ref().map(TaskContent::as_str))
+            .bind(patch.done)
+            .bind(micros(now))
+            .fetch_optional(&mut *c)
+            .await
+            .map_err(classify)?;
+            row.as_ref().map(|r| decode(r, rows::task)).transpose()
+        }))
+        .await
+    }
+
+    async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        bounded(self.db.run(async |c| {
+            sqlx::query("delete from tasks where id = $1 and user_id = $2")
+                .bind(id)
+                .bind(user_id)
+                .execute(&mut *c)
+                .await
+                .map(|done| done.rows_affected() > 0)
+                .map_err(classify)
+        }))
+        .await
+    }
 }

@@ -1,15 +1,16 @@
 //! Personal access tokens on PostgreSQL: the statements behind the `Store` methods.
 //! Nothing is cached: a deleted token must stop working on every instance at once.
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection as _, Row as _};
 use uuid::Uuid;
 
-use super::classify;
-use super::rows::{self, USER_COLUMNS, decode, micros};
+use super::rows::{USER_COLUMNS, decode, micros};
+use super::{PostgresStore, bounded, classify, rows};
 use crate::domain::{PersonalToken, Scopes, User};
-use crate::store::{NewPersonalToken, Result, new_id};
+use crate::store::{NewPersonalToken, Result, TokenStore, new_id};
 
 /// The token columns, for a query that names `personal_tokens` as `t`; aliased, since a
 /// lookup also reads the user's `id` and `created_at`.
@@ -127,4 +128,37 @@ pub(super) async fn touch(c: &mut PgConnection, id: Uuid, now: Timestamp) -> Res
     .await
     .map(drop)
     .map_err(classify)
+}
+
+#[async_trait]
+impl TokenStore for PostgresStore {
+    async fn create_personal_token(
+        &self,
+        user_id: Uuid,
+        token: NewPersonalToken,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Option<PersonalToken>> {
+        bounded(self.db.run(async |c| create(c, user_id, token, max, now).await)).await
+    }
+
+    async fn personal_tokens(&self, user_id: Uuid) -> Result<Vec<PersonalToken>> {
+        bounded(self.db.run(async |c| list(c, user_id).await)).await
+    }
+
+    async fn personal_token(&self, user_id: Uuid, id: Uuid) -> Result<Option<PersonalToken>> {
+        bounded(self.db.run(async |c| one(c, user_id, id).await)).await
+    }
+
+    async fn delete_personal_token(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        bounded(self.db.run(async |c| delete(c, user_id, id).await)).await
+    }
+
+    async fn personal_token_user(&self, hash: [u8; 32]) -> Result<Option<(User, PersonalToken)>> {
+        bounded(self.db.run(async |c| by_hash(c, hash).await)).await
+    }
+
+    async fn touch_personal_token(&self, id: Uuid, now: Timestamp) -> Result<()> {
+        bounded(self.db.run(async |c| touch(c, id, now).await)).await
+    }
 }

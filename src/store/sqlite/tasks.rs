@@ -4,14 +4,20 @@
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
-use jiff::{Timestamp, civil::Date};
+use async_trait::async_trait;
+use jiff::Timestamp;
+use jiff::civil::Date;
 use rusqlite::{Connection, OptionalExtension, params};
 use uuid::Uuid;
 
+use super::SqliteStore;
+use super::executor::Mode;
 use super::rows::{TASK_COLUMNS, conversion, from_micros, internal, micros, task_from_row, uuid_at};
-use crate::domain::{DayWindow, QuotaStatus, Task, TaskContent, TimeZoneName, admits};
-use crate::domain::{IdempotencyKey, idempotency};
-use crate::store::{Created, CreatedBatch, Result, decode_batch, encode_batch, new_id};
+use crate::domain::{
+    DayWindow, IdempotencyKey, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, TimeZoneName, User, admits,
+    idempotency,
+};
+use crate::store::{Created, CreatedBatch, Result, TaskStore, decode_batch, encode_batch, new_id};
 
 /// The writer's record of users' limits and their use on one day each, as its own
 /// transactions left them, so that a create need not read them back: that read was a
@@ -297,6 +303,130 @@ pub(super) fn day_bounds(day: Date) -> (Uuid, Uuid) {
     };
     let shift = |days: i64| day.checked_add(jiff::Span::new().days(days)).ok();
     (at(shift(-2)), at(shift(3)))
+}
+
+#[async_trait]
+impl TaskStore for SqliteStore {
+    async fn create_task(
+        &self,
+        user: &User,
+        content: TaskContent,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<Created> {
+        let new = NewTask {
+            user_id: user.id,
+            window: user.zone.window(now),
+            timezone: user.zone.effective(now).clone(),
+            content,
+            idempotency,
+            now,
+        };
+        // Without a key the create changes the database in one statement; it records
+        // what it changes in the quota memo, so it keeps the epoch.
+        let mode = if new.idempotency.is_some() { Mode::SAVEPOINT } else { Mode::ONE_STATEMENT }.keeping_epoch();
+        let (memo, epoch) = (self.quota_memo.clone(), self.executor.epoch());
+        self.executor.write_with(mode, move |c| create(c, &mut QuotaMemo::lock(&memo), epoch.get(), new)).await
+    }
+
+    async fn create_tasks(
+        &self,
+        user: &User,
+        contents: Vec<TaskContent>,
+        idempotency: Option<IdempotencyKey>,
+        now: Timestamp,
+    ) -> Result<CreatedBatch> {
+        let new = NewBatch {
+            user_id: user.id,
+            window: user.zone.window(now),
+            timezone: user.zone.effective(now).clone(),
+            contents,
+            idempotency,
+            now,
+        };
+        // Several statements: the savepoint makes the batch all or nothing. It records
+        // what it changes in the quota memo, so it keeps the epoch.
+        let mode = Mode::SAVEPOINT.keeping_epoch();
+        let (memo, epoch) = (self.quota_memo.clone(), self.executor.epoch());
+        self.executor.write_with(mode, move |c| create_batch(c, &mut QuotaMemo::lock(&memo), epoch.get(), new)).await
+    }
+
+    async fn used(&self, user_id: Uuid, day: Date) -> Result<u32> {
+        self.executor.read(move |c| used_on(c, user_id, day)).await
+    }
+
+    async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {
+        // Always a range of the (user_id, id) key, so the scan starts where the page does.
+        let (mut low, mut high) = (String::new(), "~".to_owned());
+        if let Some(day) = filter.day {
+            let (from, to) = day_bounds(day);
+            (low, high) = (from.to_string(), to.to_string());
+        }
+        if let Some(before) = filter.before {
+            high = high.min(before.to_string());
+        }
+        self.executor
+            .read(move |c| {
+                c.prepare_cached(&format!(
+                    "select {TASK_COLUMNS} from tasks where user_id = ?1 and id >= ?2 and id < ?3
+                     and (?4 is null or day = ?4) and (?5 is null or done = ?5) order by id desc limit ?6"
+                ))
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![
+                            user_id.to_string(),
+                            low,
+                            high,
+                            filter.day.map(|d| d.to_string()),
+                            filter.done,
+                            filter.limit
+                        ],
+                        task_from_row,
+                    )?
+                    .collect()
+                })
+                .map_err(internal)
+            })
+            .await
+    }
+
+    async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>> {
+        self.executor.read(move |c| load_task(c, user_id, id)).await
+    }
+
+    async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>> {
+        self.executor
+            .write(move |c| {
+                let changed = c
+                    .execute(
+                        "update tasks set content = coalesce(?3, content), done = coalesce(?4, done), updated_at = ?5
+                         where id = ?1 and user_id = ?2",
+                        params![
+                            id.to_string(),
+                            user_id.to_string(),
+                            patch.content.as_ref().map(TaskContent::as_str),
+                            patch.done,
+                            micros(now)
+                        ],
+                    )
+                    .map_err(internal)?;
+                if changed == 0 {
+                    return Ok(None);
+                }
+                load_task(c, user_id, id)
+            })
+            .await
+    }
+
+    async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        self.executor
+            .write(move |c| {
+                c.execute("delete from tasks where id = ?1 and user_id = ?2", [id.to_string(), user_id.to_string()])
+                    .map(|n| n > 0)
+                    .map_err(internal)
+            })
+            .await
+    }
 }
 
 #[cfg(test)]

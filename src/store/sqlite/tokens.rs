@@ -1,13 +1,16 @@
 //! Personal access tokens on SQLite: the statements behind the `Store` methods (the
 //! cache in front of the lookup is `sessions`).
 
+use async_trait::async_trait;
 use jiff::Timestamp;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
+use super::SqliteStore;
+use super::executor::Mode;
 use super::rows::{USER_COLUMNS, conversion, from_micros, internal, micros, user_from_row, uuid_at};
 use crate::domain::{PersonalToken, Scopes, User};
-use crate::store::{NewPersonalToken, Result, new_id};
+use crate::store::{NewPersonalToken, Result, TokenStore, new_id};
 
 /// The token columns, for a query that names `personal_tokens` as `t`.
 const TOKEN_COLUMNS: &str = "t.id, t.name, t.scopes, t.created_at, t.expires_at, t.last_used_at";
@@ -111,4 +114,49 @@ pub(super) fn touch(c: &Connection, id: Uuid, now: Timestamp) -> Result<()> {
     .and_then(|mut s| s.execute(params![id.to_string(), micros(now)]))
     .map(drop)
     .map_err(internal)
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn create_personal_token(
+        &self,
+        user_id: Uuid,
+        token: NewPersonalToken,
+        max: u32,
+        now: Timestamp,
+    ) -> Result<Option<PersonalToken>> {
+        // A token never looked up cannot be cached: no entry to forget.
+        self.executor.write(move |c| create(c, user_id, token, max, now)).await
+    }
+
+    async fn personal_tokens(&self, user_id: Uuid) -> Result<Vec<PersonalToken>> {
+        self.executor.read(move |c| list(c, user_id)).await
+    }
+
+    async fn personal_token(&self, user_id: Uuid, id: Uuid) -> Result<Option<PersonalToken>> {
+        self.executor.read(move |c| one(c, user_id, id)).await
+    }
+
+    async fn delete_personal_token(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+        self.write_accounts(move |c| delete(c, user_id, id)).await
+    }
+
+    async fn personal_token_user(&self, hash: [u8; 32]) -> Result<Option<(User, PersonalToken)>> {
+        if let Some(found) = self.sessions.token(&hash) {
+            return Ok(Some(found));
+        }
+        let generation = self.sessions.generation();
+        let found = self.executor.read(move |c| by_hash(c, hash)).await?;
+        if let Some(found) = &found {
+            self.sessions.keep_token(generation, hash, found);
+        }
+        Ok(found)
+    }
+
+    async fn touch_personal_token(&self, id: Uuid, now: Timestamp) -> Result<()> {
+        // One statement, so no savepoint; and it changes no limit or day's use, so the
+        // writer's quota memo stays valid across it.
+        let mode = Mode::ONE_STATEMENT.keeping_epoch();
+        self.executor.write_with(mode, move |c| touch(c, id, now)).await
+    }
 }

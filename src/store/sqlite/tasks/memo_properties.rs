@@ -18,7 +18,7 @@ use crate::domain::idempotency::remembered_since;
 use crate::domain::{AdminChanges, IdempotencyKey, Role, TaskContent, TimeZoneName, UserZone, Username};
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::executor::Mode;
-use crate::store::{Created, CreatedBatch, NewUser, Store, UserChanges};
+use crate::store::{AccountStore, AdminStore, Created, CreatedBatch, NewUser, TaskStore, UserChanges};
 
 const USERS: usize = 3;
 const ZONES: &[&str] = &["UTC", "Pacific/Kiritimati", "America/St_Johns", "Pacific/Niue"];
