@@ -10,6 +10,7 @@
 mod accounts;
 mod admin;
 mod batch;
+mod hosts;
 mod jobs;
 mod pool;
 mod rows;
@@ -26,7 +27,6 @@ use anyhow::Context as _;
 use async_trait::async_trait;
 use sqlx::error::{BoxDynError, ErrorKind};
 use sqlx::migrate::{Migration, MigrationSource, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::{Connection as _, Row as _};
 
 use super::{Result, Store, StoreError};
@@ -65,17 +65,16 @@ impl PostgresStore {
     /// Applies the migrations (under sqlx's advisory lock, so instances starting
     /// together are safe) and opens a pool of at most `max_connections`.
     pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
-        let mut options: PgConnectOptions =
-            url.parse().context("QUOTASK_DATABASE_URL is not a valid PostgreSQL URL")?;
-        if options.get_application_name().is_none() {
-            options = options.application_name("quotask");
-        }
-        migrate(&options).await?;
-        let set = options.get_options().unwrap_or_default().to_owned();
-        let defaults = SESSION_DEFAULTS.iter().filter(|(key, _)| !set.contains(&format!("{key}=")));
-        let db = pool::Pool::open(options.options(defaults.copied()), max_connections)
-            .await
-            .context("cannot connect to PostgreSQL")?;
+        let hosts = hosts::Hosts::parse(url).context("QUOTASK_DATABASE_URL is not a valid PostgreSQL URL")?;
+        let named = hosts.first().get_application_name().is_some();
+        let hosts = hosts.map(|options| if named { options } else { options.application_name("quotask") });
+        migrate(&hosts).await?;
+        let hosts = hosts.map(|options| {
+            let set = options.get_options().unwrap_or_default().to_owned();
+            let defaults = SESSION_DEFAULTS.iter().filter(|(key, _)| !set.contains(&format!("{key}=")));
+            options.options(defaults.copied())
+        });
+        let db = pool::Pool::open(hosts, max_connections).await.context("cannot connect to PostgreSQL")?;
         Ok(Self { db })
     }
 }
@@ -83,8 +82,8 @@ impl PostgresStore {
 /// Runs the migrations, then fills in the skeletons SQL cannot compute, on a connection
 /// of their own, without the statement timeout: a migration may legitimately take
 /// longer, and waiting for another instance's migration lock is expected.
-async fn migrate(options: &PgConnectOptions) -> anyhow::Result<()> {
-    let mut conn = PgConnection::connect_with(options).await.context("cannot connect to PostgreSQL")?;
+async fn migrate(hosts: &hosts::Hosts) -> anyhow::Result<()> {
+    let mut conn = hosts.connect().await.context("cannot connect to PostgreSQL")?;
     let migrator = Migrator::new(Embedded).await?;
     migrator.run(&mut conn).await.context("PostgreSQL migrations failed")?;
     skeletons::fill_in(&mut conn).await.context("cannot fill in the usernames' skeletons")?;

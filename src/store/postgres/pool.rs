@@ -14,11 +14,12 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use sqlx::Connection as _;
-use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::postgres::PgConnection;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
 use super::classify;
+use super::hosts::Hosts;
 use crate::store::{Result, StoreError};
 
 /// How long a call waits for a connection (a free one, or a new one while the server
@@ -41,7 +42,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(10);
 const RETRY_MAX: Duration = Duration::from_millis(250);
 
 pub(super) struct Pool {
-    options: PgConnectOptions,
+    /// Where connections are opened: one host, or several of which one is chosen.
+    hosts: Hosts,
     /// One permit for each call holding a connection. A connection is opened only when
     /// none is idle, so there are never more connections than permits.
     permits: Semaphore,
@@ -66,10 +68,10 @@ struct Lease<'p> {
 impl Pool {
     /// A pool of at most `max` connections; one is opened now, so a wrong address or
     /// password is reported at start-up.
-    pub(super) async fn open(options: PgConnectOptions, max: u32) -> std::result::Result<Self, sqlx::Error> {
-        let conn = PgConnection::connect_with(&options).await?;
+    pub(super) async fn open(hosts: Hosts, max: u32) -> std::result::Result<Self, sqlx::Error> {
+        let conn = hosts.connect().await?;
         let max = usize::try_from(max.max(1)).unwrap_or(usize::MAX).min(Semaphore::MAX_PERMITS);
-        Ok(Self { options, permits: Semaphore::new(max), idle: Mutex::new(vec![Idle { conn, since: Instant::now() }]) })
+        Ok(Self { hosts, permits: Semaphore::new(max), idle: Mutex::new(vec![Idle { conn, since: Instant::now() }]) })
     }
 
     /// Runs `work` on a connection of its own. If `work` is cancelled (its request
@@ -103,7 +105,7 @@ impl Pool {
         }
         let mut pause = RETRY_FIRST;
         loop {
-            let error = match tokio::time::timeout_at(deadline, PgConnection::connect_with(&self.options)).await {
+            let error = match tokio::time::timeout_at(deadline, self.hosts.connect()).await {
                 Ok(Ok(conn)) => return Ok(Lease { conn, _permit: permit }),
                 Ok(Err(e)) => classify(e),
                 Err(_) => StoreError::Unavailable("no connection to the database in time".into()),
@@ -138,10 +140,17 @@ mod tests {
 
     use super::*;
 
-    fn server() -> PgConnectOptions {
-        let url = std::env::var("QUOTASK_TEST_POSTGRES_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-        url.parse().expect("a PostgreSQL URL")
+    fn url() -> String {
+        std::env::var("QUOTASK_TEST_POSTGRES_URL")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
+    fn server() -> Hosts {
+        Hosts::parse(&url()).expect("a PostgreSQL URL")
+    }
+
+    fn options() -> sqlx::postgres::PgConnectOptions {
+        url().parse().expect("a PostgreSQL URL")
     }
 
     async fn backend_pid(pool: &Pool) -> i32 {
@@ -152,7 +161,7 @@ mod tests {
 
     /// Ends the server's side of connection `pid`, and waits until it is gone.
     async fn cut(pid: i32) {
-        let mut other = PgConnection::connect_with(&server()).await.unwrap();
+        let mut other = PgConnection::connect_with(&options()).await.unwrap();
         sqlx::query("select pg_terminate_backend($1, 5000)").bind(pid).execute(&mut other).await.unwrap();
     }
 
@@ -193,7 +202,7 @@ mod tests {
             })
             .await;
         assert!(matches!(failed, Err(StoreError::Internal(_))), "{failed:?}");
-        let mut other = PgConnection::connect_with(&server()).await.unwrap();
+        let mut other = PgConnection::connect_with(&options()).await.unwrap();
         let free: bool =
             sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(key).fetch_one(&mut other).await.unwrap();
         assert!(free, "the failed transaction's lock is still held by the idle connection");
