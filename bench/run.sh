@@ -349,7 +349,8 @@ bench_backend() {
     jobs0=$(metric "$url" quotask_db_group_commit_jobs_sum)
     commits0=$(metric "$url" quotask_db_group_commit_jobs_count)
     scenario "$name-create" "$url" POST /v1/tasks "$tokens" "$body"
-    # The SQLite writer's group commits during the scenario, from the server's metrics.
+    # The group commits during the scenario (the SQLite writer's commits, or PostgreSQL
+    # groups' statements), from the server's metrics.
     local jobs1 commits1
     jobs1=$(metric "$url" quotask_db_group_commit_jobs_sum)
     commits1=$(metric "$url" quotask_db_group_commit_jobs_count)

@@ -15,6 +15,7 @@ pub const SIGNUP_THROTTLED: &str = "quotask_signup_throttled_total";
 pub const PASSWORD_HASHES: &str = "quotask_password_hashes_total";
 /// SQLite reads asked for and not yet answered (waiting for or running on the reader).
 pub const DB_READS_IN_FLIGHT: &str = "quotask_db_reads_in_flight";
+/// Jobs per commit of the SQLite writer; creates per statement of a PostgreSQL group.
 pub const DB_GROUP_COMMIT_SIZE: &str = "quotask_db_group_commit_jobs";
 /// 1 while Redis answers, 0 during an outage (only with `QUOTASK_REDIS_URL`).
 pub const REDIS_UP: &str = "quotask_redis_up";

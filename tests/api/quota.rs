@@ -67,6 +67,44 @@ async fn two_hundred_concurrent_creates_for_a_limit_of_ten_give_exactly_ten() {
     assert_eq!(app.quota(&carol).await["used"], 10);
 }
 
+on_both_stores!(many_users_creating_at_once_each_get_exactly_their_own_limit);
+/// Creates of many users at once share group commits (on PostgreSQL, one statement for
+/// the creates of a moment): each user still gets exactly their own limit, each 201
+/// reports its own place in the day, and a user over the limit fails no one else.
+async fn many_users_creating_at_once_each_get_exactly_their_own_limit() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin("root").await;
+    let mut users = Vec::new();
+    for limit in 0..10u32 {
+        let name = format!("user{limit}");
+        let user = app.sign_up(&name).await;
+        app.set_limit(&admin, user["id"].as_str().unwrap(), i64::from(limit)).await;
+        users.push((limit, app.sign_in(&name).await));
+    }
+    let requests = users.iter().flat_map(|(_, token)| (0..6).map(move |i| (token, format!("task {i}"))));
+    let requests: Vec<_> = requests.collect();
+    let answers =
+        futures::future::join_all(requests.iter().map(|(token, content)| app.create_task(token, content))).await;
+
+    for (n, (limit, token)) in users.iter().enumerate() {
+        let mine = &answers[n * 6..n * 6 + 6];
+        let mut remaining: Vec<String> = mine
+            .iter()
+            .filter(|r| r.status() == StatusCode::CREATED)
+            .map(|r| header(r, "ratelimit").split(';').nth(1).unwrap().to_owned())
+            .collect();
+        remaining.sort();
+        let expected_created = (*limit).min(6);
+        let mut expected: Vec<String> = (0..expected_created).map(|k| format!("r={}", limit - 1 - k)).collect();
+        expected.sort();
+        assert_eq!(remaining, expected, "user with limit {limit}: each 201 has its own place in the day");
+        let refused = mine.iter().filter(|r| r.status() == StatusCode::TOO_MANY_REQUESTS).count();
+        assert_eq!(refused, 6 - expected_created as usize, "user with limit {limit}");
+        assert_eq!(app.all_tasks(token).await.len(), expected_created as usize);
+        assert_eq!(app.quota(token).await["used"], expected_created);
+    }
+}
+
 on_both_stores!(a_limit_changed_mid_day_applies_at_once_up_and_down);
 async fn a_limit_changed_mid_day_applies_at_once_up_and_down() {
     let app = TestApp::spawn().await;

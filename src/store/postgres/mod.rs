@@ -10,6 +10,7 @@
 mod accounts;
 mod admin;
 mod batch;
+mod group;
 mod hosts;
 mod jobs;
 mod pool;
@@ -21,6 +22,7 @@ mod tokens;
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -54,11 +56,14 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "username_skeletons", include_str!("migrations/0004_username_skeletons.sql")),
     (5, "idempotent_batches", include_str!("migrations/0005_idempotent_batches.sql")),
     (6, "personal_tokens", include_str!("migrations/0006_personal_tokens.sql")),
+    (7, "group_commit", include_str!("migrations/0007_group_commit.sql")),
 ];
 
 pub struct PostgresStore {
     /// The connections, each lent to one call at a time (see `pool` for why not sqlx's).
-    db: pool::Pool,
+    db: Arc<pool::Pool>,
+    /// Plain creates, many users' at once in one statement (see `group`).
+    group: group::Group,
 }
 
 impl PostgresStore {
@@ -74,8 +79,9 @@ impl PostgresStore {
             let defaults = SESSION_DEFAULTS.iter().filter(|(key, _)| !set.contains(&format!("{key}=")));
             options.options(defaults.copied())
         });
-        let db = pool::Pool::open(hosts, max_connections).await.context("cannot connect to PostgreSQL")?;
-        Ok(Self { db })
+        let db = Arc::new(pool::Pool::open(hosts, max_connections).await.context("cannot connect to PostgreSQL")?);
+        let group = group::Group::start(db.clone());
+        Ok(Self { db, group })
     }
 }
 

@@ -189,22 +189,24 @@ impl TaskStore for PostgresStore {
         now: Timestamp,
     ) -> Result<Created> {
         let user_id = user.id;
-        bounded(self.db.run(async |c| {
-            // The day comes from the user's zone, which only Rust knows how to apply
-            // (the time-zone database ships in the binary); the request has the user
-            // already. A concurrent zone change cannot move the day of `now`: it only
-            // takes effect at the next local midnight (docs/quota.md item 4).
-            let window = user.zone.window(now);
-            let timezone = user.zone.effective(now).clone();
-            let task = Task::new(new_id(now), content.into_string(), window.day, now);
-            let Some(key) = idempotency else {
-                // One statement, so one implicit transaction and one round trip.
-                let (limit, used) = consume_and_insert(&mut *c, user_id, &task).await?;
-                return created(c, user_id, task, limit, used, window, timezone).await;
-            };
-            create_keyed(c, user_id, task, key, window, timezone, now).await
-        }))
-        .await
+        // The day comes from the user's zone, which only Rust knows how to apply (the
+        // time-zone database ships in the binary); the request has the user already. A
+        // concurrent zone change cannot move the day of `now`: it only takes effect at
+        // the next local midnight (docs/quota.md item 4).
+        let window = user.zone.window(now);
+        let timezone = user.zone.effective(now).clone();
+        let task = Task::new(new_id(now), content.into_string(), window.day, now);
+        let Some(key) = idempotency else {
+            // With the other creates of this moment: one statement, one round trip and
+            // one commit for the group (`group`).
+            let (limit, used) = self.group.create(user_id, task.clone()).await?;
+            if let Some(used) = used {
+                return Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone }));
+            }
+            return bounded(self.db.run(async |c| created(c, user_id, task, limit, None, window, timezone).await))
+                .await;
+        };
+        bounded(self.db.run(async |c| create_keyed(c, user_id, task, key, window, timezone, now).await)).await
     }
 
     async fn create_tasks(
