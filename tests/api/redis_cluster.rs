@@ -13,7 +13,7 @@ use quotask::jobs::Outcome;
 use reqwest::StatusCode;
 
 use crate::helpers::PASSWORD;
-use crate::redis_harness::{EventStream, instances, until_relaying};
+use crate::redis_harness::{EventStream, instances, until_redis_is_up, until_relaying};
 use crate::redis_outage::{sign_in_from, trusting_localhost};
 
 /// Runs the test `$name` on both stores, both ignored unless asked for, like the other
@@ -128,6 +128,16 @@ impl TestCluster {
         (all, in_slot)
     }
 
+    /// Starts the node on `port` again, with the node file it left (its identity and
+    /// slots), and waits until the cluster is whole.
+    async fn restart(&mut self, port: u16) {
+        let child = spawn_node(self.dir.path(), port);
+        self.nodes.iter_mut().find(|(p, _)| *p == port).unwrap().1 = Some(child);
+        for &(port, _) in &self.nodes {
+            self.until(port, &["cluster", "info"], "cluster_state:ok").await;
+        }
+    }
+
     fn kill(&mut self, port: u16) {
         let node = self.nodes.iter_mut().find(|(p, _)| *p == port).unwrap();
         if let Some(mut child) = node.1.take() {
@@ -141,7 +151,7 @@ fn spawn_node(dir: &Path, port: u16) -> Child {
     let config: PathBuf = dir.join(format!("nodes-{port}.conf"));
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args(["--cluster-enabled", "yes", "--cluster-config-file"])
+        .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "1000", "--cluster-config-file"])
         .arg(&config)
         .args(["--save", "", "--appendonly", "no", "--daemonize", "no", "--dir"])
         .arg(dir)
@@ -230,5 +240,176 @@ async fn instances_share_throttling_events_and_job_claims_through_a_cluster_and_
     assert_eq!(a.create_task(&ann, "local").await.status(), StatusCode::CREATED);
     assert_eq!(local.next(Duration::from_secs(2)).await.unwrap().data["content"], "local", "events stay local");
     assert!(started.elapsed() < Duration::from_secs(2));
-    drop(cluster);
+
+    // The master comes back (same port, same node file, so the same slots): the probe
+    // sees the slot served again, and the instances share once more.
+    cluster.restart(owner).await;
+    until_redis_is_up(&apps, Duration::from_secs(10)).await;
+    until_relaying(&apps).await;
+    a.sign_up("frank").await;
+    for i in 0..3 {
+        let app = apps[i % 2];
+        assert_eq!(sign_in_from(app, "frank", "wrong", &format!("10.3.0.{i}")).await.0, StatusCode::UNAUTHORIZED);
+    }
+    for app in apps {
+        let shared = sign_in_from(app, "frank", PASSWORD, "10.3.1.1").await.0;
+        assert_eq!(shared, StatusCode::TOO_MANY_REQUESTS, "limited as one again ({})", app.base);
+    }
+    let bob = a.user("bob").await;
+    let mut stream = EventStream::open(&b, &bob.access).await;
+    assert_eq!(a.create_task(&bob, "after the restart").await.status(), StatusCode::CREATED);
+    let event = stream.next(Duration::from_secs(3)).await.expect("events cross again");
+    assert_eq!(event.data["content"], "after the restart");
+}
+
+with_cluster_on_both_stores!(losing_a_master_without_the_deployments_slot_keeps_every_answer_right_and_prompt);
+async fn losing_a_master_without_the_deployments_slot_keeps_every_answer_right_and_prompt() {
+    let mut cluster = TestCluster::start().await;
+    let prefix = format!("t:{:016x}:", rand::random::<u64>());
+    let redis = RedisSettings { url: cluster.url(), prefix: prefix.clone() };
+    let [a, b] = instances(|s| trusting_localhost(s, &redis, 3)).await;
+    let apps = [&a, &b];
+    until_relaying(&apps).await;
+    let (_, owner) = cluster.owner(&prefix);
+    let other = cluster.nodes.iter().map(|(port, _)| *port).find(|port| *port != owner).unwrap();
+    let admin = a.admin("root").await;
+    let ann_id = a.sign_up("ann").await["id"].as_str().unwrap().to_owned();
+    assert_eq!(a.set_limit(&admin, &ann_id, 100).await.status(), StatusCode::OK);
+    let ann = a.sign_in("ann").await;
+
+    // The deployment's slot stays served until the cluster declares the lost master
+    // failed (the nodes' timeout, 1 s here); from then on the cluster refuses every
+    // command and the instances go on alone. Throughout, answers are right and prompt.
+    cluster.kill(other);
+    let started = Instant::now();
+    let mut round = 0;
+    while started.elapsed() < Duration::from_secs(3) || apps.iter().any(|app| app.state.redis.as_ref().unwrap().is_up())
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "the cluster's failure was never noticed");
+        let user = format!("user{round}");
+        a.sign_up(&user).await;
+        for (i, app) in apps.iter().enumerate() {
+            let (status, took) = sign_in_from(app, &user, "wrong", &format!("10.4.{round}.{i}")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "{}", app.base);
+            assert!(took < Duration::from_secs(2), "sign-in took {took:?}");
+        }
+        let (status, took) = sign_in_from(apps[round % 2], &user, PASSWORD, &format!("10.4.{round}.9")).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(took < Duration::from_secs(2), "sign-in took {took:?}");
+        let begun = Instant::now();
+        assert_eq!(apps[round % 2].create_task(&ann, &format!("t{round}")).await.status(), StatusCode::CREATED);
+        assert!(begun.elapsed() < Duration::from_secs(2), "create took {:?}", begun.elapsed());
+        round += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(cli(owner, &["cluster", "info"]).contains("cluster_state:fail"));
+    assert_eq!(a.state.jobs.run_once(a.clock.now()).await.unwrap(), Outcome::Waiting);
+}
+
+/// One Redis server (not a cluster) owned by the test, on a free port.
+struct TestServer {
+    port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    async fn start() -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port_pair();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server starts (is it on the PATH?)");
+        let server = TestServer { port, child, _dir: dir };
+        for _ in 0..200 {
+            if cli(port, &["ping"]).contains("PONG") {
+                return server;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("redis-server on {port} did not answer");
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The median, 99th percentile and slowest of `samples`, in microseconds.
+fn summary(mut samples: Vec<Duration>) -> String {
+    samples.sort();
+    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_micros();
+    format!("p50 {} µs, p99 {} µs, max {} µs ({} samples)", at(0.5), at(0.99), at(1.0), samples.len())
+}
+
+/// Sign-in throttle calls (the Lua script over an account's and an address's keys) and
+/// event delivery between two hubs (publish on one, received by a stream on the other),
+/// each timed one at a time, on `url`.
+async fn measure(url: &str) -> (String, String) {
+    use quotask::auth::throttle::Throttle;
+    use quotask::events::{Events, Item, Kind, STREAM_LIFETIME};
+    use quotask::redis_link::RedisLink;
+
+    let settings = RedisSettings { url: url.to_owned(), prefix: format!("m:{:016x}:", rand::random::<u64>()) };
+    let link = RedisLink::new(&settings).unwrap();
+    let throttle = Throttle::new("signin", u32::MAX, Some(link.clone()));
+    let now = jiff::Timestamp::now();
+    let mut calls = Vec::new();
+    for i in 0..2_100 {
+        let keys = vec![format!("user:u{}", i % 100), format!("ip:10.0.0.{}", i % 7)];
+        let started = Instant::now();
+        let counted = throttle.acquire(keys, now).await;
+        let took = started.elapsed();
+        assert!(counted.is_ok());
+        if i >= 100 {
+            calls.push(took); // after a warm-up (connections, the script loaded)
+        }
+    }
+    assert!(link.is_up(), "every call was answered by Redis");
+
+    let (one, two) = (Events::new(Some(link), 10), Events::new(Some(RedisLink::new(&settings).unwrap()), 10));
+    two.start_relay();
+    for _ in 0..500 {
+        if two.relaying() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let user = uuid::Uuid::now_v7();
+    let mut stream = two.subscribe(user, STREAM_LIFETIME).unwrap();
+    let mut deliveries = Vec::new();
+    for i in 0..550 {
+        let started = Instant::now();
+        one.publish(user, Kind::TaskCreated, || i);
+        let item = tokio::time::timeout(Duration::from_secs(2), stream.next()).await.expect("delivered");
+        let took = started.elapsed();
+        assert!(matches!(item, Some(Item::Event(event)) if event.data == i.to_string()));
+        if i >= 50 {
+            deliveries.push(took);
+        }
+    }
+    (summary(calls), summary(deliveries))
+}
+
+/// Not a check: prints what a throttle call and an event's delivery take on one server
+/// and on a 3-master cluster, both started here, for docs/adr/0017-redis-cluster.md.
+#[tokio::test]
+#[ignore = "a measurement: cargo test --test api redis_cluster::measure -- --ignored --nocapture"]
+async fn measure_one_server_against_a_cluster() {
+    let server = TestServer::start().await;
+    let (calls, deliveries) = measure(&format!("redis://127.0.0.1:{}", server.port)).await;
+    println!("one server: throttle call {calls}; event delivery {deliveries}");
+    drop(server);
+    let cluster = TestCluster::start().await;
+    let (calls, deliveries) = measure(&cluster.url()).await;
+    println!("3-master cluster: throttle call {calls}; event delivery {deliveries}");
 }
