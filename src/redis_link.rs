@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use futures_util::{Stream, StreamExt as _};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, Cmd, Pipeline, RedisFuture, RedisResult, Value};
 
@@ -147,8 +147,11 @@ impl RedisLink {
                     .build()
                     .map_err(|_| anyhow::anyhow!("QUOTASK_REDIS_URL is not a valid list of Redis Cluster nodes"))?;
                 // Connects in the background: the first calls fail (and fall back) until
-                // the cluster answers.
-                let conn = client.get_pending_async_connection_with_config(Default::default());
+                // the cluster answers. The config's timeouts replace the builder's, so
+                // they are given again.
+                let config =
+                    ClusterConfig::new().set_connection_timeout(CALL_TIMEOUT).set_response_timeout(CALL_TIMEOUT);
+                let conn = client.get_pending_async_connection_with_config(config);
                 (Target::Cluster(nodes), Conn::Cluster(conn))
             }
         };

@@ -53,6 +53,20 @@ fn free_port_pair() -> u16 {
     }
 }
 
+/// Three distinct ports for a cluster's nodes.
+fn free_ports() -> [u16; 3] {
+    loop {
+        let ports = [free_port_pair(), free_port_pair(), free_port_pair()];
+        if ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2] {
+            return ports;
+        }
+    }
+}
+
+fn cluster_url(ports: &[u16]) -> String {
+    ports.iter().map(|port| format!("redis://127.0.0.1:{port}")).collect::<Vec<_>>().join(",")
+}
+
 fn cli(port: u16, args: &[&str]) -> String {
     let out = Command::new("redis-cli").args(["-h", "127.0.0.1", "-p", &port.to_string()]).args(args).output();
     String::from_utf8_lossy(&out.expect("redis-cli runs").stdout).into_owned()
@@ -60,10 +74,13 @@ fn cli(port: u16, args: &[&str]) -> String {
 
 impl TestCluster {
     async fn start() -> TestCluster {
+        Self::start_on(free_ports()).await
+    }
+
+    async fn start_on(ports: [u16; 3]) -> TestCluster {
         let dir = tempfile::tempdir().unwrap();
         let mut cluster = TestCluster { nodes: Vec::new(), dir };
-        for _ in 0..3 {
-            let port = free_port_pair();
+        for port in ports {
             let child = spawn_node(cluster.dir.path(), port);
             cluster.nodes.push((port, Some(child)));
         }
@@ -98,7 +115,7 @@ impl TestCluster {
     }
 
     fn url(&self) -> String {
-        self.nodes.iter().map(|(port, _)| format!("redis://127.0.0.1:{port}")).collect::<Vec<_>>().join(",")
+        cluster_url(&self.nodes.iter().map(|(port, _)| *port).collect::<Vec<_>>())
     }
 
     /// The slot of every key with `prefix` as its hash tag, and the port of its master.
@@ -304,6 +321,34 @@ async fn losing_a_master_without_the_deployments_slot_keeps_every_answer_right_a
     }
     assert!(cli(owner, &["cluster", "info"]).contains("cluster_state:fail"));
     assert_eq!(a.state.jobs.run_once(a.clock.now()).await.unwrap(), Outcome::Waiting);
+}
+
+with_cluster_on_both_stores!(instances_started_before_their_cluster_serve_alone_then_share_once_it_is_up);
+async fn instances_started_before_their_cluster_serve_alone_then_share_once_it_is_up() {
+    let ports = free_ports();
+    let redis = RedisSettings { url: cluster_url(&ports), prefix: format!("t:{:016x}:", rand::random::<u64>()) };
+    let [a, b] = instances(|s| trusting_localhost(s, &redis, 2)).await;
+    let apps = [&a, &b];
+    a.sign_up("eve").await;
+    for app in apps {
+        for i in 0..2 {
+            let (status, took) = sign_in_from(app, "eve", "wrong", &format!("10.5.0.{i}")).await;
+            assert_eq!(status, StatusCode::UNAUTHORIZED, "counted alone on {}", app.base);
+            assert!(took < Duration::from_secs(2), "sign-in took {took:?}");
+        }
+    }
+
+    let _cluster = TestCluster::start_on(ports).await;
+    until_redis_is_up(&apps, Duration::from_secs(10)).await;
+    until_relaying(&apps).await;
+    a.sign_up("mallory").await;
+    assert_eq!(sign_in_from(&a, "mallory", "wrong", "10.6.0.1").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in_from(&b, "mallory", "wrong", "10.6.0.2").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(sign_in_from(&a, "mallory", PASSWORD, "10.6.0.3").await.0, StatusCode::TOO_MANY_REQUESTS);
+    let ann = a.user("ann").await;
+    let mut stream = EventStream::open(&b, &ann.access).await;
+    assert_eq!(a.create_task(&ann, "once the cluster is up").await.status(), StatusCode::CREATED);
+    assert_eq!(stream.next(Duration::from_secs(3)).await.unwrap().data["content"], "once the cluster is up");
 }
 
 /// One Redis server (not a cluster) owned by the test, on a free port.
