@@ -454,7 +454,30 @@ async fn measure_one_server_against_a_cluster() {
     let (calls, deliveries) = measure(&format!("redis://127.0.0.1:{}", server.port)).await;
     println!("one server: throttle call {calls}; event delivery {deliveries}");
     drop(server);
-    let cluster = TestCluster::start().await;
+    let mut cluster = TestCluster::start().await;
     let (calls, deliveries) = measure(&cluster.url()).await;
     println!("3-master cluster: throttle call {calls}; event delivery {deliveries}");
+
+    // What the death of the deployment's master costs a throttle call: the first one
+    // waits for the failure, the next fall back at once.
+    use quotask::auth::throttle::Throttle;
+    let prefix = format!("m:{:016x}:", rand::random::<u64>());
+    let link =
+        quotask::redis_link::RedisLink::new(&RedisSettings { url: cluster.url(), prefix: prefix.clone() }).unwrap();
+    let throttle = Throttle::new("signin", u32::MAX, Some(link.clone()));
+    let now = jiff::Timestamp::now();
+    for _ in 0..10 {
+        let _ = throttle.acquire(vec!["user:u".into()], now).await.unwrap();
+    }
+    assert!(link.is_up());
+    cluster.kill(cluster.owner(&prefix).1);
+    let mut after = Vec::new();
+    for _ in 0..101 {
+        let started = Instant::now();
+        let _ = throttle.acquire(vec!["user:u".into()], now).await.unwrap();
+        after.push(started.elapsed());
+    }
+    assert!(!link.is_up());
+    let first = after.remove(0);
+    println!("its master killed: first throttle call {} µs, then {}", first.as_micros(), summary(after));
 }
