@@ -298,3 +298,31 @@ async fn probe(link: Weak<Inner>) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(url: &str) -> RedisLink {
+        RedisLink::new(&RedisSettings { url: url.to_owned(), prefix: "quotask:".to_owned() }).unwrap()
+    }
+
+    #[tokio::test]
+    async fn one_server_keeps_its_key_names_and_a_cluster_tags_the_prefix() {
+        // Nothing listens on port 1: making a link never connects.
+        let single = link("redis://127.0.0.1:1");
+        assert!(!single.is_cluster());
+        assert_eq!(single.key("signin:user:ann"), "quotask:signin:user:ann");
+
+        let cluster = link("redis://127.0.0.1:1, redis://127.0.0.1:2");
+        assert!(cluster.is_cluster());
+        assert_eq!(cluster.key("signin:user:ann"), "{quotask:}signin:user:ann");
+        assert_eq!(cluster.key("events"), "{quotask:}events");
+    }
+
+    #[test]
+    fn several_comma_separated_urls_are_a_cluster() {
+        assert_eq!(cluster_nodes("redis://h:6379/2"), None);
+        assert_eq!(cluster_nodes("redis://a:7000,redis://b:7001").unwrap(), ["redis://a:7000", "redis://b:7001"]);
+    }
+}
