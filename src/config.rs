@@ -30,6 +30,7 @@ pub struct Config {
     pub db_max_connections: u32,
     /// Redis, for what several instances share: sign-in throttle counts, live events,
     /// the periodic jobs' lock. Never needed for correctness (the quota is in the database).
+    /// Several comma-separated `redis://` URLs name nodes of one Redis Cluster.
     #[arg(long, env = "QUOTASK_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel, so that deployments can share one Redis.
