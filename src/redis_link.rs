@@ -101,6 +101,38 @@ impl ConnectionLike for Conn {
     }
 }
 
+/// A Lua script, run by its SHA1 (`EVALSHA`) and sent whole (`EVAL`) to a node that does
+/// not have it yet. The crate's own `Script::invoke_async` loads a missing script with
+/// `SCRIPT LOAD`, which a cluster client sends to every master: one lost master would
+/// fail the call even when the master of the script's keys answers.
+pub struct Lua {
+    source: &'static str,
+    hash: String,
+}
+
+impl Lua {
+    pub fn new(source: &'static str) -> Self {
+        Lua { source, hash: redis::Script::new(source).get_hash().to_owned() }
+    }
+
+    /// Runs the script over `keys` (on a cluster, all in one slot) with `args`.
+    pub async fn run<T: redis::FromRedisValue>(
+        &self,
+        conn: &mut Conn,
+        keys: &[String],
+        args: &[i64],
+    ) -> RedisResult<T> {
+        let mut by_hash = redis::cmd("EVALSHA");
+        by_hash.arg(&self.hash).arg(keys.len()).arg(keys).arg(args);
+        match by_hash.query_async(conn).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                redis::cmd("EVAL").arg(self.source).arg(keys.len()).arg(keys).arg(args).query_async(conn).await
+            }
+            answer => answer,
+        }
+    }
+}
+
 /// The payloads of a subscription's messages; it ends when the subscription is lost.
 pub type Messages = Pin<Box<dyn Stream<Item = Vec<u8>> + Send>>;
 
