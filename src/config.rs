@@ -30,6 +30,7 @@ pub struct Config {
     pub db_max_connections: u32,
     /// Redis, for what several instances share: sign-in throttle counts, live events,
     /// the periodic jobs' lock. Never needed for correctness (the quota is in the database).
+    /// Several comma-separated `redis://` URLs name nodes of one Redis Cluster.
     #[arg(long, env = "QUOTASK_REDIS_URL", global = true, hide_env_values = true)]
     pub redis_url: Option<String>,
     /// Prefix of every Redis key and channel, so that deployments can share one Redis.
@@ -124,6 +125,33 @@ pub struct RedisSettings {
     pub prefix: String,
 }
 
+/// One Redis URL, or several (comma-separated) naming nodes of one Redis Cluster. The
+/// parser's message could quote a URL, password and all: the error names the form only.
+fn check_redis_url(url: &str, prefix: &str) -> Result<(), String> {
+    let Some(nodes) = crate::redis_link::cluster_nodes(url) else {
+        redis::Client::open(url)
+            .map_err(|_| "QUOTASK_REDIS_URL: not a valid Redis URL (redis://[:PASSWORD@]HOST[:PORT][/DB])")?;
+        return Ok(());
+    };
+    const CLUSTER_FORM: &str = "redis://[:PASSWORD@]HOST[:PORT],redis://...";
+    for (i, node) in nodes.iter().enumerate() {
+        let info = redis::IntoConnectionInfo::into_connection_info(node.as_str()).map_err(|_| {
+            format!("QUOTASK_REDIS_URL: cluster node {} is not a valid Redis URL ({CLUSTER_FORM})", i + 1)
+        })?;
+        if info.redis_settings().db() != 0 {
+            return Err(format!("QUOTASK_REDIS_URL: cluster node {} names a database; a cluster has only 0", i + 1));
+        }
+    }
+    crate::redis_link::cluster_builder(&nodes).build().map_err(|_| {
+        format!("QUOTASK_REDIS_URL: the cluster nodes must share one scheme and password ({CLUSTER_FORM})")
+    })?;
+    if prefix.is_empty() {
+        // The prefix is the hash tag that keeps the deployment's keys in one slot.
+        return Err("QUOTASK_REDIS_PREFIX: must not be empty with a Redis Cluster".into());
+    }
+    Ok(())
+}
+
 /// The periodic jobs (see `jobs`).
 #[derive(Debug, Clone)]
 pub struct JobSettings {
@@ -199,9 +227,7 @@ impl Config {
             .map_err(|e| format!("QUOTASK_DEFAULT_TIMEZONE: {}", e.message))?;
         let redis = match &self.redis_url {
             Some(url) => {
-                // The parser's message could quote the URL, password and all: name the form only.
-                redis::Client::open(url.as_str())
-                    .map_err(|_| "QUOTASK_REDIS_URL: not a valid Redis URL (redis://[:PASSWORD@]HOST[:PORT][/DB])")?;
+                check_redis_url(url, &self.redis_prefix)?;
                 Some(RedisSettings { url: url.clone(), prefix: self.redis_prefix.clone() })
             }
             None => None,

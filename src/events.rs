@@ -6,7 +6,7 @@
 //! `tokio::sync::broadcast` per user with a stream open, so a slow client only lags
 //! (and is told so) and never holds up a publisher or another client. With Redis, each
 //! event also goes to one pub/sub channel through a bounded outbox (handlers never wait
-//! on Redis), and one subscriber task per instance feeds the events of other instances
+//! on Redis; on a Redis Cluster the channel is a sharded one, SPUBLISH/SSUBSCRIBE), and one subscriber task per instance feeds the events of other instances
 //! into the local fan-out, reconnecting by itself. Events are live only: nothing is kept,
 //! so a client that reconnects re-reads what it shows (see the README).
 
@@ -21,7 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, broadcast, mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::redis_link::{CALL_TIMEOUT, RedisLink};
+use crate::redis_link::{Messages, RedisLink};
 
 /// Events a stream may fall behind by before it is told it lagged.
 const PER_USER_BUFFER: usize = 64;
@@ -315,12 +315,7 @@ fn new_event<T: Serialize>(user_id: Uuid, kind: Kind, data: impl FnOnce() -> T) 
 /// Publishes `event` to the other instances through Redis; true if Redis took it.
 async fn share(redis: &RedisLink, instance: Uuid, event: &Event) -> bool {
     let Ok(payload) = serde_json::to_vec(&Wire { origin: instance, event: event.clone() }) else { return false };
-    let channel = redis.key("events");
-    let sent = redis
-        .call("publish", |mut conn| async move {
-            redis::cmd("PUBLISH").arg(channel).arg(payload).query_async::<i64>(&mut conn).await
-        })
-        .await;
+    let sent = redis.publish(redis.key("events"), payload).await;
     if sent.is_err() {
         metrics::counter!(crate::metrics::EVENTS_NOT_SHARED).increment(1);
     }
@@ -334,19 +329,14 @@ async fn relay(hub: Weak<Hub>, redis: RedisLink, mut closed: watch::Receiver<boo
     let mut pause = RECONNECT_MIN;
     let mut lost_logged = false;
     while !*closed.borrow() {
-        let subscribed = tokio::time::timeout(CALL_TIMEOUT, async {
-            let mut pubsub = redis.client().get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
-        })
-        .await;
-        if let Ok(Ok(pubsub)) = subscribed {
+        let subscribed = redis.subscribe(&channel).await;
+        if let Ok(messages) = subscribed {
             if lost_logged {
                 tracing::info!("receiving other instances' events again");
             }
             pause = RECONNECT_MIN;
             lost_logged = false;
-            if !relay_until_lost(&hub, pubsub, &mut closed).await {
+            if !relay_until_lost(&hub, messages, &mut closed).await {
                 return;
             }
         }
@@ -364,16 +354,15 @@ async fn relay(hub: Weak<Hub>, redis: RedisLink, mut closed: watch::Receiver<boo
 
 /// Delivers messages until the subscription is lost (true: reconnect) or the server
 /// stops (false).
-async fn relay_until_lost(hub: &Weak<Hub>, pubsub: redis::aio::PubSub, closed: &mut watch::Receiver<bool>) -> bool {
+async fn relay_until_lost(hub: &Weak<Hub>, mut messages: Messages, closed: &mut watch::Receiver<bool>) -> bool {
     let set_relaying = |on: bool| hub.upgrade().map(|live| live.relaying.store(on, Ordering::Release)).is_some();
     if !set_relaying(true) {
         return false;
     }
-    let mut messages = pubsub.into_on_message();
     loop {
         tokio::select! {
             message = messages.next() => match (message, hub.upgrade()) {
-                (Some(message), Some(live)) => live.receive(message.get_payload_bytes()),
+                (Some(message), Some(live)) => live.receive(&message),
                 (None, Some(_)) => return set_relaying(false),
                 (_, None) => return false,
             },

@@ -38,7 +38,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The redis crate's cluster client logs each failed reconnect, several a second while
+    // a node is down; `redis_link` logs an outage once. Shown only if RUST_LOG asks.
+    if !std::env::var("RUST_LOG").is_ok_and(|directives| directives.contains("redis=")) {
+        filter = filter.add_directive("redis=off".parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

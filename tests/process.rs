@@ -470,6 +470,9 @@ fn bad_configuration_exits_non_zero_with_one_line_before_binding() {
         ("QUOTASK_METRICS_TOKEN", "short", "QUOTASK_METRICS_TOKEN"),
         ("QUOTASK_MAX_STREAMS_PER_USER", "0", "QUOTASK_MAX_STREAMS_PER_USER"),
         ("QUOTASK_SIGNUPS_PER_HOUR", "0", "QUOTASK_SIGNUPS_PER_HOUR"),
+        ("QUOTASK_REDIS_URL", "redis://127.0.0.1:7000,,redis://127.0.0.1:7002", "cluster node 2 is not a valid"),
+        ("QUOTASK_REDIS_URL", "redis://:s3cret@127.0.0.1:7000,mysql://127.0.0.1", "cluster node 2 is not a valid"),
+        ("QUOTASK_REDIS_URL", "redis://127.0.0.1:7000,redis://127.0.0.1:7001/3", "a cluster has only 0"),
     ];
     for (name, value, says) in cases {
         let addr = free_addr();
@@ -479,6 +482,7 @@ fn bad_configuration_exits_non_zero_with_one_line_before_binding() {
         let lines: Vec<_> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
         assert_eq!(lines.len(), 1, "{name}: {stderr}");
         assert!(lines[0].contains(says), "{name}: {stderr}");
+        assert!(!stderr.contains("s3cret"), "a password is never echoed: {stderr}");
     }
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"").unwrap();

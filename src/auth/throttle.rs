@@ -19,9 +19,8 @@ use std::collections::HashMap;
 use std::sync::{LazyLock, Mutex};
 
 use jiff::Timestamp;
-use redis::Script;
 
-use crate::redis_link::RedisLink;
+use crate::redis_link::{Lua, RedisLink};
 
 const WINDOW_SECS: i64 = 3600;
 /// Keys counted in memory at most, per throttle: 10 to 20 MiB at worst (a key is a
@@ -32,8 +31,8 @@ const MAX_KEYS: usize = 100_000;
 /// evaluation against every key. A window is a hash {s: start, n: count}; Redis expires
 /// it with the window, so abandoned keys cost nothing. `now` comes from the caller's
 /// clock, like the in-memory counts, so both behave the same.
-static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static ACQUIRE: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
         local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
         for _, key in ipairs(KEYS) do
@@ -57,8 +56,8 @@ static ACQUIRE: LazyLock<Script> = LazyLock::new(|| {
 });
 
 /// Takes back one evaluation from every key that has one.
-static REFUND: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+static REFUND: LazyLock<Lua> = LazyLock::new(|| {
+    Lua::new(
         r"
         for _, key in ipairs(KEYS) do
             local count = tonumber(redis.call('HGET', key, 'n'))
@@ -104,7 +103,7 @@ impl Throttle {
             let redis_keys: Vec<String> = keys.iter().map(|k| redis.key(&format!("{}:{k}", self.scope))).collect();
             let counted = redis
                 .call("throttle", |mut conn| async move {
-                    ACQUIRE.key(redis_keys).arg(args.0).arg(args.1).arg(args.2).invoke_async::<i64>(&mut conn).await
+                    ACQUIRE.run::<i64>(&mut conn, &redis_keys, &[args.0, args.1, i64::from(args.2)]).await
                 })
                 .await;
             match counted {
@@ -124,9 +123,8 @@ impl Throttle {
         {
             let keys: Vec<String> = counted.keys.iter().map(|k| redis.key(&format!("{}:{k}", self.scope))).collect();
             // If Redis went away meanwhile, the count stays: it errs on the safe side.
-            let _ = redis
-                .call("throttle", |mut conn| async move { REFUND.key(keys).invoke_async::<i64>(&mut conn).await })
-                .await;
+            let _ =
+                redis.call("throttle", |mut conn| async move { REFUND.run::<i64>(&mut conn, &keys, &[]).await }).await;
             return;
         }
         let mut windows = self.local.lock().unwrap_or_else(|e| e.into_inner());

@@ -20,6 +20,7 @@ mod instances;
 mod jobs;
 mod metrics;
 mod quota;
+mod redis_cluster;
 mod redis_outage;
 mod restart;
 mod security;

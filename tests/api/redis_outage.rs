@@ -18,14 +18,14 @@ use crate::redis_harness::{
 };
 
 /// A sign-in from `ip` (the apps here trust 127.0.0.1 to forward), with its duration.
-async fn sign_in_from(app: &TestApp, username: &str, password: &str, ip: &str) -> (StatusCode, Duration) {
+pub async fn sign_in_from(app: &TestApp, username: &str, password: &str, ip: &str) -> (StatusCode, Duration) {
     let started = Instant::now();
     let body = json!({"username": username, "password": password});
     let res = app.client.post(app.url("/v1/auth/signin")).header("x-forwarded-for", ip).json(&body).send().await;
     (res.unwrap().status(), started.elapsed())
 }
 
-fn trusting_localhost(settings: &mut quotask::config::Settings, redis: &RedisSettings, failures: u32) {
+pub fn trusting_localhost(settings: &mut quotask::config::Settings, redis: &RedisSettings, failures: u32) {
     settings.redis = Some(redis.clone());
     settings.signin_failures_per_hour = failures;
     settings.trusted_proxies = quotask::config::TrustedProxies::parse(&["127.0.0.1"]).unwrap();
