@@ -347,15 +347,73 @@ fn quota_of(res: &reqwest::Response) -> Option<(u64, u64)> {
     Some((limit, remaining))
 }
 
+/// 1,200 creates by `carol` from 30 workers over `instances`; once `trigger` of the
+/// answers (all of them, or the 201s only) have come, the plan `team`'s limit becomes
+/// `limit`. Every answer, and when the change was acknowledged.
+async fn storm(
+    instances: [&TestApp; 3],
+    root: &Client,
+    carol: &Arc<Client>,
+    trigger: (usize, bool),
+    limit: u64,
+) -> (Vec<Answer>, Instant) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let notify = Arc::new(tokio::sync::Notify::new());
+    let workers = (0..30).map(|w| {
+        let (app, carol, seen, notify) = (instances[w % 3], carol.clone(), seen.clone(), notify.clone());
+        async move {
+            let mut answers = Vec::new();
+            for i in 0..40 {
+                let sent = Instant::now();
+                let res = app.create_task(&carol, &format!("w{w} t{i}")).await;
+                let counted = !trigger.1 || res.status() == StatusCode::CREATED;
+                if counted && seen.fetch_add(1, Ordering::SeqCst) + 1 == trigger.0 {
+                    notify.notify_one();
+                }
+                answers.push(Answer { sent, status: res.status(), quota: quota_of(&res) });
+            }
+            answers
+        }
+    });
+    let change = async {
+        notify.notified().await;
+        patch_plan(instances[1], root, "team", json!({"daily_limit": limit})).await;
+        Instant::now()
+    };
+    let (answers, changed_at) = futures::future::join(futures::future::join_all(workers), change).await;
+    (answers.into_iter().flatten().collect(), changed_at)
+}
+
+/// Checks the storm's 201s against the limits `old` (before the change) and `new`, and
+/// that they took units `first..=last` of the day, each once; the 201s by limit.
+fn check_storm(answers: &[Answer], changed_at: Instant, old: u64, new: u64, first: u64) -> (u64, usize, usize) {
+    assert!(answers.iter().all(|a| a.status == StatusCode::CREATED || a.status == StatusCode::TOO_MANY_REQUESTS));
+    assert!(answers.iter().any(|a| a.sent > changed_at), "the change landed before the storm ended");
+    let ok: Vec<&Answer> = answers.iter().filter(|a| a.status == StatusCode::CREATED).collect();
+    let mut counts = Vec::new();
+    for a in &ok {
+        let (limit, remaining) = a.quota.expect("a 201 carries its quota");
+        assert!(limit == old || limit == new, "admitted under {limit}");
+        // So no unit above a limit was ever taken under it.
+        assert!(remaining < limit, "admitted with {remaining} of {limit} left after it");
+        assert!(limit == new || a.sent < changed_at, "a create sent after the change read the old limit");
+        counts.push(limit - remaining);
+    }
+    counts.sort_unstable();
+    let last = first + ok.len() as u64 - 1;
+    assert_eq!(counts, (first..=last).collect::<Vec<_>>(), "each 201 took the next unit, none twice");
+    let under = |limit| ok.iter().filter(|a| a.quota.is_some_and(|(l, _)| l == limit)).count();
+    (last, under(old), under(new))
+}
+
 // "In force" while the plan's limit changes mid-storm: each create reads the limit in
 // its own atomic step (the statement that moves the day's counter, READ COMMITTED), so
 // a change applies to every create whose statement starts after it commits, and a
-// create already running finishes under the limit it read. So (1) every 201 says the
-// limit it was admitted under (100 or 60) and used no more than it; (2) every create
-// sent after the change was acknowledged read 60; (3) the counter is exact: the 201s'
-// counts are 1, 2, ... N with N the tasks stored, and N never passes 100, the highest
-// limit in force during the storm; lowered, the day ends above 60 only by creates that
-// read 100 before the change.
+// create already running finishes under the limit it read. So every 201 says the limit
+// it was admitted under and used no more than it; every create sent after the change
+// was acknowledged read the new limit; the counter is exact (the 201s' counts are the
+// next units, each once); lowered, the day ends above the new limit only by creates
+// that read the old one; raised, it fills up to the new limit exactly.
 on_postgres_only!(a_plans_limit_changed_during_a_storm_over_three_instances_is_never_passed);
 async fn a_plans_limit_changed_during_a_storm_over_three_instances_is_never_passed() {
     let [one, two, three] = TestApp::spawn_instances().await;
@@ -366,54 +424,28 @@ async fn a_plans_limit_changed_during_a_storm_over_three_instances_is_never_pass
     patch_user(&three, &root, user["id"].as_str().unwrap(), json!({"plan": "team"})).await;
     let carol = Arc::new(one.sign_in("carol").await);
 
-    let created = Arc::new(AtomicUsize::new(0));
-    let notify = Arc::new(tokio::sync::Notify::new());
-    // 3 instances x 10 workers x 40 creates: 1,200 creates, far more than either limit.
-    let workers = (0..30).map(|w| {
-        let (app, carol, created, notify) = (instances[w % 3], carol.clone(), created.clone(), notify.clone());
-        async move {
-            let mut answers = Vec::new();
-            for i in 0..40 {
-                let sent = Instant::now();
-                let res = app.create_task(&carol, &format!("w{w} t{i}")).await;
-                let quota = quota_of(&res);
-                if res.status() == StatusCode::CREATED && created.fetch_add(1, Ordering::SeqCst) + 1 == 30 {
-                    notify.notify_one();
-                }
-                answers.push(Answer { sent, status: res.status(), quota });
-            }
-            answers
-        }
-    });
-    let change = async {
-        notify.notified().await;
-        patch_plan(&two, &root, "team", json!({"daily_limit": 60})).await;
-        Instant::now()
-    };
-    let (answers, changed_at) = futures::future::join(futures::future::join_all(workers), change).await;
-    let answers: Vec<Answer> = answers.into_iter().flatten().collect();
-
-    let ok: Vec<&Answer> = answers.iter().filter(|a| a.status == StatusCode::CREATED).collect();
-    assert!(answers.iter().all(|a| a.status == StatusCode::CREATED || a.status == StatusCode::TOO_MANY_REQUESTS));
-    let mut counts = Vec::new();
-    for a in &ok {
-        let (limit, remaining) = a.quota.expect("a 201 carries its quota");
-        assert!(limit == 100 || limit == 60, "admitted under {limit}");
-        // So a unit above 60 was only ever taken under 100.
-        assert!(remaining < limit, "admitted with {remaining} of {limit} left after it");
-        assert!(limit == 60 || a.sent < changed_at, "a create sent after the change read the old limit");
-        counts.push(limit - remaining);
-    }
-    counts.sort_unstable();
-    let total = ok.len();
-    assert_eq!(counts, (1..=total as u64).collect::<Vec<_>>(), "each 201 took the next unit, none twice");
+    // Lowered from 100 to 60 once 10 are created.
+    let (answers, changed_at) = storm(instances, &root, &carol, (10, true), 60).await;
+    let (total, _, _) = check_storm(&answers, changed_at, 100, 60, 1);
+    assert!((60..=100).contains(&total), "{total} tasks for limits of 100, then 60");
     let rows: Vec<i64> = one.db.stored("select count(*) from tasks").await;
     assert_eq!(rows, [total as i64]);
-    assert!((60..=100).contains(&total), "{total} tasks for limits of 100, then 60");
     for app in instances {
         let quota = app.quota(&carol).await;
-        assert_eq!((quota["used"].as_u64(), quota["limit"].as_u64()), (Some(total as u64), Some(60)));
-        assert_eq!(app.create_task(&carol, "after the storm").await.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!((quota["used"].as_u64(), quota["limit"].as_u64()), (Some(total), Some(60)));
+    }
+
+    // Raised to 150 while a storm is being refused: it fills up to 150 exactly, every
+    // unit taken under the new limit.
+    let (answers, changed_at) = storm(instances, &root, &carol, (20, false), 150).await;
+    let (last, old, new) = check_storm(&answers, changed_at, 60, 150, total + 1);
+    assert_eq!((last, old, new as u64), (150, 0, 150 - total), "the raise applied at once");
+    let rows: Vec<i64> = one.db.stored("select count(*) from tasks").await;
+    assert_eq!(rows, [150]);
+    for app in instances {
+        let quota = app.quota(&carol).await;
+        assert_eq!((quota["used"].as_u64(), quota["limit"].as_u64()), (Some(150), Some(150)));
+        assert_eq!(app.create_task(&carol, "after the storms").await.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }
 
