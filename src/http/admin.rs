@@ -375,7 +375,7 @@ async fn update_plan(
 }
 
 #[utoipa::path(get, path = "/v1/admin/plans/{name}/audit", tag = "admin", security(("bearer" = [])), params(("name" = String, Path)),
-    responses((status = 200, description = "Every change to the plan, oldest first (`user_id` is empty)", body = Page<AuditView>),
+    responses((status = 200, description = "Every change to the plan, oldest first (`user_id` is the nil id: no user)", body = Page<AuditView>),
               (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json"),
               (status = 404, description = "No such plan", body = Problem, content_type = "application/problem+json")))]
 async fn plan_audit(
