@@ -377,3 +377,52 @@ fn history(c: &Connection, user: &User, rule: &Adapt, today: Date) -> Result<Vec
         .map_err(internal)?;
     Ok(records(&user.limits, first, today, |d| used.get(&d.to_string()).copied().unwrap_or(0), &boosts))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{AdminChanges, LimitSource};
+    use crate::store::sqlite::MIGRATIONS;
+    use crate::store::{AccountStore, AdminStore};
+
+    #[tokio::test]
+    async fn an_upgrade_changes_no_limit_and_only_limits_an_admin_set_override_a_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        // The schema before plans, with two users: one with the sign-up default, one
+        // whose limit an administrator set (and the audit trail says so).
+        let before = MIGRATIONS.iter().position(|m| m.contains("create table plans")).unwrap();
+        drop(super::super::connection::open_writer(&path, &MIGRATIONS[..before]).unwrap());
+        let (ann, bob) = (Uuid::now_v7(), Uuid::now_v7());
+        let old = Connection::open(&path).unwrap();
+        for (id, name, limit) in [(ann, "ann", 5), (bob, "bob", 9)] {
+            old.execute(
+                "insert into users (id, username, password_hash, role, daily_limit, timezone, created_at)
+                 values (?1, ?2, 'x', 'user', ?3, 'UTC', 0)",
+                params![id.to_string(), name, limit],
+            )
+            .unwrap();
+        }
+        old.execute(
+            "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
+             values (?1, null, ?2, 'daily_limit', '5', '9', 0)",
+            params![Uuid::now_v7().to_string(), bob.to_string()],
+        )
+        .unwrap();
+        drop(old);
+
+        let store = SqliteStore::open(&path).unwrap();
+        let now = Timestamp::UNIX_EPOCH;
+        let base = async |id| store.user(id).await.unwrap().unwrap().base_limit(now);
+        assert_eq!(base(ann).await, (5, LimitSource::Default));
+        assert_eq!(base(bob).await, (9, LimitSource::User));
+        let plan = Plan { name: "team".into(), daily_limit: 3, adapt: None, created_at: now };
+        store.create_plan(None, plan).await.unwrap().unwrap();
+        for id in [ann, bob] {
+            let changes = AdminChanges { plan: Some(Some("team".into())), ..AdminChanges::default() };
+            store.admin_update_user(None, id, changes, now).await.unwrap().unwrap();
+        }
+        assert_eq!(base(ann).await, (3, LimitSource::Plan), "the default gives way to the plan");
+        assert_eq!(base(bob).await, (9, LimitSource::User), "a limit an admin set does not");
+    }
+}
