@@ -1,6 +1,6 @@
 //! Group commit on PostgreSQL: the creates that arrive together on one instance, from
 //! any number of users, go to the server as one statement, so as one round trip and one
-//! commit (docs/adr/0019-postgres-group-commit.md).
+//! commit (docs/adr/0020-postgres-group-commit.md).
 //!
 //! A create waiting here joins the next group: `WORKERS` tasks each take whatever is
 //! queued (up to `MAX_GROUP`) as soon as they are free, so a group is never held back
@@ -17,8 +17,10 @@ use uuid::Uuid;
 
 use super::pool::Pool;
 use super::rows::{self, decode, internal, micros};
+use super::tasks::{in_force, limit_in_force};
 use super::{bounded, classify};
 use crate::domain::Task;
+use crate::domain::limits::LimitInForce;
 use crate::store::{Result, StoreError};
 
 /// Groups on the wire at once. Each holds one connection while its statement runs.
@@ -30,7 +32,7 @@ const MAX_GROUP: usize = 256;
 struct Waiting {
     user_id: Uuid,
     task: Task,
-    answer: oneshot::Sender<Result<(u32, Option<u32>)>>,
+    answer: oneshot::Sender<Result<(LimitInForce, Option<u32>)>>,
 }
 
 pub(super) struct Group {
@@ -47,9 +49,9 @@ impl Group {
         Self { queue }
     }
 
-    /// `consume_and_insert` for one create, in the next group: `(limit, Some(used))` if
-    /// created, `(limit, None)` if the limit is reached.
-    pub(super) async fn create(&self, user_id: Uuid, task: Task) -> Result<(u32, Option<u32>)> {
+    /// `consume_and_insert` for one create, in the next group: `(limit in force,
+    /// Some(used))` if created, `(limit in force, None)` if the limit is reached.
+    pub(super) async fn create(&self, user_id: Uuid, task: Task) -> Result<(LimitInForce, Option<u32>)> {
         let (answer, answered) = oneshot::channel();
         self.queue
             .send(Waiting { user_id, task, answer })
@@ -109,17 +111,19 @@ async fn work(db: Arc<Pool>, arrivals: Arc<Mutex<mpsc::UnboundedReceiver<Waiting
 /// creates on every instance queue on it and no limit is passed; the limit is read in
 /// the statement. Rows are locked in `(user, day)` order, so two groups never wait for
 /// each other in a circle.
-async fn run(c: &mut PgConnection, creates: &[(Uuid, &Task)]) -> Result<Vec<Result<(u32, Option<u32>)>>> {
-    let rows = sqlx::query(
+async fn run(c: &mut PgConnection, creates: &[(Uuid, &Task)]) -> Result<Vec<Result<(LimitInForce, Option<u32>)>>> {
+    let rows = sqlx::query(concat!(
         "with input as (
              select * from unnest($1::uuid[], $2::uuid[], $3::date[], $4::text[], $5::bigint[])
                  with ordinality as i(task_id, user_id, day, content, at, ord)
          ), ranked as (
              select i.*, row_number() over (partition by i.user_id, i.day order by i.ord)::int as rank from input i
          ), limits as (
-             select w.user_id, w.day, w.n, u.daily_limit as lim
+             select w.user_id, w.day, w.n, q.base, q.source, q.plan, q.boost, q.daily_limit as lim
              from (select user_id, day, count(*)::int as n from input group by user_id, day) w
-             join users u on u.id = w.user_id
+             cross join lateral (",
+        limit_in_force!("w.user_id", "w.day"),
+        ") q
          ), counted as (
              insert into usage as g (user_id, day, used, taken)
              select user_id, day, least(n, lim), least(n, lim) from limits where lim > 0 order by user_id, day
@@ -136,13 +140,13 @@ async fn run(c: &mut PgConnection, creates: &[(Uuid, &Task)]) -> Result<Vec<Resu
              from ranked r join counted k on k.user_id = r.user_id and k.day = r.day
              where r.rank <= k.taken
          )
-         select r.ord, l.lim as daily_limit,
+         select r.ord, l.base, l.source, l.plan, l.boost,
                 case when r.rank <= k.taken then k.used - k.taken + r.rank end as used
          from ranked r
          join limits l on l.user_id = r.user_id and l.day = r.day
          left join counted k on k.user_id = r.user_id and k.day = r.day
-         order by r.ord",
-    )
+         order by r.ord"
+    ))
     .bind(creates.iter().map(|(_, t)| t.id).collect::<Vec<_>>())
     .bind(creates.iter().map(|(u, _)| *u).collect::<Vec<_>>())
     .bind(creates.iter().map(|(_, t)| t.day.to_string()).collect::<Vec<_>>())
@@ -151,11 +155,11 @@ async fn run(c: &mut PgConnection, creates: &[(Uuid, &Task)]) -> Result<Vec<Resu
     .fetch_all(&mut *c)
     .await
     .map_err(classify)?;
-    let mut answers: Vec<Result<(u32, Option<u32>)>> =
+    let mut answers: Vec<Result<(LimitInForce, Option<u32>)>> =
         creates.iter().map(|(user_id, _)| Err(internal(anyhow::anyhow!("no user {user_id}")))).collect();
     for row in rows {
         let ord: i64 = decode(&row, |r| r.try_get("ord"))?;
-        let answer = decode(&row, |r| Ok((rows::count(r, "daily_limit")?, rows::optional_count(r, "used")?)))?;
+        let answer = decode(&row, |r| Ok((in_force(r)?, rows::optional_count(r, "used")?)))?;
         let slot = usize::try_from(ord - 1).ok().and_then(|i| answers.get_mut(i));
         *slot.ok_or_else(|| internal(anyhow::anyhow!("a group answer out of range")))? = Ok(answer);
     }

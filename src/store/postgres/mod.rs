@@ -13,6 +13,7 @@ mod batch;
 mod group;
 mod hosts;
 mod jobs;
+mod plans;
 mod pool;
 mod rows;
 mod skeletons;
@@ -57,6 +58,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (5, "idempotent_batches", include_str!("migrations/0005_idempotent_batches.sql")),
     (6, "personal_tokens", include_str!("migrations/0006_personal_tokens.sql")),
     (7, "group_commit", include_str!("migrations/0007_group_commit.sql")),
+    (8, "plans", include_str!("migrations/0008_plans.sql")),
 ];
 
 pub struct PostgresStore {
