@@ -21,7 +21,7 @@ skip() {
 
 # The classic builder (no buildx plugin needed); compose builds through the engine's API.
 export DOCKER_BUILDKIT=0 COMPOSE_DOCKER_CLI_BUILD=0
-export COMPOSE_PROJECT_NAME=quotask-ci
+export COMPOSE_PROJECT_NAME=quotaskci
 work=$(mktemp -d)
 engine_pid=
 compose_up=
@@ -41,7 +41,7 @@ cleanup() {
       docker rm -fv $left >/dev/null
       status=1
     fi
-    # Old builds' layers; the dependency layer is kept by its tag (quotask-local/deps).
+    # Old builds' layers; the latest build stages are kept by their tags.
     docker image prune -f >/dev/null
   fi
   if [[ -n $engine_pid ]]; then
@@ -96,14 +96,16 @@ say "local images from Debian's packages"
 eval "$(scripts/docker-local-images.sh)"
 say "images ready ($(elapsed))"
 
-# The dependency layer, tagged so that pruning old builds keeps it: a change to the
-# source then rebuilds only the crate.
-say "building the image's dependency layer"
-docker build --target deps -t quotask-local/deps \
-  --build-arg "QUOTASK_BUILD_IMAGE=$QUOTASK_BUILD_IMAGE" \
-  --build-arg "QUOTASK_RUNTIME_IMAGE=$QUOTASK_RUNTIME_IMAGE" . >"$work/deps.log" 2>&1 ||
-  { tail -40 "$work/deps.log" >&2; exit 1; }
-say "dependency layer ready ($(elapsed))"
+# The build stages, tagged so that pruning old builds keeps them: a change to the
+# source then rebuilds only the crate, and no change rebuilds nothing.
+for stage in deps build; do
+  say "building the image's $stage stage"
+  docker build --target "$stage" -t "quotask-local/$stage" \
+    --build-arg "QUOTASK_BUILD_IMAGE=$QUOTASK_BUILD_IMAGE" \
+    --build-arg "QUOTASK_RUNTIME_IMAGE=$QUOTASK_RUNTIME_IMAGE" . >"$work/$stage.log" 2>&1 ||
+    { tail -40 "$work/$stage.log" >&2; exit 1; }
+  say "$stage stage ready ($(elapsed))"
+done
 
 # --- up -----------------------------------------------------------------------------
 say "docker compose up -d --build"

@@ -9,7 +9,8 @@
 #
 # Idempotent: an image that exists is kept (the Debian base and the Rust image by tag;
 # PostgreSQL and Redis are rebuilt from the build cache, a no-op unless their files
-# changed). Progress goes to stderr; stdout is the lines to use them with compose:
+# changed). Progress goes to stderr, the builds' own output to a log shown on failure;
+# stdout is the lines to use them with compose:
 #
 #   eval "$(scripts/docker-local-images.sh)" && docker compose up --build
 #
@@ -31,6 +32,15 @@ have() { docker image inspect "$1" >/dev/null 2>&1; }
 export DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-0}
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/quotask-images.XXXXXX")
+log=$work/build.log
+# quiet CMD...: CMD's output to the log; on failure, its end and exit.
+quiet() {
+  if ! "$@" >>"$log" 2>&1; then
+    say "failed: $*; the end of its output:"
+    tail -40 "$log" >&2
+    exit 1
+  fi
+}
 cleanup() {
   # debootstrap mounts /proc and /sys inside the tree; never delete through a mount.
   for m in $(awk -v w="$work" '$2 ~ "^"w {print $2}' /proc/mounts | sort -r); do umount -l "$m" || true; done
@@ -43,12 +53,12 @@ if have "$base"; then
 else
   if ! command -v debootstrap >/dev/null; then
     say "installing debootstrap"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap >&2 ||
-      { apt-get update >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y debootstrap >&2; }
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y debootstrap >>"$log" 2>&1 || { quiet apt-get update && quiet apt-get install -y debootstrap; }
   fi
   say "debootstrap bookworm (minbase) from $mirror"
   root=$work/rootfs
-  debootstrap --variant=minbase bookworm "$root" "$mirror" >&2
+  quiet debootstrap --variant=minbase bookworm "$root" "$mirror"
   # What the official Debian images add: all three suites, no service starts from
   # package scripts, no package caches.
   rm -f "$root/etc/apt/sources.list"
@@ -76,14 +86,15 @@ EOF
   tar --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -C "$root" -c . |
     docker import \
       --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-      --change 'CMD ["bash"]' - "$base" >&2
+      --change 'CMD ["bash"]' - "$base" >>"$log" 2>&1 ||
+    { say "docker import failed"; tail -20 "$log" >&2; exit 1; }
   rm -rf --one-file-system "$root"
 fi
 
 say "building $postgres"
-docker build --build-arg "BASE=$base" -t "$postgres" -f docker/local/postgres.Dockerfile docker/local >&2
+quiet docker build --build-arg "BASE=$base" -t "$postgres" -f docker/local/postgres.Dockerfile docker/local
 say "building $redis"
-docker build --build-arg "BASE=$base" -t "$redis" -f docker/local/redis.Dockerfile docker/local >&2
+quiet docker build --build-arg "BASE=$base" -t "$redis" -f docker/local/redis.Dockerfile docker/local
 
 sysroot=$(rustc --print sysroot)
 version=$(rustc --version | awk '{print $2}')
@@ -102,7 +113,7 @@ else
   # Sources and documentation are not needed to build.
   rm -rf "$ctx/rust/lib/rustlib/src" "$ctx/rust/lib/rustlib/rustc-src"
   cp /etc/ssl/certs/ca-certificates.crt "$ctx/ca-certificates.crt"
-  docker build --build-arg "BASE=$base" -t "$rust" -f docker/local/rust.Dockerfile "$ctx" >&2
+  quiet docker build --build-arg "BASE=$base" -t "$rust" -f docker/local/rust.Dockerfile "$ctx"
 fi
 
 cat <<EOF

@@ -4,6 +4,8 @@
 # /var/lib/postgresql/data, password (scram-sha-256) sign-in over TCP on every address.
 ARG BASE=quotask-local/debian:bookworm
 FROM ${BASE}
+# For the package scripts of this build only (an ARG, not kept in the image).
+ARG DEBIAN_FRONTEND=noninteractive
 # No cluster made by the package: the entrypoint makes one in PGDATA on first start.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends postgresql-common \

@@ -3,6 +3,8 @@
 # server is reached over the container network, without a password), data in /data.
 ARG BASE=quotask-local/debian:bookworm
 FROM ${BASE}
+# For the package scripts of this build only (an ARG, not kept in the image).
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends redis-server \
  && rm -rf /var/lib/apt/lists/* \

@@ -6,6 +6,8 @@
 # (the host's trust store, so cargo reaches crates.io through whatever the host trusts).
 ARG BASE=quotask-local/debian:bookworm
 FROM ${BASE}
+# For the package scripts of this build only (an ARG, not kept in the image).
+ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev \
  && rm -rf /var/lib/apt/lists/*
