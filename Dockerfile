@@ -28,7 +28,8 @@ COPY web web
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin quotask
 
 FROM ${QUOTASK_RUNTIME_IMAGE}
-RUN useradd --system --uid 10001 --user-group --home-dir /data --no-create-home quotask \
+RUN groupadd --system --gid 10001 quotask \
+ && useradd --system --uid 10001 --gid quotask --home-dir /data --no-create-home quotask \
  && mkdir /data && chown quotask:quotask /data
 COPY --from=build /src/target/release/quotask /usr/local/bin/quotask
 COPY docker/ready.sh /usr/local/bin/quotask-ready

@@ -25,10 +25,12 @@ export COMPOSE_PROJECT_NAME=quotaskci
 work=$(mktemp -d)
 engine_pid=
 compose_up=
+stream=
 
 cleanup() {
   local status=$?
   set +e
+  [[ -n $stream ]] && kill "$stream" 2>/dev/null
   if [[ -n $compose_up ]]; then
     if [[ $status -ne 0 ]]; then
       say "failed; the containers' last log lines:"
@@ -179,6 +181,11 @@ bearer=$(body .data.bearer_token)
 
 # As in the seed: a JSON content type, an accept header, and no body at all.
 task() { call POST "$1/task" "${json[@]}" -H "accept: */*" -H "Authorization: $bearer"; }
+# Instance 2's event stream, open while the tasks are created: the creates through
+# instance 1 reach it only through Redis.
+curl -sN --max-time 30 -H "Authorization: Bearer ${bearer#Bearer: }" "$b2/v1/events" >"$work/events" &
+stream=$!
+for _ in $(seq 1 50); do grep -q 'quotask events' "$work/events" && break; sleep 0.1; done
 first=
 for i in 1 2 3 4 5; do
   if ((i % 2)); then b=$b1; else b=$b2; fi
@@ -187,6 +194,12 @@ for i in 1 2 3 4 5; do
     eval 'status_is 200 && [[ $(body .data.id) != null && $(body .data.content) == "untitled task" ]]'
   [[ -n $first ]] || first=$(body .data.id)
 done
+for _ in $(seq 1 50); do (($(grep -c '^event: task.created' "$work/events") >= 5)) && break; sleep 0.1; done
+kill "$stream" 2>/dev/null || true
+echo "(the stream)" >"$work/status"
+cp "$work/events" "$work/body"
+check "instance 2's event stream saw all 5 creates, 3 of them made through instance 1 (Redis)" \
+  eval '[[ $(grep -c "^event: task.created" "$work/events") == 5 ]]'
 task "$b2"
 check "a 6th task through instance 2: 429, Retry-After, the seed's error shape" \
   eval 'status_is 429 && [[ -n $(header retry-after) && $(body .message) == *"daily limit"* &&
@@ -198,5 +211,14 @@ call GET "$b2/v1/tasks" -H "Authorization: Bearer ${bearer#Bearer: }"
 check "instance 2 lists the 5 tasks, the first made through instance 1 among them" \
   eval 'status_is 200 && [[ $(body ".items | length") == 5 &&
         $(jq --arg id "$first" "[.items[] | select(.id == \$id)] | length" "$work/body") == 1 ]]'
+
+# --- what the instances share, and what the host sees ------------------------------
+docker exec "$(compose ps -q redis)" redis-cli client list >"$work/body" 2>&1 || true
+subscribers=$(grep -c 'cmd=subscribe' "$work/body" || true)
+check "Redis holds both instances' event subscriptions" eval '[[ $subscribers == 2 ]]'
+docker ps --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME" --format '{{.Names}} {{.Ports}}' >"$work/body"
+published=$(tr ',' '\n' <"$work/body" | grep -o '[0-9.]*:[0-9]*->[0-9]*/tcp' | sort | tr '\n' ' ')
+check "only 127.0.0.1:5001 and :5002 are published on the host" \
+  eval '[[ $published == "127.0.0.1:5001->5000/tcp 127.0.0.1:5002->5000/tcp " ]]'
 
 say "$passed passed, 0 failed; $(elapsed) in all"
