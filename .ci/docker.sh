@@ -110,6 +110,12 @@ for stage in deps build; do
 done
 
 # --- up -----------------------------------------------------------------------------
+for port in 5001 5002; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "docker: 127.0.0.1:$port is taken; docker-compose.yml publishes an instance there" >&2
+    exit 1
+  fi
+done
 say "docker compose up -d --build"
 compose_up=1
 compose up -d --build >"$work/up.log" 2>&1 || { tail -60 "$work/up.log" >&2; exit 1; }
