@@ -43,8 +43,9 @@ cleanup() {
       docker rm -fv $left >/dev/null
       status=1
     fi
-    # Old builds' layers; the latest build stages are kept by their tags.
-    docker image prune -f >/dev/null
+    # Old builds' layers (the latest build stages are kept by their tags), on an engine
+    # this script started: another engine's dangling images are its owner's business.
+    [[ -n $engine_pid ]] && docker image prune -f >/dev/null
   fi
   if [[ -n $engine_pid ]]; then
     kill "$engine_pid" 2>/dev/null
