@@ -8,6 +8,7 @@
 # support), it prints one line, "docker: skipped: <why>", and exits 0. An engine it
 # starts itself it also stops. Nothing is published on the host but 127.0.0.1:5001 and
 # 127.0.0.1:5002: the host's own PostgreSQL (5432) and Redis (6379) are never touched.
+# shellcheck disable=SC2016,SC2034  # check's conditions are strings, evaluated by check
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -40,6 +41,7 @@ cleanup() {
     left=$(docker ps -aq --filter "label=com.docker.compose.project=$COMPOSE_PROJECT_NAME")
     if [[ -n $left ]]; then
       say "containers left after down: $left; removing them"
+      # shellcheck disable=SC2086  # one argument per container id
       docker rm -fv $left >/dev/null
       status=1
     fi

@@ -43,7 +43,8 @@ quiet() {
 }
 cleanup() {
   # debootstrap mounts /proc and /sys inside the tree; never delete through a mount.
-  for m in $(awk -v w="$work" '$2 ~ "^"w {print $2}' /proc/mounts | sort -r); do umount -l "$m" || true; done
+  awk -v w="$work" '$2 ~ "^"w {print $2}' /proc/mounts | sort -r |
+    while read -r m; do umount -l "$m" || true; done
   rm -rf --one-file-system "$work"
 }
 trap cleanup EXIT
