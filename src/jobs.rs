@@ -1,5 +1,6 @@
 //! Periodic jobs: once an hour, prune what no rule can need again (old quota counters,
-//! dead refresh tokens, idempotency keys past their 24 hours). Nothing here is needed for
+//! dead refresh tokens, idempotency keys past their 24 hours, webhook events past their
+//! 30 days). Nothing here is needed for
 //! correctness; the quota never waits for a job (its day is part of its key).
 //!
 //! Each period's run happens on exactly one instance: the first to claim the period
@@ -64,6 +65,8 @@ impl Jobs {
                     refresh_tokens = pruned.refresh_tokens,
                     sessions = pruned.sessions,
                     idempotency_keys = pruned.idempotency_keys,
+                    webhook_events = pruned.webhook_events,
+                    webhook_attempts = pruned.webhook_attempts,
                     "periodic pruning ran"
                 );
                 for (what, n) in [
@@ -71,6 +74,8 @@ impl Jobs {
                     ("refresh_tokens", pruned.refresh_tokens),
                     ("sessions", pruned.sessions),
                     ("idempotency_keys", pruned.idempotency_keys),
+                    ("webhook_events", pruned.webhook_events),
+                    ("webhook_attempts", pruned.webhook_attempts),
                 ] {
                     metrics::counter!(crate::metrics::JOB_PRUNED, "what" => what).increment(n);
                 }

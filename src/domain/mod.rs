@@ -7,12 +7,13 @@ pub mod model;
 pub mod prune;
 pub mod quota;
 pub mod tokens;
+pub mod webhooks;
 
 pub use idempotency::IdempotencyKey;
 pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
 pub use model::{
     AdminChanges, AuditChange, AuditEntry, MAX_BATCH, RefreshVerdict, Role, StoredRefreshToken, Task, TaskFilter,
-    TaskPatch, User, UserZone, check_role_change,
+    TaskPatch, TaskView, User, UserZone, check_role_change,
 };
 pub use quota::{DayWindow, QuotaStatus, admits};
 pub use tokens::{Credential, Need, PersonalToken, Scope, Scopes, TokenName};

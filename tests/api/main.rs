@@ -28,3 +28,4 @@ mod shared;
 mod store;
 mod tasks;
 mod tokens;
+mod webhooks;

@@ -16,6 +16,7 @@ mod rows;
 mod skeletons;
 mod tasks;
 mod tokens;
+mod webhooks;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -54,6 +55,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "username_skeletons", include_str!("migrations/0004_username_skeletons.sql")),
     (5, "idempotent_batches", include_str!("migrations/0005_idempotent_batches.sql")),
     (6, "personal_tokens", include_str!("migrations/0006_personal_tokens.sql")),
+    (7, "webhooks", include_str!("migrations/0007_webhooks.sql")),
 ];
 
 pub struct PostgresStore {
