@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderMap, StatusCode as AxumStatus};
 use base64::Engine as _;
@@ -19,6 +19,7 @@ use quotask::service::Deliveries;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sha2::Sha256;
+use tokio::sync::Semaphore;
 
 use crate::helpers::{Client, TestApp, problem};
 
@@ -51,6 +52,9 @@ struct Receiver {
     addr: SocketAddr,
     received: Arc<Mutex<Vec<Received>>>,
     status: Arc<AtomicU16>,
+    /// Each answer waits for a permit, after the request is recorded: a receiver
+    /// started `held` answers nothing until the test adds permits.
+    gate: Arc<Semaphore>,
     server: tokio::task::JoinHandle<()>,
 }
 
@@ -60,15 +64,25 @@ impl Receiver {
     }
 
     async fn start_on(addr: SocketAddr) -> Receiver {
+        Self::start_with(addr, Semaphore::MAX_PERMITS).await
+    }
+
+    /// A receiver that records requests at once but answers none until released.
+    async fn held() -> Receiver {
+        Self::start_with(SocketAddr::from(([127, 0, 0, 1], 0)), 0).await
+    }
+
+    async fn start_with(addr: SocketAddr, permits: usize) -> Receiver {
         let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(AtomicU16::new(200));
-        let (log, answer) = (received.clone(), status.clone());
+        let gate = Arc::new(Semaphore::new(permits));
+        let (log, answer, wait) = (received.clone(), status.clone(), gate.clone());
         let app = axum::Router::new().route(
             "/hook",
             axum::routing::post(move |headers: HeaderMap, body: String| {
-                let (log, answer) = (log.clone(), answer.clone());
+                let (log, answer, wait) = (log.clone(), answer.clone(), wait.clone());
                 async move {
                     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
                     // A little slow, so that concurrent deliveries overlap.
@@ -79,6 +93,7 @@ impl Receiver {
                         signature: header("webhook-signature"),
                         body,
                     });
+                    let _permit = wait.acquire().await.unwrap();
                     AxumStatus::from_u16(answer.load(Ordering::Relaxed)).unwrap()
                 }
             }),
@@ -86,7 +101,7 @@ impl Receiver {
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
         });
-        Receiver { addr, received, status, server }
+        Receiver { addr, received, status, gate, server }
     }
 
     fn url(&self) -> String {
@@ -232,6 +247,35 @@ async fn a_receiver_that_is_down_gets_the_event_once_it_is_back() {
     let log = deliveries(&app, &ann, &hook).await;
     assert_eq!((log[0]["attempts"].as_u64(), log[0]["last_status"].as_u64()), (Some(2), Some(200)));
     assert_eq!(log[0]["log"].as_array().unwrap().len(), 2, "every attempt is in the log");
+}
+
+on_both_stores!(a_receiver_that_does_not_answer_holds_up_no_other_webhook);
+async fn a_receiver_that_does_not_answer_holds_up_no_other_webhook() {
+    let app = spawn_allowing_private().await;
+    let (stuck, quick) = (Receiver::held().await, Receiver::start().await);
+    let ann = app.user("ann").await;
+    // The stuck receiver's first event is the older, so it is claimed first.
+    add_webhook(&app, &ann, &stuck.url(), &["task.created"]).await;
+    assert_eq!(app.create_task(&ann, "for the stuck one").await.status(), StatusCode::CREATED);
+    app.clock.advance(SignedDuration::from_secs(1));
+    let quick_hook = add_webhook(&app, &ann, &quick.url(), &["task.created"]).await;
+    assert_eq!(app.create_task(&ann, "for both").await.status(), StatusCode::CREATED);
+
+    let (round_of, now) = (app.state.deliveries.clone(), app.clock.now());
+    let round = tokio::spawn(async move { round_of.run_once(now).await.unwrap() });
+    // The quick receiver's event is delivered and recorded while the other receiver
+    // still holds its request.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !deliveries(&app, &ann, &quick_hook).await[0]["delivered_at"].is_string() {
+        assert!(Instant::now() < deadline, "the quick receiver waited for the stuck one");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(quick.received().len(), 1);
+    assert!(!round.is_finished(), "the stuck receiver has not answered yet");
+    stuck.gate.add_permits(2);
+    assert_eq!(round.await.unwrap(), 3);
+    assert_eq!(stuck.received().len(), 2);
+    assert_eq!(deliver_all(&app).await, 0, "both delivered");
 }
 
 on_both_stores!(a_receiver_answering_500_is_retried_for_a_day_then_its_webhook_is_disabled);
