@@ -343,6 +343,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_change_whose_events_cannot_be_written_is_undone_with_them() {
+        let c = Connection::open_in_memory().unwrap();
+        for sql in super::super::MIGRATIONS {
+            c.execute_batch(sql).unwrap();
+        }
+        c.execute_batch(
+            "create table probe (x integer);
+             create trigger refuse before insert on webhook_events begin select raise(abort, 'refused'); end;
+             begin",
+        )
+        .unwrap();
+        let change = |c: &Connection| c.execute("insert into probe values (1)", []).map_err(internal);
+        let events = [Outgoing { webhook_id: Uuid::now_v7(), event_type: EventType::TaskCreated, data: "{}".into() }];
+
+        assert!(with_events(&c, &events, Timestamp::UNIX_EPOCH, change).is_err());
+        let rows: i64 = c.query_row("select count(*) from probe", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 0, "the change went with its events");
+        assert!(!c.is_autocommit(), "the surrounding transaction goes on");
+        with_events(&c, &[], Timestamp::UNIX_EPOCH, change).unwrap();
+        let rows: i64 = c.query_row("select count(*) from probe", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 1, "without events, the change alone");
+    }
+
+    #[test]
     fn a_user_without_webhooks_gets_no_events_and_one_with_them_gets_what_each_asked_for() {
         let task = Task::new(Uuid::now_v7(), "x".into(), jiff::civil::date(2026, 6, 15), Timestamp::UNIX_EPOCH);
         assert!(events_of_create(&Vec::new(), std::slice::from_ref(&task), 5, 4).is_empty());
