@@ -88,7 +88,7 @@ const SESSIONS: &str = "delete from sessions where id in
 const KEYS: &str = "delete from idempotency_keys where (user_id, key) in
     (select user_id, key from idempotency_keys where created_at < $1 limit $2)";
 
-/// Attempts of old webhook events, then (`WEBHOOK_EVENTS`) the events (migration 0007's
+/// Attempts of old webhook events, then (`WEBHOOK_EVENTS`) the events (migration 0009's
 /// `webhook_events_by_age`).
 const WEBHOOK_ATTEMPTS: &str = "delete from webhook_attempts where (event_id, attempt) in
     (select a.event_id, a.attempt from webhook_events e join webhook_attempts a on a.event_id = e.id

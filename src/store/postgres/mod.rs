@@ -55,7 +55,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "username_skeletons", include_str!("migrations/0004_username_skeletons.sql")),
     (5, "idempotent_batches", include_str!("migrations/0005_idempotent_batches.sql")),
     (6, "personal_tokens", include_str!("migrations/0006_personal_tokens.sql")),
-    (7, "webhooks", include_str!("migrations/0007_webhooks.sql")),
+    (9, "webhooks", include_str!("migrations/0009_webhooks.sql")),
 ];
 
 pub struct PostgresStore {
