@@ -23,8 +23,8 @@ use crate::events::Events;
 use crate::http::AppState;
 use crate::jobs::Jobs;
 use crate::redis_link::RedisLink;
-use crate::service::Services;
 use crate::service::accounts::Accounts;
+use crate::service::{Deliveries, Services};
 use crate::store::{Store, postgres::PostgresStore, sqlite::SqliteStore};
 
 /// A client that has not sent its request headers by then is disconnected.
@@ -42,6 +42,8 @@ pub struct App {
     pub events: Events,
     /// The periodic jobs; `serve` schedules them, tests run them.
     pub jobs: Jobs,
+    /// The webhook delivery worker; `serve` starts it, tests run it (`run_once`).
+    pub deliveries: Deliveries,
     /// Redis, if configured (also held by the throttle, events and jobs).
     pub redis: Option<RedisLink>,
     pub clock: Arc<dyn Clock>,
@@ -87,8 +89,9 @@ impl App {
         );
         let events = Events::new(redis.clone(), settings.max_streams_per_user);
         Ok(App {
-            services: Services::new(store.clone(), accounts, events.clone()),
+            services: Services::new(store.clone(), accounts, events.clone(), settings.webhook_allow_private),
             jobs: Jobs::new(store.clone(), redis.clone(), &settings.jobs),
+            deliveries: Deliveries::new(store.clone(), settings.webhook_allow_private),
             events,
             redis,
             trusted_proxies: settings.trusted_proxies.clone(),
@@ -201,10 +204,12 @@ async fn accept_loop(listener: TcpListener, router: Router, state: AppState, mut
 pub async fn serve(settings: Settings, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
     let app = App::build(&settings, clock.clone()).await?;
     if settings.jobs.enabled {
-        app.jobs.clone().spawn(clock);
+        app.jobs.clone().spawn(clock.clone());
     } else {
         tracing::info!("periodic jobs are off on this instance (--no-jobs)");
     }
+    // Every instance delivers webhooks: each event is leased to one at a time.
+    app.deliveries.clone().spawn(clock);
     let server =
         Server::start(&app, settings.bind).await.map_err(|e| anyhow::anyhow!("cannot bind {}: {e}", settings.bind))?;
     tracing::info!(addr = %server.addr, "listening");

@@ -87,6 +87,10 @@ pub struct Config {
     /// answering 503, so that load balancers stop sending it requests before it closes.
     #[arg(long, env = "QUOTASK_SHUTDOWN_DELAY_MS", default_value_t = 1000, global = true)]
     pub shutdown_delay_ms: u64,
+    /// Allow webhook URLs on loopback, private and link-local addresses (tests, closed
+    /// networks). Off, such destinations are refused at creation and at each delivery.
+    #[arg(long, env = "QUOTASK_WEBHOOK_ALLOW_PRIVATE", global = true)]
+    pub webhook_allow_private: bool,
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq)]
@@ -116,6 +120,8 @@ pub struct Settings {
     pub jobs: JobSettings,
     /// How long SIGTERM leaves the server serving (with `/readyz` 503) before it closes.
     pub shutdown_delay: std::time::Duration,
+    /// Whether webhooks may point at loopback, private and link-local addresses.
+    pub webhook_allow_private: bool,
 }
 
 /// Where Redis is, and the prefix of this deployment's keys.
@@ -262,6 +268,7 @@ impl Config {
             max_streams_per_user: self.max_streams_per_user as usize,
             jobs: JobSettings { enabled: !self.no_jobs, usage_retention_days: self.usage_retention_days },
             shutdown_delay: std::time::Duration::from_millis(self.shutdown_delay_ms),
+            webhook_allow_private: self.webhook_allow_private,
         })
     }
 }

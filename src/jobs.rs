@@ -1,8 +1,9 @@
 //! Periodic jobs: once an hour, prune what no rule can need again (old quota counters,
-//! dead refresh tokens, idempotency keys past their 24 hours), then apply the adaptive
-//! plans' rules to the users not looked at on their current local day yet (each change
-//! starts on the user's next local day). Nothing here is needed for the quota's
-//! correctness; the quota never waits for a job (its day is part of its key).
+//! dead refresh tokens, idempotency keys past their 24 hours, webhook events past their
+//! 30 days), then apply the adaptive plans' rules to the users not looked at on their
+//! current local day yet (each change starts on the user's next local day). Nothing
+//! here is needed for the quota's correctness; the quota never waits for a job (its day
+//! is part of its key).
 //!
 //! Each period's run happens on exactly one instance: the first to claim the period
 //! runs, the others skip it. With Redis the claim is a key set with `NX` and an expiry of
@@ -67,6 +68,8 @@ impl Jobs {
                     refresh_tokens = pruned.refresh_tokens,
                     sessions = pruned.sessions,
                     idempotency_keys = pruned.idempotency_keys,
+                    webhook_events = pruned.webhook_events,
+                    webhook_attempts = pruned.webhook_attempts,
                     "periodic pruning ran"
                 );
                 for (what, n) in [
@@ -74,6 +77,8 @@ impl Jobs {
                     ("refresh_tokens", pruned.refresh_tokens),
                     ("sessions", pruned.sessions),
                     ("idempotency_keys", pruned.idempotency_keys),
+                    ("webhook_events", pruned.webhook_events),
+                    ("webhook_attempts", pruned.webhook_attempts),
                 ] {
                     metrics::counter!(crate::metrics::JOB_PRUNED, "what" => what).increment(n);
                 }

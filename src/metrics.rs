@@ -39,6 +39,8 @@ pub const JOB_RUNS: &str = "quotask_job_runs_total";
 pub const JOB_PRUNED: &str = "quotask_job_pruned_rows_total";
 /// Users' limits the adaptive plans changed.
 pub const LIMITS_ADAPTED: &str = "quotask_limits_adapted_total";
+/// Webhook delivery attempts by `outcome` (delivered, retry, given_up).
+pub const WEBHOOK_ATTEMPTS: &str = "quotask_webhook_attempts_total";
 
 /// How often the recorder's histogram samples are folded into their buckets. Until then
 /// each sample is kept, a few bytes per request; without this, a server nobody scrapes

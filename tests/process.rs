@@ -39,6 +39,8 @@ impl Quotask {
         let child = command(dir)
             .env("QUOTASK_BIND", addr.to_string())
             .env("QUOTASK_DEFAULT_DAILY_LIMIT", "1000000")
+            // Webhook tests deliver to a receiver on 127.0.0.1.
+            .env("QUOTASK_WEBHOOK_ALLOW_PRIVATE", "true")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -302,6 +304,84 @@ async fn kill_9_under_load_loses_no_acknowledged_task() {
     }
     let lost: Vec<_> = acknowledged.iter().filter(|id| !stored.contains(*id)).collect();
     assert!(lost.is_empty(), "{} of {} acknowledged tasks lost", lost.len(), acknowledged.len());
+}
+
+/// Starts an HTTP receiver on `addr` that records the body of every `POST /hook`.
+async fn start_receiver(
+    addr: SocketAddr,
+) -> (std::sync::Arc<std::sync::Mutex<Vec<Value>>>, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = received.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let log = log.clone();
+            async move {
+                log.lock().unwrap().push(serde_json::from_str::<Value>(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    (received, tokio::spawn(async move { axum::serve(listener, app).await.unwrap() }))
+}
+
+#[tokio::test]
+async fn a_webhook_event_committed_before_a_kill_9_is_delivered_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut q = Quotask::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let token = q.token(&client, "ann").await;
+    // The receiver is down at first: nothing listens on its port.
+    let receiver = free_addr();
+    let hook = client
+        .post(format!("{}/v1/me/webhooks", q.base))
+        .bearer_auth(&token)
+        .json(&json!({"url": format!("http://{receiver}/hook"), "events": ["task.created"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(hook.status(), 201);
+    let hook: Value = hook.json().await.unwrap();
+    let res = client
+        .post(format!("{}/v1/tasks", q.base))
+        .bearer_auth(&token)
+        .json(&json!({"content": "survives"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let task: Value = res.json().await.unwrap();
+
+    // The worker tries, fails (nothing listens), and schedules a retry; then the kill.
+    let log_url = format!("{}/v1/me/webhooks/{}/deliveries", q.base, hook["id"].as_str().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log: Value = client.get(&log_url).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+        if log["items"][0]["attempts"].as_u64() >= Some(1) {
+            assert!(log["items"][0]["delivered_at"].is_null());
+            break;
+        }
+        assert!(Instant::now() < deadline, "no attempt was made: {log}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    q.signal("-KILL");
+    q.wait_exit(Duration::from_secs(5));
+
+    let (received, server) = start_receiver(receiver).await;
+    let _q = Quotask::start(&q.dir.clone()).await;
+    // The retry is due 5 s after the failed attempt.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while received.lock().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "the event never arrived after the restart");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let received = received.lock().unwrap().clone();
+    assert_eq!(received.len(), 1, "{received:?}");
+    assert_eq!(received[0]["type"], "task.created");
+    assert_eq!(received[0]["data"]["id"], task["id"]);
+    server.abort();
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! What the service keeps: users, their zone settings, tasks and the audit trail.
 
 use jiff::{Timestamp, civil::Date};
+use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::limits::{LimitSettings, LimitSource, base_limit};
@@ -209,6 +211,34 @@ impl RefreshVerdict {
             Some(t) if t.spent => RefreshVerdict::RevokeFamily,
             Some(t) if t.expires_at <= now => RefreshVerdict::Refuse,
             Some(_) => RefreshVerdict::Rotate,
+        }
+    }
+}
+
+/// A task as clients see it, in answers and in events.
+#[derive(Serialize, ToSchema)]
+pub struct TaskView {
+    pub id: String,
+    pub content: String,
+    pub done: bool,
+    /// The user's local day whose quota the task used, `YYYY-MM-DD`.
+    pub day: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<Task> for TaskView {
+    fn from(t: Task) -> Self {
+        let created_at = t.created_at.to_string();
+        // A task never changed has both times equal: formatted once.
+        let updated_at = if t.updated_at == t.created_at { created_at.clone() } else { t.updated_at.to_string() };
+        TaskView {
+            id: t.id.to_string(),
+            content: t.content,
+            done: t.done,
+            day: t.day.to_string(),
+            created_at,
+            updated_at,
         }
     }
 }

@@ -19,7 +19,13 @@ pub struct Prune {
     pub tokens_expired_by: Timestamp,
     /// Idempotency keys first used before then.
     pub keys_created_before: Timestamp,
+    /// Webhook events (with their attempts) that happened before then: long delivered
+    /// or given up (the retries end after about 28 hours), or of a deleted webhook.
+    pub webhook_events_before: Timestamp,
 }
+
+/// How long a webhook's events stay in its delivery log.
+pub const WEBHOOK_EVENT_RETENTION: jiff::SignedDuration = jiff::SignedDuration::from_hours(30 * 24);
 
 impl Prune {
     /// The cut-offs at `now`, keeping `usage_retention_days` days of quota counters.
@@ -32,6 +38,7 @@ impl Prune {
             usage_before: today.checked_sub(keep).unwrap_or(today),
             tokens_expired_by: now,
             keys_created_before: idempotency::remembered_since(now),
+            webhook_events_before: now.checked_sub(WEBHOOK_EVENT_RETENTION).unwrap_or(now),
         }
     }
 }
@@ -53,17 +60,23 @@ pub enum PruneStep {
     Sessions,
     /// Idempotency keys first used before `keys_created_before`.
     IdempotencyKeys,
+    /// The attempts of webhook events before `webhook_events_before`.
+    WebhookAttempts,
+    /// Webhook events before `webhook_events_before`, after their attempts.
+    WebhookEvents,
 }
 
 impl PruneStep {
     /// The steps in the order they run: sessions after the tokens, since a session goes
     /// once it has no token left.
-    pub const ORDER: [PruneStep; 5] = [
+    pub const ORDER: [PruneStep; 7] = [
         PruneStep::Usage,
         PruneStep::ExpiredRefreshTokens,
         PruneStep::RevokedRefreshTokens,
         PruneStep::Sessions,
         PruneStep::IdempotencyKeys,
+        PruneStep::WebhookAttempts,
+        PruneStep::WebhookEvents,
     ];
 }
 
@@ -74,6 +87,8 @@ pub struct Pruned {
     pub refresh_tokens: u64,
     pub sessions: u64,
     pub idempotency_keys: u64,
+    pub webhook_attempts: u64,
+    pub webhook_events: u64,
 }
 
 impl Pruned {
@@ -84,6 +99,8 @@ impl Pruned {
             PruneStep::ExpiredRefreshTokens | PruneStep::RevokedRefreshTokens => &mut self.refresh_tokens,
             PruneStep::Sessions => &mut self.sessions,
             PruneStep::IdempotencyKeys => &mut self.idempotency_keys,
+            PruneStep::WebhookAttempts => &mut self.webhook_attempts,
+            PruneStep::WebhookEvents => &mut self.webhook_events,
         };
         *count += deleted;
     }
@@ -98,6 +115,7 @@ mod tests {
         let at = |step| PruneStep::ORDER.iter().position(|s| *s == step).unwrap();
         assert!(at(PruneStep::Sessions) > at(PruneStep::ExpiredRefreshTokens));
         assert!(at(PruneStep::Sessions) > at(PruneStep::RevokedRefreshTokens));
+        assert!(at(PruneStep::WebhookEvents) > at(PruneStep::WebhookAttempts));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use super::AppState;
-use super::{accounts, admin, events, ops, seed, tasks, tokens};
+use super::{accounts, admin, events, ops, seed, tasks, tokens, webhooks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,7 @@ use super::{accounts, admin, events, ops, seed, tasks, tokens};
         accounts::sign_up, accounts::sign_in, accounts::refresh, accounts::sign_out,
         accounts::me, accounts::update_me, accounts::quota,
         tokens::create, tokens::list, tokens::remove,
+        webhooks::create, webhooks::list, webhooks::remove, webhooks::deliveries,
         tasks::create, tasks::create_batch, tasks::list, tasks::read, tasks::update, tasks::remove,
         events::stream_events,
         admin::list_users, admin::update_user, admin::audit,

@@ -14,6 +14,7 @@ pub mod state;
 pub mod tasks;
 pub mod tokens;
 pub mod web;
+pub mod webhooks;
 
 use std::time::Instant;
 
@@ -42,6 +43,7 @@ pub fn router(state: AppState) -> Router {
         .merge(accounts::router())
         .merge(tasks::router())
         .merge(tokens::router())
+        .merge(webhooks::router())
         .merge(events::router())
         .merge(admin::router())
         .merge(seed::router())

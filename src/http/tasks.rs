@@ -210,6 +210,6 @@ async fn remove(
     auth: Scoped<scope::TasksWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.services.tasks.delete(auth.user.id, task_id(&id)?).await?;
+    state.services.tasks.delete(auth.user.id, task_id(&id)?, auth.now).await?;
     Ok(StatusCode::NO_CONTENT)
 }

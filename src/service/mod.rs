@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod admin;
 pub mod tasks;
 pub mod tokens;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use crate::store::{Store, StoreError};
 pub use admin::AdminService;
 pub use tasks::TaskService;
 pub use tokens::{Caller, TokenService};
+pub use webhooks::{Deliveries, WebhookService};
 
 /// Why a use case of tasks or administration did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -69,14 +71,22 @@ pub struct Services {
     pub admin: AdminService,
     /// Personal access tokens, and the check of every request's bearer token.
     pub tokens: TokenService,
+    /// The user's webhooks (their delivery is `Deliveries`, run beside the server).
+    pub webhooks: WebhookService,
     store: Arc<dyn Store>,
 }
 
 impl Services {
-    pub fn new(store: Arc<dyn Store>, accounts: Accounts, events: crate::events::Events) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        accounts: Accounts,
+        events: crate::events::Events,
+        webhook_allow_private: bool,
+    ) -> Self {
         let accounts = Arc::new(accounts);
         let admin = AdminService::new(store.clone(), events.clone(), accounts.default_limit());
         Services {
+            webhooks: WebhookService::new(store.clone(), webhook_allow_private),
             tokens: TokenService::new(store.clone(), accounts.clone()),
             accounts,
             tasks: TaskService::new(store.clone(), events),

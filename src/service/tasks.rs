@@ -4,8 +4,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use jiff::Timestamp;
-use serde::Serialize;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::{Error, KEY_IN_FLIGHT};
@@ -15,33 +13,7 @@ use crate::domain::{
 use crate::events::{Events, Kind};
 use crate::store::{Created, CreatedBatch, Store};
 
-/// A task as clients see it, in answers and in events.
-#[derive(Serialize, ToSchema)]
-pub struct TaskView {
-    pub id: String,
-    pub content: String,
-    pub done: bool,
-    /// The user's local day whose quota the task used, `YYYY-MM-DD`.
-    pub day: String,
-    pub created_at: String,
-    pub updated_at: String,
-}
-
-impl From<Task> for TaskView {
-    fn from(t: Task) -> Self {
-        let created_at = t.created_at.to_string();
-        // A task never changed has both times equal: formatted once.
-        let updated_at = if t.updated_at == t.created_at { created_at.clone() } else { t.updated_at.to_string() };
-        TaskView {
-            id: t.id.to_string(),
-            content: t.content,
-            done: t.done,
-            day: t.day.to_string(),
-            created_at,
-            updated_at,
-        }
-    }
-}
+pub use crate::domain::model::TaskView;
 
 /// A created task as its creator sees it: the task, today's quota, and whether this is
 /// the replayed answer to an earlier request with the same idempotency key.
@@ -197,8 +169,8 @@ impl TaskService {
     }
 
     /// Deletes the task; its unit of quota is not given back.
-    pub async fn delete(&self, user_id: Uuid, id: Uuid) -> Result<(), Error> {
-        if !self.store.delete_task(user_id, id).await? {
+    pub async fn delete(&self, user_id: Uuid, id: Uuid, now: Timestamp) -> Result<(), Error> {
+        if !self.store.delete_task(user_id, id, now).await? {
             return Err(Error::NotFound);
         }
         self.events.publish(user_id, Kind::TaskDeleted, || serde_json::json!({"id": id.to_string()}));

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use crate::domain::limits::{Boost, NewBoost, Plan, PlanChanges};
 use crate::domain::prune::{Prune, PruneStep};
+use crate::domain::webhooks::{Delivery, DueEvent, EventTypes, Next, Webhook};
 use crate::domain::{
     AdminChanges, AuditEntry, DayQuota, IdempotencyKey, PersonalToken, QuotaStatus, Role, Scopes, Task, TaskContent,
     TaskFilter, TaskPatch, TokenName, User, UserZone, Username,
@@ -115,7 +116,9 @@ pub enum Refreshed {
 
 /// All a store does, by concern; `Store` is what the application holds (`Arc<dyn Store>`).
 #[async_trait]
-pub trait Store: AccountStore + AdminStore + PlanStore + TokenStore + TaskStore + Send + Sync + 'static {
+pub trait Store:
+    AccountStore + AdminStore + PlanStore + TokenStore + TaskStore + WebhookStore + Send + Sync + 'static
+{
     /// Whether the database answers; for `/readyz`.
     async fn ping(&self) -> Result<()>;
     /// A one-line description of durability settings, read back from the database.
@@ -274,7 +277,8 @@ pub trait TokenStore: Send + Sync {
 #[async_trait]
 pub trait TaskStore: Send + Sync {
     /// Checks and consumes one unit of the user's quota for the day of `now` and
-    /// inserts the task, as one atomic step. The day comes from `user`'s zone as the
+    /// inserts the task, as one atomic step, which also writes the webhook events the
+    /// create makes (`task.created`, `quota.exhausted`) to the outbox. The day comes from `user`'s zone as the
     /// request read it (a zone change only takes effect at a midnight); the limit is
     /// read inside the step, so a change made an instant before applies. With an
     /// idempotency key, a repeat within the window is answered from the first creation
@@ -302,8 +306,53 @@ pub trait TaskStore: Send + Sync {
     async fn day_quota(&self, user_id: Uuid, day: Date) -> Result<DayQuota>;
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>>;
     async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>>;
+    /// Changes the task; its `task.updated` event is written with the change.
     async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>>;
-    async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool>;
+    /// Deletes the task; its `task.deleted` event is written with the deletion, at `now`.
+    async fn delete_task(&self, user_id: Uuid, id: Uuid, now: Timestamp) -> Result<bool>;
+}
+
+/// A webhook to keep.
+pub struct NewWebhook {
+    pub url: String,
+    pub events: EventTypes,
+    pub secret: String,
+}
+
+/// An attempt to deliver an event, as the delivery worker records it.
+pub struct AttemptRecord {
+    pub event_id: Uuid,
+    pub webhook_id: Uuid,
+    /// This attempt's number, 1-based.
+    pub attempt: u32,
+    pub at: Timestamp,
+    pub status: Option<u16>,
+    pub error: Option<String>,
+    pub next: Next,
+}
+
+/// Webhooks and their outbox. The outbox rows themselves are written by `TaskStore`'s
+/// changes, in the same atomic step as the change they report.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Keeps a new webhook of `user_id`, unless the user already holds `max` (then
+    /// `None`, and nothing is kept).
+    async fn create_webhook(&self, user_id: Uuid, new: NewWebhook, max: u32, now: Timestamp)
+    -> Result<Option<Webhook>>;
+    /// The user's webhooks, oldest first.
+    async fn webhooks(&self, user_id: Uuid) -> Result<Vec<Webhook>>;
+    /// Deletes the user's webhook `id` with its events and their log; whether there was one.
+    async fn delete_webhook(&self, user_id: Uuid, id: Uuid) -> Result<bool>;
+    /// The latest `limit` events of the user's webhook `id`, newest first, each with its
+    /// attempts; `None` if the user has no such webhook.
+    async fn deliveries(&self, user_id: Uuid, id: Uuid, limit: u32) -> Result<Option<Vec<Delivery>>>;
+    /// Claims at most `limit` events due at `now` whose webhook is enabled and which no
+    /// live lease holds, leasing them until `lease_until`, atomically: two callers (on
+    /// any instances) never get the same event while its lease runs.
+    async fn claim_due_events(&self, now: Timestamp, lease_until: Timestamp, limit: u32) -> Result<Vec<DueEvent>>;
+    /// Records an attempt and what follows it (ends the lease; on `GiveUp`, disables
+    /// the webhook).
+    async fn record_attempt(&self, attempt: AttemptRecord) -> Result<()>;
 }
 
 /// A UUIDv7 for `now`: its leading 48 bits are exactly `now`'s unix milliseconds (the

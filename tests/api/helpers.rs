@@ -260,6 +260,7 @@ pub fn settings_for(dir: &std::path::Path) -> Settings {
         max_streams_per_user: 5,
         jobs: Default::default(),
         shutdown_delay: std::time::Duration::ZERO,
+        webhook_allow_private: false,
     }
 }
 
@@ -277,9 +278,17 @@ impl TestApp {
     /// `N` servers started at once on one fresh database, sharing one clock: instances
     /// behind a load balancer (starting together is part of what they must survive).
     pub async fn spawn_instances<const N: usize>() -> [TestApp; N] {
+        Self::spawn_instances_with(|_| {}).await
+    }
+
+    /// `spawn_instances`, with `change` made to every instance's settings first.
+    pub async fn spawn_instances_with<const N: usize>(change: impl Fn(&mut Settings)) -> [TestApp; N] {
         let db = Arc::new(Database::new(current_db()).await);
         let clock = Arc::new(ManualClock::new(ts("2026-06-15T12:00:00Z")));
-        let apps = futures::future::join_all((0..N).map(|_| Self::start_on(db.clone(), clock.clone()))).await;
+        let mut settings = db.settings();
+        change(&mut settings);
+        let start = |_| Self::start_with(db.clone(), clock.clone(), &settings);
+        let apps = futures::future::join_all((0..N).map(start)).await;
         apps.try_into().unwrap_or_else(|_| unreachable!("join_all keeps the count"))
     }
 

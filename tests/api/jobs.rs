@@ -41,7 +41,7 @@ pub async fn make_stale_rows(app: &TestApp) -> Pruned {
     create_with_key(app, &current, "fresh-key").await;
 
     // Sessions: the old one (its only token expired) and the signed-out one go.
-    Pruned { usage: 1, refresh_tokens: 2, sessions: 2, idempotency_keys: 2 }
+    Pruned { usage: 1, refresh_tokens: 2, sessions: 2, idempotency_keys: 2, webhook_attempts: 0, webhook_events: 0 }
 }
 
 /// After a prune of `make_stale_rows`' rows: only what is still needed is left.

@@ -30,3 +30,4 @@ mod shared;
 mod store;
 mod tasks;
 mod tokens;
+mod webhooks;

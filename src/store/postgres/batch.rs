@@ -10,6 +10,7 @@ use super::classify;
 use super::rows::{self, decode, internal, micros};
 use super::tasks::{in_force, quota_cte, used_on};
 use crate::domain::limits::LimitInForce;
+use crate::domain::webhooks::task_data;
 use crate::domain::{DayQuota, DayWindow, IdempotencyKey, QuotaStatus, Task, TimeZoneName, idempotency};
 use crate::store::{CreatedBatch, Result, decode_batch, encode_batch};
 
@@ -40,6 +41,18 @@ async fn consume_and_insert<'c>(
              insert into tasks (id, user_id, content, done, day, created_at, updated_at)
              select t.id, $1, t.content, false, $2::date, $5, $5
              from counted, unnest($3::uuid[], $4::text[]) as t(id, content)
+         ), outbox as (
+             -- Webhooks' events (see the `webhooks` module), only if the tasks were created.
+             insert into webhook_events (id, webhook_id, type, occurred_at, data, next_attempt_at)
+             select gen_random_uuid(), w.id, e.type, $5, e.data, $5
+             from counted join webhooks w on w.user_id = $1 and not w.disabled
+             cross join lateral (
+                 select 'task.created' as type, d.data from unnest($7::text[]) as d(data)
+                 union all
+                 select 'quota.exhausted', json_build_object('day', $2::text, 'limit', counted.used, 'used', counted.used)::text
+                 where counted.used >= (select daily_limit from quota)
+             ) e
+             where w.events like '% ' || e.type || ' %'
          )
          select quota.*, counted.used from quota left join counted on true"
     ))
@@ -49,6 +62,7 @@ async fn consume_and_insert<'c>(
     .bind(&contents)
     .bind(created_at)
     .bind(requested)
+    .bind(tasks.iter().map(task_data).collect::<Vec<_>>())
     .fetch_optional(executor)
     .await
     .map_err(classify)?

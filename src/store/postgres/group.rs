@@ -21,6 +21,7 @@ use super::tasks::{in_force, limit_in_force};
 use super::{bounded, classify};
 use crate::domain::Task;
 use crate::domain::limits::LimitInForce;
+use crate::domain::webhooks::task_data;
 use crate::store::{Result, StoreError};
 
 /// Groups on the wire at once. Each holds one connection while its statement runs.
@@ -104,7 +105,8 @@ async fn work(db: Arc<Pool>, arrivals: Arc<Mutex<mpsc::UnboundedReceiver<Waiting
 /// The group's statement. Per (user, day) it consumes what the group asks for, up to
 /// what remains, with one conditional upsert of the `usage` row (`taken` records how
 /// many units this upsert took, which `returning` cannot otherwise tell), then inserts
-/// the tasks ranked within that take, and answers every create in the group's order.
+/// the tasks ranked within that take, writes their webhook events (the outbox, in the
+/// same statement as the change), and answers every create in the group's order.
 ///
 /// As for a single create (`tasks::consume_and_insert`): READ COMMITTED, the upsert
 /// locks each `(user, day)` row and compares against its latest committed version, so
@@ -114,8 +116,8 @@ async fn work(db: Arc<Pool>, arrivals: Arc<Mutex<mpsc::UnboundedReceiver<Waiting
 async fn run(c: &mut PgConnection, creates: &[(Uuid, &Task)]) -> Result<Vec<Result<(LimitInForce, Option<u32>)>>> {
     let rows = sqlx::query(concat!(
         "with input as (
-             select * from unnest($1::uuid[], $2::uuid[], $3::date[], $4::text[], $5::bigint[])
-                 with ordinality as i(task_id, user_id, day, content, at, ord)
+             select * from unnest($1::uuid[], $2::uuid[], $3::date[], $4::text[], $5::bigint[], $6::text[])
+                 with ordinality as i(task_id, user_id, day, content, at, data, ord)
          ), ranked as (
              select i.*, row_number() over (partition by i.user_id, i.day order by i.ord)::int as rank from input i
          ), limits as (
@@ -139,6 +141,25 @@ async fn run(c: &mut PgConnection, creates: &[(Uuid, &Task)]) -> Result<Vec<Resu
              select r.task_id, r.user_id, r.content, false, r.day, r.at, r.at
              from ranked r join counted k on k.user_id = r.user_id and k.day = r.day
              where r.rank <= k.taken
+         ), outbox as (
+             -- Webhooks' events (see the `webhooks` module) of the tasks created, and
+             -- `quota.exhausted` for each user whose last unit of the day this took.
+             insert into webhook_events (id, webhook_id, type, occurred_at, data, next_attempt_at)
+             select gen_random_uuid(), w.id, e.type, e.at, e.data, e.at
+             from (
+                 select r.user_id, 'task.created' as type, r.at, r.data
+                 from ranked r join counted k on k.user_id = r.user_id and k.day = r.day
+                 where r.rank <= k.taken
+                 union all
+                 select k.user_id, 'quota.exhausted', max(r.at),
+                        json_build_object('day', k.day::text, 'limit', k.used, 'used', k.used)::text
+                 from counted k join limits l on l.user_id = k.user_id and l.day = k.day
+                 join ranked r on r.user_id = k.user_id and r.day = k.day
+                 where k.taken > 0 and k.used >= l.lim
+                 group by k.user_id, k.day, k.used
+             ) e
+             join webhooks w on w.user_id = e.user_id and not w.disabled
+             where w.events like '% ' || e.type || ' %'
          )
          select r.ord, l.base, l.source, l.plan, l.boost,
                 case when r.rank <= k.taken then k.used - k.taken + r.rank end as used
@@ -152,6 +173,7 @@ async fn run(c: &mut PgConnection, creates: &[(Uuid, &Task)]) -> Result<Vec<Resu
     .bind(creates.iter().map(|(_, t)| t.day.to_string()).collect::<Vec<_>>())
     .bind(creates.iter().map(|(_, t)| t.content.as_str()).collect::<Vec<_>>())
     .bind(creates.iter().map(|(_, t)| micros(t.created_at)).collect::<Vec<_>>())
+    .bind(creates.iter().map(|(_, t)| task_data(t)).collect::<Vec<_>>())
     .fetch_all(&mut *c)
     .await
     .map_err(classify)?;

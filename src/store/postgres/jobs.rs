@@ -53,6 +53,8 @@ impl PostgresStore {
             PruneStep::RevokedRefreshTokens => (REVOKED_TOKENS, Cutoff::Micros(micros(rules.tokens_expired_by))),
             PruneStep::Sessions => (SESSIONS, Cutoff::Micros(micros(rules.tokens_expired_by))),
             PruneStep::IdempotencyKeys => (KEYS, Cutoff::Micros(micros(rules.keys_created_before))),
+            PruneStep::WebhookAttempts => (WEBHOOK_ATTEMPTS, Cutoff::Micros(micros(rules.webhook_events_before))),
+            PruneStep::WebhookEvents => (WEBHOOK_EVENTS, Cutoff::Micros(micros(rules.webhook_events_before))),
         };
         let query = sqlx::query(sql);
         let query = match &cutoff {
@@ -85,6 +87,14 @@ const SESSIONS: &str = "delete from sessions where id in
      and not exists (select 1 from refresh_tokens r where r.session_id = s.id) limit $2)";
 const KEYS: &str = "delete from idempotency_keys where (user_id, key) in
     (select user_id, key from idempotency_keys where created_at < $1 limit $2)";
+
+/// Attempts of old webhook events, then (`WEBHOOK_EVENTS`) the events (migration 0009's
+/// `webhook_events_by_age`).
+const WEBHOOK_ATTEMPTS: &str = "delete from webhook_attempts where (event_id, attempt) in
+    (select a.event_id, a.attempt from webhook_events e join webhook_attempts a on a.event_id = e.id
+     where e.occurred_at < $1 limit $2)";
+const WEBHOOK_EVENTS: &str = "delete from webhook_events where id in
+    (select id from webhook_events where occurred_at < $1 limit $2)";
 
 /// The `$1` of a prune statement.
 enum Cutoff {
@@ -142,6 +152,7 @@ mod tests {
             (EXPIRED_TOKENS, "bigint", "refresh_tokens_by_expiry"),
             (REVOKED_TOKENS, "bigint", "sessions_revoked"),
             (SESSIONS, "bigint", "sessions_by_age"),
+            (WEBHOOK_EVENTS, "bigint", "webhook_events_by_age"),
         ] {
             let plan = plan(&mut conn, index, sql, first_type).await;
             assert!(plan.contains(index), "{index} unused:\n{plan}");

@@ -19,6 +19,7 @@ mod rows;
 mod skeletons;
 mod tasks;
 mod tokens;
+mod webhooks;
 
 use std::borrow::Cow;
 use std::future::Future;
@@ -59,6 +60,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (6, "personal_tokens", include_str!("migrations/0006_personal_tokens.sql")),
     (7, "group_commit", include_str!("migrations/0007_group_commit.sql")),
     (8, "plans", include_str!("migrations/0008_plans.sql")),
+    (9, "webhooks", include_str!("migrations/0009_webhooks.sql")),
 ];
 
 pub struct PostgresStore {

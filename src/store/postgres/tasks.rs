@@ -8,8 +8,9 @@ use sqlx::{Connection as _, Row as _};
 use uuid::Uuid;
 
 use super::rows::{TASK_COLUMNS, decode, internal, micros};
-use super::{PostgresStore, batch, bounded, classify, rows};
+use super::{PostgresStore, batch, bounded, classify, rows, webhooks};
 use crate::domain::limits::{LimitInForce, LimitSource};
+use crate::domain::webhooks::{EventType, deleted_data, task_data};
 use crate::domain::{
     DayQuota, DayWindow, IdempotencyKey, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, TimeZoneName, User,
     idempotency,
@@ -108,6 +109,18 @@ pub(super) async fn consume_and_insert<'c>(
          ), created as (
              insert into tasks (id, user_id, content, done, day, created_at, updated_at)
              select $3, $1, $4, false, $2::date, $5, $5 from counted
+         ), outbox as (
+             -- Webhooks' events (see the `webhooks` module), only if the task was created.
+             insert into webhook_events (id, webhook_id, type, occurred_at, data, next_attempt_at)
+             select gen_random_uuid(), w.id, e.type, $5, e.data, $5
+             from counted join webhooks w on w.user_id = $1 and not w.disabled
+             cross join lateral (
+                 select 'task.created' as type, $6::text as data
+                 union all
+                 select 'quota.exhausted', json_build_object('day', $2::text, 'limit', counted.used, 'used', counted.used)::text
+                 where counted.used >= (select daily_limit from quota)
+             ) e
+             where w.events like '% ' || e.type || ' %'
          )
          select quota.*, counted.used from quota left join counted on true"
     ))
@@ -116,6 +129,7 @@ pub(super) async fn consume_and_insert<'c>(
     .bind(task.id)
     .bind(&task.content)
     .bind(micros(task.created_at))
+    .bind(task_data(task))
     .fetch_optional(executor)
     .await
     .map_err(classify)?
@@ -347,6 +361,8 @@ impl TaskStore for PostgresStore {
 
     async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>> {
         bounded(self.db.run(async |c| {
+            // The change and its webhook event in one transaction.
+            let mut tx = c.begin().await.map_err(classify)?;
             let row = sqlx::query(&format!(
                 "update tasks set content = coalesce($3, content), done = coalesce($4, done), updated_at = $5
                  where id = $1 and user_id = $2 returning {TASK_COLUMNS}"
@@ -356,23 +372,41 @@ impl TaskStore for PostgresStore {
             .bind(patch.content.as_ref().map(TaskContent::as_str))
             .bind(patch.done)
             .bind(micros(now))
-            .fetch_optional(&mut *c)
+            .fetch_optional(&mut *tx)
             .await
             .map_err(classify)?;
-            row.as_ref().map(|r| decode(r, rows::task)).transpose()
+            let task = row.as_ref().map(|r| decode(r, rows::task)).transpose()?;
+            if let Some(task) = &task {
+                webhooks::enqueue(&mut tx, user_id, EventType::TaskUpdated, &task_data(task), now).await?;
+            }
+            tx.commit().await.map_err(classify)?;
+            Ok(task)
         }))
         .await
     }
 
-    async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+    async fn delete_task(&self, user_id: Uuid, id: Uuid, now: Timestamp) -> Result<bool> {
         bounded(self.db.run(async |c| {
-            sqlx::query("delete from tasks where id = $1 and user_id = $2")
-                .bind(id)
-                .bind(user_id)
-                .execute(&mut *c)
-                .await
-                .map(|done| done.rows_affected() > 0)
-                .map_err(classify)
+            // The deletion and its webhook event in one statement.
+            let row = sqlx::query(
+                "with gone as (
+                     delete from tasks where id = $1 and user_id = $2 returning id
+                 ), outbox as (
+                     insert into webhook_events (id, webhook_id, type, occurred_at, data, next_attempt_at)
+                     select gen_random_uuid(), w.id, 'task.deleted', $3, $4, $3
+                     from gone join webhooks w on w.user_id = $2 and not w.disabled
+                     where w.events like '% task.deleted %'
+                 )
+                 select count(*) as deleted from gone",
+            )
+            .bind(id)
+            .bind(user_id)
+            .bind(micros(now))
+            .bind(deleted_data(id))
+            .fetch_one(&mut *c)
+            .await
+            .map_err(classify)?;
+            Ok(decode(&row, |r| r.try_get::<i64, _>("deleted"))? > 0)
         }))
         .await
     }

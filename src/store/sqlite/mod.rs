@@ -15,6 +15,7 @@ mod skeletons;
 mod tasks;
 mod tokens;
 mod wal_buffer;
+mod webhooks;
 mod writer;
 
 use std::path::Path;
@@ -43,7 +44,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_username_skeletons.sql"),
     include_str!("migrations/0008_idempotent_batches.sql"),
     include_str!("migrations/0009_personal_tokens.sql"),
-    include_str!("migrations/0011_plans.sql"),
+    include_str!("migrations/0010_plans.sql"),
+    include_str!("migrations/0011_webhooks.sql"),
 ];
 
 pub struct SqliteStore {

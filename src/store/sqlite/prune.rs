@@ -41,6 +41,13 @@ const SESSIONS: &str = "delete from sessions where id in
 const KEYS: &str = "delete from idempotency_keys where (user_id, key) in
     (select user_id, key from idempotency_keys where created_at < ?1 limit ?2)";
 
+/// Attempts of old webhook events, then (`WEBHOOK_EVENTS`) the events.
+const WEBHOOK_ATTEMPTS: &str = "delete from webhook_attempts where rowid in
+    (select a.rowid from webhook_events e join webhook_attempts a on a.event_id = e.id
+     where e.occurred_at < ?1 limit ?2)";
+const WEBHOOK_EVENTS: &str = "delete from webhook_events where id in
+    (select id from webhook_events where occurred_at < ?1 limit ?2)";
+
 /// Deletes at most `batch` rows of `step`, in one write of its own.
 pub async fn step(executor: &Executor, step: PruneStep, rules: &Prune, batch: u64) -> Result<u64> {
     let (sql, cutoff): (&'static str, Value) = match step {
@@ -49,6 +56,8 @@ pub async fn step(executor: &Executor, step: PruneStep, rules: &Prune, batch: u6
         PruneStep::RevokedRefreshTokens => (REVOKED_TOKENS, micros(rules.tokens_expired_by).into()),
         PruneStep::Sessions => (SESSIONS, micros(rules.tokens_expired_by).into()),
         PruneStep::IdempotencyKeys => (KEYS, micros(rules.keys_created_before).into()),
+        PruneStep::WebhookAttempts => (WEBHOOK_ATTEMPTS, micros(rules.webhook_events_before).into()),
+        PruneStep::WebhookEvents => (WEBHOOK_EVENTS, micros(rules.webhook_events_before).into()),
     };
     let batch = i64::try_from(batch).unwrap_or(i64::MAX);
     let deleted = executor
@@ -82,6 +91,8 @@ mod tests {
             (EXPIRED_TOKENS, "refresh_tokens_by_expiry"),
             (REVOKED_TOKENS, "sessions_revoked"),
             (SESSIONS, "sessions_by_age"),
+            (WEBHOOK_ATTEMPTS, "webhook_events_by_age"),
+            (WEBHOOK_EVENTS, "webhook_events_by_age"),
         ] {
             let plan = plan(&c, sql);
             assert!(plan.contains(&format!("INDEX {index}")), "{plan}");

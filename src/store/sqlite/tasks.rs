@@ -15,7 +15,9 @@ use super::executor::Mode;
 use super::rows::{
     TASK_COLUMNS, conversion, from_micros, internal, limit_columns, limits_at, micros, task_from_row, uuid_at,
 };
+use super::webhooks::{self, Hooks};
 use crate::domain::limits::{LimitInForce, limit_in_force};
+use crate::domain::webhooks::{EventType, deleted_data, task_data};
 use crate::domain::{
     DayQuota, DayWindow, IdempotencyKey, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, TimeZoneName, User,
     admits, idempotency,
@@ -32,11 +34,16 @@ use crate::store::{Created, CreatedBatch, Result, TaskStore, decode_batch, encod
 /// epoch (`writer::Epoch`), and the memo starts empty again: every write mode but a
 /// create's moves it (the epoch rule, at `writer::Mode`). `memo_properties` checks,
 /// over random runs, that it always holds what the database holds.
+///
+/// It also records each user's enabled webhooks, which a create needs to write its
+/// events to the outbox: every change of a webhook moves the epoch too.
 #[derive(Default)]
 pub(super) struct QuotaMemo {
     epoch: u64,
     /// user -> (day, limit in force on that day, used on that day)
     users: HashMap<Uuid, (Date, LimitInForce, u32)>,
+    /// user -> their enabled webhooks (most users: none)
+    hooks: HashMap<Uuid, Hooks>,
 }
 
 /// Users the memo records at most; past that it starts over (about 40 bytes each).
@@ -45,10 +52,7 @@ const MEMO_USERS: usize = 100_000;
 impl QuotaMemo {
     /// `limit_and_use`, from the record when it holds and else from the database.
     fn limit_and_use(&mut self, c: &Connection, epoch: u64, user_id: Uuid, day: Date) -> Result<DayQuota> {
-        if self.epoch != epoch || self.users.len() >= MEMO_USERS {
-            self.users.clear();
-            self.epoch = epoch;
-        }
+        self.start_over_unless(epoch);
         if let Some((on, in_force, used)) = self.users.get(&user_id)
             && *on == day
         {
@@ -57,6 +61,25 @@ impl QuotaMemo {
         let quota = limit_and_use(c, user_id, day)?;
         self.users.insert(user_id, (day, quota.in_force.clone(), quota.used));
         Ok(quota)
+    }
+
+    /// Forgets everything if the epoch moved, or if it holds too many users.
+    fn start_over_unless(&mut self, epoch: u64) {
+        if self.epoch != epoch || self.users.len() >= MEMO_USERS || self.hooks.len() >= MEMO_USERS {
+            self.users.clear();
+            self.hooks.clear();
+            self.epoch = epoch;
+        }
+    }
+
+    /// The user's enabled webhooks, from the record when it holds and else from the
+    /// database.
+    fn hooks(&mut self, c: &Connection, epoch: u64, user_id: Uuid) -> Result<&Hooks> {
+        self.start_over_unless(epoch);
+        Ok(match self.hooks.entry(user_id) {
+            std::collections::hash_map::Entry::Occupied(known) => known.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => new.insert(webhooks::enabled_hooks(c, user_id)?),
+        })
     }
 
     /// The memo, for the writer's job that holds it. A create that panicked may have left
@@ -102,16 +125,31 @@ pub(super) fn create(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new: NewT
     if !admits(quota.in_force.total(), quota.used, 1) {
         return Ok(Created::OverLimit(QuotaStatus::new(quota, window, timezone)));
     }
-    // One statement: the insert, and the trigger `tasks_use_quota` counting it.
     let task = Task::new(new_id(now), content.into_string(), window.day, now);
-    c.prepare_cached(
-        "insert into tasks (id, user_id, content, done, day, created_at, updated_at)
+    // Webhooks' events go in with the task; without any, the create stays one statement.
+    let events = webhooks::events_of_create(
+        memo.hooks(c, epoch, user_id)?,
+        std::slice::from_ref(&task),
+        quota.in_force.total(),
+        quota.used,
+    );
+    // One statement: the insert, and the trigger `tasks_use_quota` counting it.
+    webhooks::with_events(c, &events, now, |c| {
+        c.prepare_cached(
+            "insert into tasks (id, user_id, content, done, day, created_at, updated_at)
              values (?1, ?2, ?3, 0, ?4, ?5, ?5)",
-    )
-    .and_then(|mut s| {
-        s.execute(params![task.id.to_string(), user_id.to_string(), task.content, task.day.to_string(), micros(now)])
-    })
-    .map_err(internal)?;
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                task.id.to_string(),
+                user_id.to_string(),
+                task.content,
+                task.day.to_string(),
+                micros(now)
+            ])
+        })
+        .map_err(internal)
+    })?;
     quota.used += 1;
     if let Some(key) = idempotency {
         remember(c, user_id, key, &task)?;
@@ -157,6 +195,9 @@ pub(super) fn create_batch(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new
         insert.execute(params![task.id.to_string(), user, task.content, day, micros(now)]).map_err(internal)?;
         tasks.push(task);
     }
+    // Webhooks' events, in the batch's own savepoint.
+    let events = webhooks::events_of_create(memo.hooks(c, epoch, user_id)?, &tasks, quota.in_force.total(), quota.used);
+    webhooks::with_events(c, &events, now, |_| Ok(()))?;
     if let Some(key) = &idempotency {
         remember_batch(c, user_id, key, &tasks)?;
     }
@@ -433,17 +474,25 @@ impl TaskStore for SqliteStore {
                 if changed == 0 {
                     return Ok(None);
                 }
-                load_task(c, user_id, id)
+                let task = load_task(c, user_id, id)?;
+                if let Some(task) = &task {
+                    webhooks::enqueue(c, user_id, EventType::TaskUpdated, &task_data(task), now)?;
+                }
+                Ok(task)
             })
             .await
     }
 
-    async fn delete_task(&self, user_id: Uuid, id: Uuid) -> Result<bool> {
+    async fn delete_task(&self, user_id: Uuid, id: Uuid, now: Timestamp) -> Result<bool> {
         self.executor
             .write(move |c| {
-                c.execute("delete from tasks where id = ?1 and user_id = ?2", [id.to_string(), user_id.to_string()])
-                    .map(|n| n > 0)
-                    .map_err(internal)
+                let deleted = c
+                    .execute("delete from tasks where id = ?1 and user_id = ?2", [id.to_string(), user_id.to_string()])
+                    .map_err(internal)?;
+                if deleted > 0 {
+                    webhooks::enqueue(c, user_id, EventType::TaskDeleted, &deleted_data(id), now)?;
+                }
+                Ok(deleted > 0)
             })
             .await
     }

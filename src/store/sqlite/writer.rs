@@ -39,10 +39,12 @@ pub(super) struct Job {
 /// The epoch rule: a job moves the epoch before it runs, so that the quota memo
 /// (`tasks::QuotaMemo`) forgets every count it holds, unless its mode says
 /// `keeping_epoch`. Only a job that records each change it makes in that memo itself,
-/// or that changes nothing the memo holds (a user's limit or a day's use), may keep it:
-/// today single and batch creates (`tasks::create`, `tasks::create_batch`) and the
-/// record of a personal token's last use. So a new kind of write is right without a
-/// thought: both modes move the epoch, and so does `Executor::write`.
+/// or that changes nothing the memo holds (a user's limit or a day's use, a user's
+/// enabled webhooks), may keep it: today single and batch creates (`tasks::create`,
+/// `tasks::create_batch`), the record of a personal token's last use, and the webhook
+/// outbox's claims and attempts (`webhooks`; not the attempt that disables a webhook).
+/// So a new kind of write is right without a thought: both modes move the epoch, and
+/// so does `Executor::write`.
 #[derive(Clone, Copy, Debug)]
 pub struct Mode {
     savepoint: bool,
@@ -56,7 +58,8 @@ impl Mode {
     /// Without a savepoint, for a job that changes the database with one statement at
     /// most: SQLite applies a statement whole or not at all, so its failure leaves
     /// nothing to undo, and the writer, which every create waits for, runs two
-    /// statements fewer. Moves the epoch.
+    /// statements fewer. (A create that also writes webhook events opens a savepoint
+    /// of its own around its statements: `webhooks::with_events`.) Moves the epoch.
     pub const ONE_STATEMENT: Mode = Mode { savepoint: false, keeps_epoch: false };
 
     /// This mode, leaving the epoch where it is: only for a job that records in the

@@ -1,5 +1,5 @@
 -- Plans, boosts and limits that adapt (docs/quota.md item 10); the same as SQLite's
--- 0011_plans.sql, which explains each column.
+-- 0010_plans.sql, which explains each column.
 create table plans (
     name text primary key,
     daily_limit integer not null check (daily_limit between 0 and 1000000),

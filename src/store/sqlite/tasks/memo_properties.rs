@@ -2,8 +2,10 @@
 //! batches, with and without idempotency keys (here and in another process), limit
 //! changes (through the store, another process or any SQLite client), own limits
 //! dropped, plans given and their limits changed, boosts granted and taken back (here
-//! and in another process), zone changes, deletes, the clock moving on and restarts. After each step the memo must hold what
-//! the database holds, and every create must have been decided as the database's own
+//! and in another process), zone changes, deletes, webhooks added (through the store)
+//! and disabled (by any SQLite client), the clock moving on and restarts. After each
+//! step the memo must hold what the database holds (each user's limit in force, day's
+//! use and enabled webhooks), and every create must have been decided as the database's own
 //! counts say. `PROPTEST_CASES=1000 cargo test --lib memo` runs longer.
 
 use std::collections::HashMap;
@@ -17,10 +19,13 @@ use uuid::Uuid;
 use super::limit_and_use;
 use crate::domain::idempotency::remembered_since;
 use crate::domain::limits::{NewBoost, Plan, PlanChanges};
+use crate::domain::webhooks::EventTypes;
 use crate::domain::{AdminChanges, IdempotencyKey, LimitChange, Role, TaskContent, TimeZoneName, UserZone, Username};
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::executor::Mode;
+use crate::store::sqlite::webhooks::enabled_hooks;
 use crate::store::{AccountStore, AdminStore, Created, CreatedBatch, NewUser, PlanStore, TaskStore, UserChanges};
+use crate::store::{NewWebhook, WebhookStore};
 
 /// The limit in force and the day's use, as the database holds them.
 fn counts(c: &Connection, user: Uuid, day: jiff::civil::Date) -> (u32, u32) {
@@ -100,6 +105,14 @@ enum Step {
     Delete {
         user: usize,
     },
+    /// A webhook for all events, through the store.
+    AddWebhook {
+        user: usize,
+    },
+    /// Every webhook of the user disabled by any SQLite client on the same file.
+    DisableWebhooksRaw {
+        user: usize,
+    },
     /// The clock moves on, maybe into another day.
     Wait {
         minutes: i64,
@@ -126,6 +139,8 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(user, extra, today, elsewhere)| Step::Boost { user, extra, today, elsewhere }),
         1 => (0..USERS).prop_map(|user| Step::Unboost { user }),
         1 => (0..USERS).prop_map(|user| Step::Delete { user }),
+        1 => (0..USERS).prop_map(|user| Step::AddWebhook { user }),
+        1 => (0..USERS).prop_map(|user| Step::DisableWebhooksRaw { user }),
         1 => (1i64..36 * 60).prop_map(|minutes| Step::Wait { minutes }),
         1 => Just(Step::Restart),
     ]
@@ -227,8 +242,18 @@ impl World {
             }
             Step::Delete { user } => {
                 if let Some(task) = self.tasks.get_mut(&id(user)).and_then(Vec::pop) {
-                    assert!(self.store.delete_task(id(user), task).await.unwrap());
+                    assert!(self.store.delete_task(id(user), task, self.now).await.unwrap());
                 }
+            }
+            Step::AddWebhook { user } => {
+                let events = EventTypes::parse(&["task.created", "quota.exhausted"]).unwrap();
+                let new = NewWebhook { url: "http://example.com/".into(), events, secret: "whsec_AAAA".into() };
+                self.store.create_webhook(id(user), new, 100, self.now).await.unwrap();
+            }
+            Step::DisableWebhooksRaw { user } => {
+                self.raw
+                    .execute("update webhooks set disabled = 1 where user_id = ?1", [id(user).to_string()])
+                    .unwrap();
             }
             Step::Wait { minutes } => self.now += SignedDuration::from_mins(minutes),
             Step::Restart => self.store = SqliteStore::open(&self.dir.path().join("db")).unwrap(),
@@ -342,6 +367,12 @@ async fn memo_disagreements(store: &SqliteStore) -> Vec<String> {
                 let database = limit_and_use(c, *user, *day)?;
                 if (&database.in_force, database.used) != (in_force, *used) {
                     wrong.push(format!("{user} on {day}: memo {:?}, database {database:?}", (in_force, used)));
+                }
+            }
+            for (user, hooks) in &memo.hooks {
+                let database = enabled_hooks(c, *user)?;
+                if database != *hooks {
+                    wrong.push(format!("{user}'s webhooks: memo {hooks:?}, database {database:?}"));
                 }
             }
             Ok(wrong)
