@@ -356,19 +356,59 @@ pub trait WebhookStore: Send + Sync {
 }
 
 /// A UUIDv7 for `now`: its leading 48 bits are exactly `now`'s unix milliseconds (the
-/// task list's day ranges rely on it), then a 12-bit counter that keeps the ids made in
-/// one millisecond in order, then random bits. Unlike uuid's own context, an earlier
-/// `now` (a clock stepped back, a test's clock) is not bumped to the latest one seen.
+/// task list's day ranges rely on it), then a 28-bit counter that keeps the ids made in
+/// one millisecond in order, whatever other milliseconds ids are made for meanwhile
+/// (its high 12 bits in the version's field, its low 16 after the variant's byte, left
+/// zero), then 40 random bits. The counter starts below 256 each millisecond, so it
+/// cannot wrap: ids stay in order even when a test's frozen clock makes every id of a
+/// run in one millisecond. Unlike uuid's own context, an earlier `now` (a clock
+/// stepped back, a test's clock) is not bumped to the latest one seen.
 pub fn new_id(now: Timestamp) -> Uuid {
-    static LAST: Mutex<(u64, u16)> = Mutex::new((0, 0));
+    /// The latest counter of each of the last few milliseconds ids were made for, so
+    /// that clocks used side by side (tests' clocks, each frozen at its own instant)
+    /// do not restart each other's counters.
+    static RECENT: Mutex<([(u64, u32); 16], usize)> = Mutex::new(([(u64::MAX, 0); 16], 0));
     let millis = u64::try_from(now.as_millisecond()).unwrap_or(0);
     let mut bytes: [u8; 10] = rand::random();
     let counter = {
-        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        let counter = if last.0 == millis { last.1.wrapping_add(1) & 0x7ff } else { u16::from(bytes[0]) };
-        *last = (millis, counter);
-        counter
+        let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+        let (slots, next) = &mut *recent;
+        if let Some(slot) = slots.iter_mut().find(|(m, _)| *m == millis) {
+            slot.1 = (slot.1 + 1).min(0x0fff_ffff);
+            slot.1
+        } else {
+            let counter = u32::from(bytes[0]);
+            slots[*next] = (millis, counter);
+            *next = (*next + 1) % slots.len();
+            counter
+        }
     };
-    bytes[..2].copy_from_slice(&counter.to_be_bytes());
+    let [top, high, mid, low] = counter.to_be_bytes();
+    bytes[0] = top & 0x0f;
+    bytes[1] = high;
+    bytes[2] = 0;
+    bytes[3] = mid;
+    bytes[4] = low;
     uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_of_one_millisecond_keep_their_order_past_thousands() {
+        let now: Timestamp = "2026-06-15T12:00:00.123Z".parse().unwrap();
+        let other: Timestamp = "2026-06-15T12:00:07Z".parse().unwrap();
+        // Another clock's ids in between, as tests with their own clocks make them.
+        let ids: Vec<Uuid> = (0..10_000)
+            .map(|i| (new_id(now), new_id(other.checked_add(jiff::SignedDuration::from_millis(i % 3)).unwrap())).0)
+            .collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids made in one millisecond are in order");
+        for id in &ids {
+            let (seconds, nanos) = id.get_timestamp().unwrap().to_unix();
+            assert_eq!((seconds, nanos / 1_000_000), (1_781_524_800, 123));
+            assert_eq!(id.get_version_num(), 7);
+        }
+    }
 }

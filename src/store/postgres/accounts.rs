@@ -86,19 +86,8 @@ impl AccountStore for PostgresStore {
     }
 
     async fn session_user(&self, session_id: Uuid, user_id: Uuid) -> Result<Option<User>> {
-        bounded(self.db.run(async |c| {
-            let row = sqlx::query(&format!(
-                "select {USER_COLUMNS} from sessions s join users u on u.id = s.user_id
-                 where s.id = $1 and s.user_id = $2 and s.revoked_at is null"
-            ))
-            .bind(session_id)
-            .bind(user_id)
-            .fetch_optional(&mut *c)
-            .await
-            .map_err(classify)?;
-            row.as_ref().map(|r| decode(r, rows::user)).transpose()
-        }))
-        .await
+        // With the other lookups of this moment, in one statement (`group`).
+        self.sessions.call((session_id, user_id)).await
     }
 
     async fn update_user(&self, id: Uuid, changes: UserChanges) -> Result<Option<User>> {

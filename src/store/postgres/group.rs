@@ -1,13 +1,15 @@
 //! Group commit on PostgreSQL: the creates that arrive together on one instance, from
 //! any number of users, go to the server as one statement, so as one round trip and one
-//! commit (docs/adr/0020-postgres-group-commit.md).
+//! commit (docs/adr/0020-postgres-group-commit.md). The session lookups that come
+//! before them (one per request with an access token) are grouped the same way.
 //!
-//! A create waiting here joins the next group: `WORKERS` tasks each take whatever is
+//! A call waiting here joins the next group: `WORKERS` tasks each take whatever is
 //! queued (up to `MAX_GROUP`) as soon as they are free, so a group is never held back
 //! to wait for more; under load, groups grow by themselves while the previous ones are
 //! on the wire. Each create keeps its own check-and-consume: a user over the limit gets
 //! their refusal while the others in the group get their tasks.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use sqlx::Row as _;
@@ -16,55 +18,60 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::pool::Pool;
-use super::rows::{self, decode, internal, micros};
+use super::rows::{self, USER_COLUMNS, decode, internal, micros};
 use super::tasks::{in_force, limit_in_force};
 use super::{bounded, classify};
-use crate::domain::Task;
 use crate::domain::limits::LimitInForce;
 use crate::domain::webhooks::task_data;
+use crate::domain::{Task, User};
 use crate::store::{Result, StoreError};
 
-/// Groups on the wire at once. Each holds one connection while its statement runs.
-const WORKERS: usize = 4;
-/// The most creates in one statement.
+/// Groups of one kind on the wire at once. Each holds one connection while its
+/// statement runs.
+const WORKERS: usize = 2;
+/// The most calls in one statement.
 const MAX_GROUP: usize = 256;
 
-/// One create waiting for its group: its task (id, day, content, instant already set).
-struct Waiting {
-    user_id: Uuid,
-    task: Task,
-    answer: oneshot::Sender<Result<(LimitInForce, Option<u32>)>>,
+/// A statement that answers a group of calls at once, each in the order given.
+pub(super) trait Statement: Send + Sync + 'static {
+    type In: Send + Sync + 'static;
+    type Out: Send + 'static;
+    /// Whether the group's size is recorded as a group commit (`DB_GROUP_COMMIT_SIZE`).
+    const COMMITS: bool;
+    fn run<'a>(
+        c: &'a mut PgConnection,
+        group: &'a [Self::In],
+    ) -> impl Future<Output = Result<Vec<Result<Self::Out>>>> + Send + 'a;
 }
 
-pub(super) struct Group {
-    queue: mpsc::UnboundedSender<Waiting>,
+type Waiting<S> = (<S as Statement>::In, oneshot::Sender<Result<<S as Statement>::Out>>);
+
+pub(super) struct Group<S: Statement> {
+    queue: mpsc::UnboundedSender<Waiting<S>>,
 }
 
-impl Group {
+impl<S: Statement> Group<S> {
     pub(super) fn start(db: Arc<Pool>) -> Self {
         let (queue, arrivals) = mpsc::unbounded_channel();
         let arrivals = Arc::new(Mutex::new(arrivals));
         for _ in 0..WORKERS {
-            tokio::spawn(work(db.clone(), arrivals.clone()));
+            tokio::spawn(work::<S>(db.clone(), arrivals.clone()));
         }
         Self { queue }
     }
 
-    /// `consume_and_insert` for one create, in the next group: `(limit in force,
-    /// Some(used))` if created, `(limit in force, None)` if the limit is reached.
-    pub(super) async fn create(&self, user_id: Uuid, task: Task) -> Result<(LimitInForce, Option<u32>)> {
+    /// `input`'s answer, from the next group's statement.
+    pub(super) async fn call(&self, input: S::In) -> Result<S::Out> {
         let (answer, answered) = oneshot::channel();
-        self.queue
-            .send(Waiting { user_id, task, answer })
-            .map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
+        self.queue.send((input, answer)).map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
         bounded(async {
-            answered.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the create's group was abandoned".into())))
+            answered.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the call's group was abandoned".into())))
         })
         .await
     }
 }
 
-async fn work(db: Arc<Pool>, arrivals: Arc<Mutex<mpsc::UnboundedReceiver<Waiting>>>) {
+async fn work<S: Statement>(db: Arc<Pool>, arrivals: Arc<Mutex<mpsc::UnboundedReceiver<Waiting<S>>>>) {
     loop {
         let mut group = Vec::new();
         {
@@ -78,28 +85,86 @@ async fn work(db: Arc<Pool>, arrivals: Arc<Mutex<mpsc::UnboundedReceiver<Waiting
                 }
             }
         }
-        metrics::histogram!(crate::metrics::DB_GROUP_COMMIT_SIZE).record(group.len() as f64);
-        let creates: Vec<(Uuid, &Task)> = group.iter().map(|w| (w.user_id, &w.task)).collect();
-        match bounded(db.run(async |c| run(c, &creates).await)).await {
-            Ok(answers) => {
-                for (waiting, answer) in group.into_iter().zip(answers) {
-                    let _ = waiting.answer.send(answer);
+        if S::COMMITS {
+            metrics::histogram!(crate::metrics::DB_GROUP_COMMIT_SIZE).record(group.len() as f64);
+        }
+        let (inputs, answers): (Vec<S::In>, Vec<_>) = group.into_iter().unzip();
+        match bounded(db.run(async |c| S::run(c, &inputs).await)).await {
+            Ok(results) => {
+                for (answer, result) in answers.into_iter().zip(results) {
+                    let _ = answer.send(result);
                 }
             }
             Err(e) => {
                 let unavailable = matches!(e, StoreError::Unavailable(_));
                 let text = e.to_string();
-                for waiting in group {
+                for answer in answers {
                     let e = if unavailable {
                         StoreError::Unavailable(text.clone())
                     } else {
                         internal(anyhow::anyhow!("{text}"))
                     };
-                    let _ = waiting.answer.send(Err(e));
+                    let _ = answer.send(Err(e));
                 }
             }
         }
     }
+}
+
+/// Plain creates: `(user, task)` (the task's id, day, content and instant already set)
+/// to `(limit in force, Some(used))` if created, `(limit in force, None)` if the limit
+/// is reached, as `tasks::consume_and_insert` answers one.
+pub(super) struct Creates;
+
+impl Statement for Creates {
+    type In = (Uuid, Task);
+    type Out = (LimitInForce, Option<u32>);
+    const COMMITS: bool = true;
+    fn run<'a>(
+        c: &'a mut PgConnection,
+        group: &'a [Self::In],
+    ) -> impl Future<Output = Result<Vec<Result<Self::Out>>>> + Send + 'a {
+        create(c, group)
+    }
+}
+
+/// Session lookups: `(session, user)` to the user, if the session is live, as
+/// `AccountStore::session_user` answers one. Nothing is cached: a revocation holds on
+/// every instance from its commit on.
+pub(super) struct Sessions;
+
+impl Statement for Sessions {
+    type In = (Uuid, Uuid);
+    type Out = Option<User>;
+    const COMMITS: bool = false;
+    fn run<'a>(
+        c: &'a mut PgConnection,
+        group: &'a [Self::In],
+    ) -> impl Future<Output = Result<Vec<Result<Self::Out>>>> + Send + 'a {
+        sessions(c, group)
+    }
+}
+
+async fn sessions(c: &mut PgConnection, group: &[(Uuid, Uuid)]) -> Result<Vec<Result<Option<User>>>> {
+    let rows = sqlx::query(&format!(
+        "select i.ord, {USER_COLUMNS}
+         from unnest($1::uuid[], $2::uuid[]) with ordinality as i(session_id, user_id, ord)
+         join sessions s on s.id = i.session_id and s.user_id = i.user_id and s.revoked_at is null
+         join users u on u.id = s.user_id"
+    ))
+    .bind(group.iter().map(|(session, _)| *session).collect::<Vec<_>>())
+    .bind(group.iter().map(|(_, user)| *user).collect::<Vec<_>>())
+    .fetch_all(&mut *c)
+    .await
+    .map_err(classify)?;
+    let mut answers: Vec<Result<Option<User>>> = group.iter().map(|_| Ok(None)).collect();
+    for row in rows {
+        let ord: i64 = decode(&row, |r| r.try_get("ord"))?;
+        let user = decode(&row, rows::user)?;
+        let slot = usize::try_from(ord - 1).ok().and_then(|i| answers.get_mut(i));
+        *slot.ok_or_else(|| internal(anyhow::anyhow!("a group answer out of range")))? = Ok(Some(user));
+    }
+    Ok(answers)
 }
 
 /// The group's statement. Per (user, day) it consumes what the group asks for, up to
@@ -113,7 +178,7 @@ async fn work(db: Arc<Pool>, arrivals: Arc<Mutex<mpsc::UnboundedReceiver<Waiting
 /// creates on every instance queue on it and no limit is passed; the limit is read in
 /// the statement. Rows are locked in `(user, day)` order, so two groups never wait for
 /// each other in a circle.
-async fn run(c: &mut PgConnection, creates: &[(Uuid, &Task)]) -> Result<Vec<Result<(LimitInForce, Option<u32>)>>> {
+async fn create(c: &mut PgConnection, creates: &[(Uuid, Task)]) -> Result<Vec<Result<(LimitInForce, Option<u32>)>>> {
     let rows = sqlx::query(concat!(
         "with input as (
              select * from unnest($1::uuid[], $2::uuid[], $3::date[], $4::text[], $5::bigint[], $6::text[])

@@ -67,7 +67,9 @@ pub struct PostgresStore {
     /// The connections, each lent to one call at a time (see `pool` for why not sqlx's).
     db: Arc<pool::Pool>,
     /// Plain creates, many users' at once in one statement (see `group`).
-    group: group::Group,
+    creates: group::Group<group::Creates>,
+    /// Session lookups, grouped the same way.
+    sessions: group::Group<group::Sessions>,
 }
 
 impl PostgresStore {
@@ -84,8 +86,8 @@ impl PostgresStore {
             options.options(defaults.copied())
         });
         let db = Arc::new(pool::Pool::open(hosts, max_connections).await.context("cannot connect to PostgreSQL")?);
-        let group = group::Group::start(db.clone());
-        Ok(Self { db, group })
+        let (creates, sessions) = (group::Group::start(db.clone()), group::Group::start(db.clone()));
+        Ok(Self { db, creates, sessions })
     }
 }
 

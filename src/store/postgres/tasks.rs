@@ -298,7 +298,7 @@ impl TaskStore for PostgresStore {
         let Some(key) = idempotency else {
             // With the other creates of this moment: one statement, one round trip and
             // one commit for the group (`group`).
-            let (in_force, used) = self.group.create(user_id, task.clone()).await?;
+            let (in_force, used) = self.creates.call((user_id, task.clone())).await?;
             if let Some(used) = used {
                 return Ok(Created::Task(task, QuotaStatus::new(DayQuota { in_force, used }, window, timezone)));
             }
