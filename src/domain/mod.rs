@@ -9,7 +9,7 @@ pub mod quota;
 pub mod tokens;
 
 pub use idempotency::IdempotencyKey;
-pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
+pub use input::{DailyLimit, FieldError, NameFragment, Password, TaskContent, TimeZoneName, Username};
 pub use model::{
     AdminChanges, AuditChange, AuditEntry, MAX_BATCH, RefreshVerdict, Role, StoredRefreshToken, Task, TaskFilter,
     TaskPatch, User, UserZone, check_role_change,

@@ -7,7 +7,7 @@ use jiff::Timestamp;
 use uuid::Uuid;
 
 use super::Error;
-use crate::domain::{AdminChanges, AuditEntry, DailyLimit, Role, User, Username, check_role_change};
+use crate::domain::{AdminChanges, AuditEntry, DailyLimit, NameFragment, Role, User, Username, check_role_change};
 use crate::events::{Events, Kind};
 use crate::store::Store;
 
@@ -22,9 +22,19 @@ impl AdminService {
         AdminService { store, events }
     }
 
-    /// Users after `after` in id order, each with the units used on their current day.
-    pub async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>, Error> {
-        Ok(self.store.list_users(after, limit, now).await?)
+    /// Users after `after` in id order, each with the units used on their current day;
+    /// with `name`, only those whose username contains it.
+    pub async fn list_users(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+        name: Option<NameFragment>,
+        now: Timestamp,
+    ) -> Result<Vec<(User, u32)>, Error> {
+        if name.as_ref().is_some_and(|n| !n.can_match()) {
+            return Ok(Vec::new());
+        }
+        Ok(self.store.list_users(after, limit, name, now).await?)
     }
 
     pub async fn user_named(&self, name: &str) -> Result<User, Error> {
