@@ -11,7 +11,15 @@ const PAGE_SIZE = 20;
 /** Audit entries fetched at a time. */
 const AUDIT_PAGE = 50;
 /** How an audited field is called on this page. */
-const FIELD_NAMES = { daily_limit: 'Daily limit', role: 'Role', plan: 'Plan', boost: 'Boost' };
+const FIELD_NAMES = {
+  daily_limit: 'Daily limit',
+  role: 'Role',
+  plan: 'Plan',
+  boost: 'Boost',
+  adapted_limit: 'Adapted limit',
+};
+/** Audited fields that only the server itself changes (a plan's rule adapting a limit). */
+const SYSTEM_FIELDS = new Set(['adapted_limit']);
 const ROLE_NAMES = { user: 'User', admin: 'Admin' };
 /** The rules of a plan that adapts, in the order the form asks for them. */
 const ADAPT_FIELDS = ['step', 'after_days_at_limit', 'max', 'after_idle_days', 'min'];
@@ -405,8 +413,9 @@ export function adminPage({ api, fail, clearMessage, busy, when, Problem }) {
 
   /** Who made an audited change, in words. */
   function actorName(entry) {
-    if (entry.actor_id === null || entry.actor_id === undefined) return 'command line';
-    if (entry.actor_id === 'system') return 'system';
+    if (entry.actor_id === null || entry.actor_id === undefined) {
+      return SYSTEM_FIELDS.has(entry.field) ? 'the plan’s rule' : 'command line';
+    }
     if (state.me && entry.actor_id === state.me.id) return `${state.me.username} (you)`;
     return state.names.get(entry.actor_id) || 'another admin';
   }
