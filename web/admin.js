@@ -164,6 +164,16 @@ export function adminPage({ api, fail, clearMessage, busy, when, Problem }) {
     }
   }
 
+  /** An instant as a short date and time on this browser's clock, the year only if not this one. */
+  function shortWhen(iso) {
+    const date = new Date(iso);
+    if (Number.isNaN(date.getTime())) return iso;
+    const thisYear = date.getFullYear() === new Date().getFullYear();
+    const parts = { day: 'numeric', month: 'short', hour: '2-digit', minute: '2-digit', hourCycle: 'h23' };
+    if (!thisYear) parts.year = 'numeric';
+    return new Intl.DateTimeFormat(undefined, parts).format(date);
+  }
+
   /** An instant as a date on this browser's calendar. */
   function dayOf(iso) {
     const date = new Date(iso);
@@ -425,7 +435,8 @@ export function adminPage({ api, fail, clearMessage, busy, when, Problem }) {
     const at = document.createElement('td');
     const time = document.createElement('time');
     time.dateTime = entry.at;
-    time.textContent = when(entry.at);
+    time.textContent = shortWhen(entry.at);
+    time.title = when(entry.at);
     at.append(time);
     const field = FIELD_NAMES[entry.field] || entry.field;
     const value = (v) => (v === '' || v === null || v === undefined ? 'none' : ROLE_NAMES[v] || v);
