@@ -39,6 +39,7 @@ export function adminPage({ api, fail, clearMessage, busy, when, Problem }) {
     prev: byId('users-prev'),
     next: byId('users-next'),
     pageText: byId('users-page'),
+    todayHead: byId('today-head'),
     detail: byId('user-detail'),
     detailTitle: byId('detail-title'),
     detailSummary: byId('detail-summary'),
@@ -550,6 +551,8 @@ export function adminPage({ api, fail, clearMessage, busy, when, Problem }) {
       state.plans = false;
     }
     for (const el of ui.view.querySelectorAll('.plan-only')) el.hidden = !hasPlans();
+    // The list gives each user's limit before boosts; a user's details add them.
+    ui.todayHead.textContent = hasPlans() ? 'Today, before boosts' : 'Today';
     if (hasPlans()) renderPlans();
   }
 
