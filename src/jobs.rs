@@ -1,5 +1,7 @@
 //! Periodic jobs: once an hour, prune what no rule can need again (old quota counters,
-//! dead refresh tokens, idempotency keys past their 24 hours). Nothing here is needed for
+//! dead refresh tokens, idempotency keys past their 24 hours), then apply the adaptive
+//! plans' rules to the users not looked at on their current local day yet (each change
+//! starts on the user's next local day). Nothing here is needed for the quota's
 //! correctness; the quota never waits for a job (its day is part of its key).
 //!
 //! Each period's run happens on exactly one instance: the first to claim the period
@@ -16,6 +18,7 @@ use rand::Rng as _;
 
 use crate::clock::Clock;
 use crate::config::JobSettings;
+use crate::domain::limits::ADAPT_BATCH;
 use crate::domain::prune::{self, Prune, PruneStep, Pruned};
 use crate::redis_link::RedisLink;
 use crate::store::{Store, StoreError};
@@ -119,7 +122,30 @@ impl Jobs {
         if !claimed {
             return Ok(Outcome::Claimed);
         }
-        Ok(Outcome::Ran(self.prune(Prune::at(now, self.usage_retention_days)).await?))
+        let pruned = self.prune(Prune::at(now, self.usage_retention_days)).await?;
+        let adapted = self.adapt(now).await?;
+        if adapted > 0 {
+            tracing::info!(adapted, "adaptive plans changed limits from the users' next local day");
+        }
+        Ok(Outcome::Ran(pruned))
+    }
+
+    /// Applies the adaptive plans' rules at `now` to every user on one, in batches of
+    /// `ADAPT_BATCH` (each a short write of its own); how many limits changed. A user is
+    /// looked at once per local day, so running it again in the same hour changes
+    /// nothing. The claimed period's instance runs it; tests call it directly.
+    pub async fn adapt(&self, now: Timestamp) -> Result<u32, StoreError> {
+        let (mut after, mut changed) = (None, 0);
+        loop {
+            let (last, n) = self.store.adapt_step(after, ADAPT_BATCH, now).await?;
+            changed += n;
+            match last {
+                Some(id) => after = Some(id),
+                None => break,
+            }
+        }
+        metrics::counter!(crate::metrics::LIMITS_ADAPTED).increment(u64::from(changed));
+        Ok(changed)
     }
 
     /// Runs each step of `rules` in order, each in batches until a short one comes back.

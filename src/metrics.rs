@@ -36,6 +36,8 @@ pub const EVENT_STREAMS_REFUSED: &str = "quotask_event_streams_refused_total";
 /// Periodic job runs by `outcome` (ran, skipped, failed) and rows pruned by `what`.
 pub const JOB_RUNS: &str = "quotask_job_runs_total";
 pub const JOB_PRUNED: &str = "quotask_job_pruned_rows_total";
+/// Users' limits the adaptive plans changed.
+pub const LIMITS_ADAPTED: &str = "quotask_limits_adapted_total";
 
 /// How often the recorder's histogram samples are folded into their buckets. Until then
 /// each sample is kept, a few bytes per request; without this, a server nobody scrapes

@@ -486,3 +486,71 @@ fn bad_configuration_exits_non_zero_with_one_line_before_binding() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("QUOTASK_DATA_DIR"));
 }
+
+/// Runs `quotask ARGS` on `dir` (stdin: `input`) and answers its exit status and output.
+fn cli(dir: &std::path::Path, args: &[&str], input: &str) -> (bool, String, String) {
+    let mut child =
+        command(dir).args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.success(), text(&out.stdout), text(&out.stderr))
+}
+
+#[tokio::test]
+async fn the_plan_and_boost_commands_change_what_the_server_enforces() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = |args: &[&str]| {
+        let (success, stdout, stderr) = cli(dir.path(), args, &format!("{PASSWORD}\n"));
+        assert!(success, "{args:?}: {stderr}");
+        stdout
+    };
+    ok(&["user", "create", "ann"]);
+    assert!(ok(&["plan", "create", "team", "3"]).contains("team: daily limit 3"));
+    assert!(
+        ok(&["plan", "create", "grow", "2", "--adapt", "1,2,9,3,1"]).contains("step 1 after 2 days at limit up to 9")
+    );
+    assert!(ok(&["plan", "set", "team", "4"]).contains("team: daily limit 4"));
+    let listed = ok(&["plan", "list"]);
+    assert!(listed.contains("grow: daily limit 2") && listed.contains("team: daily limit 4"), "{listed}");
+    assert!(ok(&["user", "set-plan", "ann", "team"]).contains("ann: plan team, daily limit 4 (plan)"));
+    // Yesterday to tomorrow (UTC) covers ann's today, whatever the hour.
+    let today = jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).date();
+    let (from, to) = (today.yesterday().unwrap().to_string(), today.tomorrow().unwrap().to_string());
+    let boosted = ok(&["user", "boost", "ann", "2", "--from", &from, "--to", &to, "--reason", "launch"]);
+    assert!(boosted.contains("ann: boost +2") && boosted.contains("(launch)"), "{boosted}");
+
+    for (args, says) in [
+        (&["plan", "create", "Team", "3"][..], "name"),
+        (&["plan", "create", "team", "3"][..], "already"),
+        (&["plan", "create", "x", "-1"][..], "daily_limit"),
+        (&["plan", "create", "x", "1", "--adapt", "1,2"][..], "adapt"),
+        (&["plan", "set", "nope", "3"][..], "no plan"),
+        (&["user", "set-plan", "ann", "nope"][..], "plan"),
+        (&["user", "set-plan", "bob", "team"][..], "no user"),
+        (&["user", "boost", "ann", "0", "--from", &from, "--to", &to][..], "extra"),
+        (&["user", "boost", "ann", "1", "--from", &to, "--to", &from][..], "to"),
+    ] {
+        let (success, _, stderr) = cli(dir.path(), args, "");
+        assert!(!success, "{args:?} succeeded");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+
+    // The server enforces what the commands set: the plan's 4 and the boost's 2.
+    let q = Quotask::start(dir.path()).await;
+    let client = reqwest::Client::new();
+    let body = json!({"username": "ann", "password": PASSWORD});
+    let res = client.post(format!("{}/v1/auth/signin", q.base)).json(&body).send().await.unwrap();
+    let token = res.json::<Value>().await.unwrap()["access_token"].as_str().unwrap().to_owned();
+    let quota: Value =
+        client.get(format!("{}/v1/me/quota", q.base)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(
+        (&quota["limit"], &quota["limit_source"], &quota["plan"], &quota["boost"]),
+        (&json!(6), &json!("plan"), &json!("team"), &json!(2))
+    );
+    // Taken off the plan from the command line while the server runs: enforced at once.
+    assert!(ok(&["user", "set-plan", "ann", "none"]).contains("ann: plan none"));
+    let quota: Value =
+        client.get(format!("{}/v1/me/quota", q.base)).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    assert_eq!((&quota["limit_source"], &quota["plan"]), (&json!("default"), &Value::Null));
+}

@@ -3,6 +3,7 @@
 
 pub mod idempotency;
 pub mod input;
+pub mod limits;
 pub mod model;
 pub mod prune;
 pub mod quota;
@@ -10,9 +11,10 @@ pub mod tokens;
 
 pub use idempotency::IdempotencyKey;
 pub use input::{DailyLimit, FieldError, NameFragment, Password, TaskContent, TimeZoneName, Username};
+pub use limits::{LimitInForce, LimitSettings, LimitSource};
 pub use model::{
-    AdminChanges, AuditChange, AuditEntry, MAX_BATCH, RefreshVerdict, Role, StoredRefreshToken, Task, TaskFilter,
-    TaskPatch, User, UserZone, check_role_change,
+    AdminChanges, AuditChange, AuditEntry, LimitChange, MAX_BATCH, RefreshVerdict, Role, StoredRefreshToken, Task,
+    TaskFilter, TaskPatch, User, UserZone, check_role_change,
 };
-pub use quota::{DayWindow, QuotaStatus, admits};
+pub use quota::{DayQuota, DayWindow, QuotaStatus, admits};
 pub use tokens::{Credential, Need, PersonalToken, Scope, Scopes, TokenName};

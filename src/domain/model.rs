@@ -3,6 +3,7 @@
 use jiff::{Timestamp, civil::Date};
 use uuid::Uuid;
 
+use super::limits::{LimitSettings, LimitSource, base_limit};
 use super::{TaskContent, TimeZoneName};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,9 +52,18 @@ pub struct User {
     pub id: Uuid,
     pub username: String,
     pub role: Role,
-    pub daily_limit: u32,
+    /// The user's own limit or sign-up default, plan and adapted limit: what decides
+    /// their limit on each day (`limits::base_limit`).
+    pub limits: LimitSettings,
     pub zone: UserZone,
     pub created_at: Timestamp,
+}
+
+impl User {
+    /// The user's base limit (before boosts) on their local day of `now`, and its source.
+    pub fn base_limit(&self, now: Timestamp) -> (u32, LimitSource) {
+        base_limit(&self.limits, self.zone.window(now).day)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,9 +98,22 @@ pub struct AuditEntry {
 }
 
 /// An administrator's change to a user; every field set is audited.
+#[derive(Debug, Clone, Default)]
 pub struct AdminChanges {
-    pub daily_limit: Option<u32>,
+    pub daily_limit: Option<LimitChange>,
     pub role: Option<Role>,
+    /// `Some(None)` takes the user off their plan.
+    pub plan: Option<Option<String>>,
+}
+
+/// A change to a user's own limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LimitChange {
+    /// The user's own limit, which overrides any plan.
+    Own(u32),
+    /// No own limit any more: the plan's, else `default` (the default of the server
+    /// that made the change, as a new user would get it).
+    Drop { default: u32 },
 }
 
 /// Most tasks one batch may create.
@@ -122,13 +145,26 @@ pub struct AuditChange {
 impl AdminChanges {
     /// What the audit trail records when these changes are made to `before`: every field
     /// the admin set, even to the value it had, since the trail records what was done.
-    pub fn audit(&self, before: &User) -> Vec<AuditChange> {
+    /// A limit is shown as the base limit in force on the user's day of `now` before,
+    /// and as the new own limit, or `none` when it was dropped.
+    pub fn audit(&self, before: &User, now: Timestamp) -> Vec<AuditChange> {
         let mut changes = Vec::new();
         if let Some(limit) = self.daily_limit {
             changes.push(AuditChange {
                 field: "daily_limit",
-                old_value: before.daily_limit.to_string(),
-                new_value: limit.to_string(),
+                old_value: before.base_limit(now).0.to_string(),
+                new_value: match limit {
+                    LimitChange::Own(n) => n.to_string(),
+                    LimitChange::Drop { .. } => "none".to_owned(),
+                },
+            });
+        }
+        if let Some(plan) = &self.plan {
+            let name = |p: Option<&str>| p.unwrap_or("none").to_owned();
+            changes.push(AuditChange {
+                field: "plan",
+                old_value: name(before.limits.plan.as_ref().map(|(n, _, _)| &**n)),
+                new_value: name(plan.as_deref()),
             });
         }
         if let Some(role) = self.role {
@@ -186,7 +222,7 @@ mod tests {
             id: Uuid::nil(),
             username: "ann".into(),
             role: Role::User,
-            daily_limit: 5,
+            limits: LimitSettings { stored: 5, ..LimitSettings::default() },
             zone: UserZone { current: TimeZoneName::utc(), pending: None },
             created_at: Timestamp::UNIX_EPOCH,
         }
@@ -194,18 +230,25 @@ mod tests {
 
     #[test]
     fn every_field_an_admin_sets_is_audited_with_its_old_value() {
-        let both = AdminChanges { daily_limit: Some(5), role: Some(Role::Admin) };
-        let audit = both.audit(&user());
-        assert_eq!(audit.len(), 2);
+        let both = AdminChanges {
+            daily_limit: Some(LimitChange::Own(5)),
+            role: Some(Role::Admin),
+            plan: Some(Some("pro".into())),
+        };
+        let audit = both.audit(&user(), Timestamp::UNIX_EPOCH);
+        assert_eq!(audit.len(), 3);
         assert_eq!(
             (audit[0].field, audit[0].old_value.as_str(), audit[0].new_value.as_str()),
             ("daily_limit", "5", "5")
         );
+        assert_eq!((audit[1].field, audit[1].old_value.as_str(), audit[1].new_value.as_str()), ("plan", "none", "pro"));
         assert_eq!(
-            (audit[1].field, audit[1].old_value.as_str(), audit[1].new_value.as_str()),
+            (audit[2].field, audit[2].old_value.as_str(), audit[2].new_value.as_str()),
             ("role", "user", "admin")
         );
-        assert!(AdminChanges { daily_limit: None, role: None }.audit(&user()).is_empty());
+        let dropped = AdminChanges { daily_limit: Some(LimitChange::Drop { default: 5 }), ..AdminChanges::default() };
+        assert_eq!(dropped.audit(&user(), Timestamp::UNIX_EPOCH)[0].new_value, "none");
+        assert!(AdminChanges::default().audit(&user(), Timestamp::UNIX_EPOCH).is_empty());
     }
 
     #[test]

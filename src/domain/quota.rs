@@ -3,6 +3,7 @@
 
 use jiff::{Timestamp, civil::Date, tz::TimeZone};
 
+use super::limits::LimitInForce;
 use super::{TimeZoneName, User, UserZone};
 
 /// The local calendar day that contains `now`, with the instants it starts and ends.
@@ -74,25 +75,34 @@ pub fn admits(limit: u32, used: u32, requested: u32) -> bool {
     u64::from(used) + u64::from(requested) <= u64::from(limit)
 }
 
+/// A user's limit in force on a local day and the units used on it, read together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayQuota {
+    pub in_force: LimitInForce,
+    pub used: u32,
+}
+
 /// What a user may still create today; what `GET /v1/me/quota` shows and what the
 /// quota headers and the 429 problem document are made from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaStatus {
+    /// The limit in force: `in_force.total()`.
     pub limit: u32,
     pub used: u32,
     pub window: DayWindow,
     pub timezone: TimeZoneName,
+    /// Why the limit is what it is (docs/quota.md item 10).
+    pub in_force: LimitInForce,
 }
 
 impl QuotaStatus {
-    /// The status of `user` at `now`, given the units used on the day of `now`.
-    pub fn of(user: &User, used: u32, now: Timestamp) -> Self {
-        QuotaStatus {
-            limit: user.daily_limit,
-            used,
-            window: user.zone.window(now),
-            timezone: user.zone.effective(now).clone(),
-        }
+    pub fn new(quota: DayQuota, window: DayWindow, timezone: TimeZoneName) -> Self {
+        QuotaStatus { limit: quota.in_force.total(), used: quota.used, window, timezone, in_force: quota.in_force }
+    }
+
+    /// The status of `user` at `now`, given their quota on the day of `now`.
+    pub fn of(user: &User, quota: DayQuota, now: Timestamp) -> Self {
+        Self::new(quota, user.zone.window(now), user.zone.effective(now).clone())
     }
 
     pub fn remaining(&self) -> u32 {

@@ -39,7 +39,14 @@ pub struct UserView {
     pub id: String,
     pub username: String,
     pub timezone: String,
+    /// The user's limit on their current local day, before boosts: their own, else
+    /// their plan's (or what it adapted to), else the default they got at sign-up.
     pub daily_limit: u32,
+    /// Where `daily_limit` comes from.
+    #[schema(value_type = String, example = "plan")]
+    pub limit_source: &'static str,
+    /// The user's plan, if any.
+    pub plan: Option<String>,
     pub role: &'static str,
     pub created_at: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -52,11 +59,14 @@ impl UserView {
     /// The user at `now`: a pending zone change whose instant has passed is shown done.
     pub fn new(user: &User, now: Timestamp) -> Self {
         let pending = user.zone.pending.as_ref().filter(|(_, at)| now < *at);
+        let (base, source) = user.base_limit(now);
         UserView {
             id: user.id.to_string(),
             username: user.username.clone(),
             timezone: user.zone.effective(now).as_str().to_owned(),
-            daily_limit: user.daily_limit,
+            daily_limit: base,
+            limit_source: source.as_str(),
+            plan: user.limits.plan.as_ref().map(|(name, _, _)| name.to_string()),
             role: user.role.as_str(),
             created_at: user.created_at.to_string(),
             pending_timezone: pending.map(|(tz, _)| tz.as_str().to_owned()),
@@ -67,12 +77,21 @@ impl UserView {
 
 #[derive(Serialize, ToSchema)]
 pub struct QuotaView {
+    /// The limit in force today: the base limit (`limit_source`) plus `boost`.
     pub limit: u32,
     pub used: u32,
     pub remaining: u32,
     pub day: String,
     pub timezone: String,
     pub resets_at: String,
+    /// The user's plan, if any.
+    pub plan: Option<String>,
+    /// Where the base limit comes from: `user` (an admin set it), `plan`, `adapted` (the
+    /// plan's adaptive rule set it for this user) or `default` (the default at sign-up).
+    #[schema(value_type = String, example = "plan")]
+    pub limit_source: &'static str,
+    /// Extra units today from boosts.
+    pub boost: u32,
 }
 
 impl From<&QuotaStatus> for QuotaView {
@@ -84,6 +103,9 @@ impl From<&QuotaStatus> for QuotaView {
             day: s.window.day.to_string(),
             timezone: s.timezone.as_str().to_owned(),
             resets_at: s.window.resets_at.to_string(),
+            plan: s.in_force.plan.as_deref().map(str::to_owned),
+            limit_source: s.in_force.source.as_str(),
+            boost: s.in_force.boost,
         }
     }
 }
@@ -297,7 +319,7 @@ async fn update_me(
     responses((status = 200, description = "Today's quota; reading it uses none", body = QuotaView,
                headers(("RateLimit-Policy" = String, description = "\"daily\";q=<limit>;w=86400"),
                        ("RateLimit" = String, description = "\"daily\";r=<remaining>;t=<seconds to reset>")))))]
-async fn quota(ScopedUsage { auth, used, .. }: ScopedUsage<scope::QuotaRead>) -> Result<Response, ApiError> {
-    let status = QuotaStatus::of(&auth.user, used, auth.now);
+async fn quota(ScopedUsage { auth, quota, .. }: ScopedUsage<scope::QuotaRead>) -> Result<Response, ApiError> {
+    let status = QuotaStatus::of(&auth.user, quota, auth.now);
     Ok((quota_headers(&status, auth.now), Json(QuotaView::from(&status))).into_response())
 }

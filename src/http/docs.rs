@@ -26,6 +26,8 @@ use super::{accounts, admin, events, ops, seed, tasks, tokens};
         tasks::create, tasks::create_batch, tasks::list, tasks::read, tasks::update, tasks::remove,
         events::stream_events,
         admin::list_users, admin::update_user, admin::audit,
+        admin::list_plans, admin::create_plan, admin::update_plan, admin::plan_audit,
+        admin::list_boosts, admin::add_boost, admin::delete_boost,
         seed::sign_up, seed::sign_in, seed::task,
         ops::health, ops::ready, ops::metrics,
     ),

@@ -88,6 +88,16 @@ pub struct Problem {
     /// `quota-exceeded`: the units left today, fewer than `requested`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remaining: Option<u32>,
+    /// `quota-exceeded`: the user's plan (null: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub plan: Option<Option<String>>,
+    /// `quota-exceeded`: where the base limit comes from (`user`, `plan`, `adapted`,
+    /// `default`), as `GET /v1/me/quota` says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit_source: Option<&'static str>,
+    /// `quota-exceeded`: extra units today from boosts, part of `limit`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boost: Option<u32>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -229,6 +239,9 @@ impl ApiError {
                 problem.resets_at = Some(status.window.resets_at.to_string());
                 problem.requested = Some(*requested);
                 problem.remaining = Some(status.remaining());
+                problem.plan = Some(status.in_force.plan.as_deref().map(str::to_owned));
+                problem.limit_source = Some(status.in_force.source.as_str());
+                problem.boost = Some(status.in_force.boost);
                 let (day, zone, resets) = (status.window.day, status.timezone.as_str(), status.window.resets_at);
                 let detail = match status.remaining() {
                     0 => format!(

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::domain::{Credential, FieldError, Need, Role, Scope, User};
+use crate::domain::{Credential, DayQuota, FieldError, Need, Role, Scope, User};
 use crate::service::Caller;
 
 /// A JSON request body, refused with 415 (not JSON), 413 (too large), 400 (not
@@ -141,6 +141,12 @@ fn leak_field(field: String) -> &'static str {
         "updated_at",
         "day",
         "body",
+        "plan",
+        "adapt",
+        "extra",
+        "from",
+        "to",
+        "reason",
     ];
     KNOWN.iter().find(|k| **k == field).copied().unwrap_or("body")
 }
@@ -179,6 +185,23 @@ pub fn present_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<
         }
     }
     d.deserialize_any(Integer).map(Some)
+}
+
+/// For optional, nullable body fields: absent is `None` (leave as it is), `null` is
+/// `Some(None)` (remove), a value is `Some(Some(value))`.
+pub fn nullable<'de, T: serde::Deserialize<'de>, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// `nullable` for an integer, read as `present_integer` reads one.
+pub fn nullable_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i64>>, D::Error> {
+    use serde::de::Error as _;
+    match <serde_json::Value as serde::Deserialize>::deserialize(d)? {
+        serde_json::Value::Null => Ok(Some(None)),
+        value => present_integer(value).map(Some).map_err(D::Error::custom),
+    }
 }
 
 /// The request's `Idempotency-Key` header as sent, if any (only that header is taken
@@ -291,11 +314,11 @@ impl<S: RouteScope> FromRequestParts<AppState> for Scoped<S> {
     }
 }
 
-/// `Scoped<S>`, with the units of quota the user used on the day of the request, read
-/// in the same step (for `GET /v1/me/quota`).
+/// `Scoped<S>`, with the user's quota on the day of the request (the limit in force and
+/// the units used), read in the same step (for `GET /v1/me/quota`).
 pub struct ScopedUsage<S> {
     pub auth: Authed,
-    pub used: u32,
+    pub quota: DayQuota,
     scope: PhantomData<fn() -> S>,
 }
 
@@ -305,9 +328,10 @@ impl<S: RouteScope> FromRequestParts<AppState> for ScopedUsage<S> {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let now = state.clock.now();
         let token = bearer(&parts.headers).ok_or(ApiError::Unauthorized)?;
-        let (caller, used) = state.services.tokens.authenticate_with_usage(token, client_ip(parts, state), now).await?;
+        let (caller, quota) =
+            state.services.tokens.authenticate_with_usage(token, client_ip(parts, state), now).await?;
         let auth = Authed::new(caller, now).check(Need::Scope(S::SCOPE))?;
-        Ok(ScopedUsage { auth, used, scope: PhantomData })
+        Ok(ScopedUsage { auth, quota, scope: PhantomData })
     }
 }
 

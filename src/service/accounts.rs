@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::auth::password::{self, HashError, Hasher};
 use crate::auth::throttle::{Counted, Throttle};
 use crate::auth::token::{self, Access, Tokens};
-use crate::domain::{FieldError, Password, Role, TimeZoneName, User, UserZone, Username};
+use crate::domain::{DayQuota, FieldError, Password, Role, TimeZoneName, User, UserZone, Username};
 use crate::redis_link::RedisLink;
 use crate::store::{NewUser, PasswordChange, Refreshed, Store, StoreError, UserChanges};
 
@@ -83,6 +83,11 @@ pub struct Accounts {
 }
 
 impl Accounts {
+    /// The limit a new user gets (`QUOTASK_DEFAULT_DAILY_LIMIT`).
+    pub fn default_limit(&self) -> u32 {
+        self.default_limit
+    }
+
     pub fn new(
         store: Arc<dyn Store>,
         secret: &[u8],
@@ -211,8 +216,8 @@ impl Accounts {
         Ok(Bearer { user, session_id: access.session_id, accepted_until })
     }
 
-    /// `authenticate`, and the units the user used on the day of `now`, read together.
-    pub async fn authenticate_with_usage(&self, bearer: &str, now: Timestamp) -> Result<(Bearer, u32), AuthError> {
+    /// `authenticate`, and the user's quota on the day of `now`, read together.
+    pub async fn authenticate_with_usage(&self, bearer: &str, now: Timestamp) -> Result<(Bearer, DayQuota), AuthError> {
         let (access, accepted_until) = self.tokens.verify(bearer, now).ok_or(AuthError::Unauthorized)?;
         let (user, used) =
             self.store.session_usage(access.session_id, access.user_id, now).await?.ok_or(AuthError::Unauthorized)?;

@@ -75,11 +75,12 @@ pub struct Services {
 impl Services {
     pub fn new(store: Arc<dyn Store>, accounts: Accounts, events: crate::events::Events) -> Self {
         let accounts = Arc::new(accounts);
+        let admin = AdminService::new(store.clone(), events.clone(), accounts.default_limit());
         Services {
             tokens: TokenService::new(store.clone(), accounts.clone()),
             accounts,
-            tasks: TaskService::new(store.clone(), events.clone()),
-            admin: AdminService::new(store.clone(), events),
+            tasks: TaskService::new(store.clone(), events),
+            admin,
             store,
         }
     }

@@ -105,8 +105,8 @@ impl TaskService {
                 Ok(Outcome { task, status, replayed: false })
             }
             Created::Replay(task) => {
-                let used = self.store.used(user.id, user.zone.window(now).day).await?;
-                Ok(Outcome { task, status: QuotaStatus::of(user, used, now), replayed: true })
+                let quota = self.store.day_quota(user.id, user.zone.window(now).day).await?;
+                Ok(Outcome { task, status: QuotaStatus::of(user, quota, now), replayed: true })
             }
             Created::OverLimit(status) => {
                 metrics::counter!(crate::metrics::QUOTA_REJECTIONS).increment(1);
@@ -163,8 +163,8 @@ impl TaskService {
                 Ok(BatchOutcome { tasks, status, replayed: false })
             }
             CreatedBatch::Replay(tasks) => {
-                let used = self.store.used(user.id, user.zone.window(now).day).await?;
-                Ok(BatchOutcome { tasks, status: QuotaStatus::of(user, used, now), replayed: true })
+                let quota = self.store.day_quota(user.id, user.zone.window(now).day).await?;
+                Ok(BatchOutcome { tasks, status: QuotaStatus::of(user, quota, now), replayed: true })
             }
             CreatedBatch::OverLimit(status) => {
                 metrics::counter!(crate::metrics::QUOTA_REJECTIONS).increment(1);

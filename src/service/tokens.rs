@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::Error;
 use crate::auth::token;
 use crate::domain::tokens::{self, MAX_PER_USER};
-use crate::domain::{Credential, PersonalToken, Scopes, TokenName, User};
+use crate::domain::{Credential, DayQuota, PersonalToken, Scopes, TokenName, User};
 use crate::service::accounts::{Accounts, AuthError};
 use crate::store::{NewPersonalToken, Store};
 
@@ -118,13 +118,13 @@ impl TokenService {
         Ok(Caller::personal(user, &token))
     }
 
-    /// `authenticate`, and the units the user used on the day of `now`, read together.
+    /// `authenticate`, and the user's quota on the day of `now`, read together.
     pub async fn authenticate_with_usage(
         &self,
         bearer: &str,
         client: Option<IpAddr>,
         now: Timestamp,
-    ) -> Result<(Caller, u32), AuthError> {
+    ) -> Result<(Caller, DayQuota), AuthError> {
         if !tokens::is_personal(bearer) {
             let (bearer, used) = self.accounts.authenticate_with_usage(bearer, now).await?;
             let credential = Credential::Session { session_id: bearer.session_id };

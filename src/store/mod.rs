@@ -11,9 +11,10 @@ use async_trait::async_trait;
 use jiff::{Timestamp, civil::Date};
 use uuid::Uuid;
 
+use crate::domain::limits::{Boost, NewBoost, Plan, PlanChanges};
 use crate::domain::prune::{Prune, PruneStep};
 use crate::domain::{
-    AdminChanges, AuditEntry, IdempotencyKey, NameFragment, PersonalToken, QuotaStatus, Role, Scopes, Task,
+    AdminChanges, AuditEntry, DayQuota, IdempotencyKey, NameFragment, PersonalToken, QuotaStatus, Role, Scopes, Task,
     TaskContent, TaskFilter, TaskPatch, TokenName, User, UserZone, Username,
 };
 
@@ -114,7 +115,7 @@ pub enum Refreshed {
 
 /// All a store does, by concern; `Store` is what the application holds (`Arc<dyn Store>`).
 #[async_trait]
-pub trait Store: AccountStore + AdminStore + TokenStore + TaskStore + Send + Sync + 'static {
+pub trait Store: AccountStore + AdminStore + PlanStore + TokenStore + TaskStore + Send + Sync + 'static {
     /// Whether the database answers; for `/readyz`.
     async fn ping(&self) -> Result<()>;
     /// A one-line description of durability settings, read back from the database.
@@ -124,19 +125,23 @@ pub trait Store: AccountStore + AdminStore + TokenStore + TaskStore + Send + Syn
     /// The signing secret kept in the database; `candidate` is stored if none is yet.
     async fn signing_secret(&self, candidate: Vec<u8>) -> Result<Vec<u8>>;
 
-    /// `session_user` and the units that user used on the day of `now` (in the zone
-    /// ruling then), for `GET /v1/me/quota`; a store may read both at once.
-    async fn session_usage(&self, session_id: Uuid, user_id: Uuid, now: Timestamp) -> Result<Option<(User, u32)>> {
+    /// `session_user` and that user's quota on the day of `now` (in the zone ruling
+    /// then), for `GET /v1/me/quota`; a store may read both at once.
+    async fn session_usage(&self, session_id: Uuid, user_id: Uuid, now: Timestamp) -> Result<Option<(User, DayQuota)>> {
         let Some(user) = self.session_user(session_id, user_id).await? else { return Ok(None) };
-        let used = self.used(user.id, user.zone.window(now).day).await?;
-        Ok(Some((user, used)))
+        let quota = self.day_quota(user.id, user.zone.window(now).day).await?;
+        Ok(Some((user, quota)))
     }
-    /// `personal_token_user` and the units the user used on the day of `now` (in the
-    /// zone ruling then), for `GET /v1/me/quota`; a store may read both at once.
-    async fn personal_token_usage(&self, hash: [u8; 32], now: Timestamp) -> Result<Option<(User, PersonalToken, u32)>> {
+    /// `personal_token_user` and the user's quota on the day of `now` (in the zone
+    /// ruling then), for `GET /v1/me/quota`; a store may read both at once.
+    async fn personal_token_usage(
+        &self,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<(User, PersonalToken, DayQuota)>> {
         let Some((user, token)) = self.personal_token_user(hash).await? else { return Ok(None) };
-        let used = self.used(user.id, user.zone.window(now).day).await?;
-        Ok(Some((user, token, used)))
+        let quota = self.day_quota(user.id, user.zone.window(now).day).await?;
+        Ok(Some((user, token, quota)))
     }
     /// Claims period `period` of the periodic job `job`: true for exactly one caller per
     /// period among all instances on this database (the claim is kept in `settings`; on
@@ -205,6 +210,47 @@ pub trait AdminStore: Send + Sync {
     async fn audit_trail(&self, target: Uuid, after: Option<Uuid>, limit: u32) -> Result<Vec<AuditEntry>>;
 }
 
+/// Plans, the boosts of users, and the adaptive rule's changes (docs/quota.md item 10).
+/// Every change is audited in the same transaction; on SQLite each moves the writer's
+/// epoch, so the quota memo forgets the limits it holds.
+#[async_trait]
+pub trait PlanStore: Send + Sync {
+    /// Keeps a new plan, unless one has its name already (then `None`).
+    async fn create_plan(&self, actor: Option<Uuid>, plan: Plan) -> Result<Option<Plan>>;
+    /// Every plan, by name.
+    async fn plans(&self) -> Result<Vec<Plan>>;
+    async fn plan(&self, name: &str) -> Result<Option<Plan>>;
+    /// Changes plan `name`; its users' rows are not touched: a create reads the plan's
+    /// limit in its own atomic step, so the change applies at once, today included.
+    async fn update_plan(
+        &self,
+        actor: Option<Uuid>,
+        name: &str,
+        changes: PlanChanges,
+        now: Timestamp,
+    ) -> Result<Option<Plan>>;
+    /// The plan's audit trail, oldest first.
+    async fn plan_audit(&self, name: &str) -> Result<Vec<AuditEntry>>;
+    /// Grants `boost` to `user_id` (`None` if there is no such user).
+    async fn add_boost(
+        &self,
+        actor: Option<Uuid>,
+        user_id: Uuid,
+        boost: NewBoost,
+        now: Timestamp,
+    ) -> Result<Option<Boost>>;
+    /// The user's boosts, by first day.
+    async fn boosts(&self, user_id: Uuid) -> Result<Vec<Boost>>;
+    /// Takes back the user's boost `id`; whether there was one.
+    async fn delete_boost(&self, actor: Option<Uuid>, user_id: Uuid, id: Uuid, now: Timestamp) -> Result<bool>;
+    /// Applies the adaptive rules to at most `batch` users after `after` (in id order)
+    /// that are on an adaptive plan, have no limit of their own and were not looked at
+    /// on their local day of `now` yet; each change starts on the user's next local day
+    /// and is audited with no actor (`system`). The last user looked at (none: done)
+    /// and how many limits changed.
+    async fn adapt_step(&self, after: Option<Uuid>, batch: u32, now: Timestamp) -> Result<(Option<Uuid>, u32)>;
+}
+
 /// Personal access tokens.
 #[async_trait]
 pub trait TokenStore: Send + Sync {
@@ -259,6 +305,8 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<CreatedBatch>;
     /// The units of quota the user has used on local `day`.
     async fn used(&self, user_id: Uuid, day: Date) -> Result<u32>;
+    /// The user's limit in force on local `day` and the units used on it, read together.
+    async fn day_quota(&self, user_id: Uuid, day: Date) -> Result<DayQuota>;
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>>;
     async fn task(&self, user_id: Uuid, id: Uuid) -> Result<Option<Task>>;
     async fn update_task(&self, user_id: Uuid, id: Uuid, patch: TaskPatch, now: Timestamp) -> Result<Option<Task>>;

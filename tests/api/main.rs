@@ -19,6 +19,7 @@ mod input;
 mod instances;
 mod jobs;
 mod metrics;
+mod plans;
 mod quota;
 mod redis_outage;
 mod restart;

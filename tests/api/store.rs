@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use quotask::app::App;
 use quotask::clock::Clock as _;
-use quotask::domain::AdminChanges;
+use quotask::domain::{AdminChanges, LimitChange};
 use quotask::domain::{Role, TimeZoneName, UserZone, Username};
 use quotask::store::{NewUser, StoreError};
 use reqwest::StatusCode;
@@ -29,9 +29,9 @@ async fn the_command_line_path_makes_an_admin_and_sets_a_limit_that_the_servers_
     cli.services.accounts.sign_up("root", PASSWORD.to_owned(), None, Role::Admin, None, now).await.unwrap();
     let name = Username::parse("ann").unwrap();
     let (user, _) = cli.store.user_credentials(&name).await.unwrap().unwrap();
-    let changes = AdminChanges { daily_limit: Some(2), role: None };
+    let changes = AdminChanges { daily_limit: Some(LimitChange::Own(2)), ..AdminChanges::default() };
     let changed = cli.store.admin_update_user(None, user.id, changes, now).await.unwrap().unwrap();
-    assert_eq!(changed.daily_limit, 2);
+    assert_eq!(changed.base_limit(now).0, 2);
 
     assert_eq!(app.quota(&ann).await["limit"], 2, "the running server sees the new limit at once");
     assert_eq!(app.create_task(&ann, "x").await.status(), StatusCode::CREATED);

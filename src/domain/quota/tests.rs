@@ -143,8 +143,8 @@ fn asking_for_the_ruling_zone_cancels_a_pending_change() {
 
 #[test]
 fn quota_remaining_is_zero_when_the_limit_drops_below_usage() {
-    let status =
-        QuotaStatus { limit: 3, used: 5, window: window("UTC", "2026-01-01T00:00:00Z"), timezone: zone("UTC") };
+    let quota = DayQuota { in_force: crate::domain::LimitInForce::own(3), used: 5 };
+    let status = QuotaStatus::new(quota, window("UTC", "2026-01-01T00:00:00Z"), zone("UTC"));
     assert_eq!(status.remaining(), 0);
 }
 

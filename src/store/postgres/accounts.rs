@@ -36,8 +36,9 @@ impl AccountStore for PostgresStore {
     async fn create_user(&self, user: NewUser, now: Timestamp) -> Result<User> {
         bounded(self.db.run(async |c| {
             let row = sqlx::query(&format!(
-                "insert into users as u (id, username, skeleton, password_hash, role, daily_limit, timezone, created_at)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8) returning {USER_COLUMNS}"
+                "insert into users as u
+                     (id, username, skeleton, password_hash, role, daily_limit, limit_is_own, timezone, created_at)
+                 values ($1, $2, $3, $4, $5, $6, false, $7, $8) returning {USER_COLUMNS}"
             ))
             .bind(new_id(now))
             .bind(user.username.as_str())

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::rows::{AUDIT_COLUMNS, USER_COLUMNS, decode, micros};
 use super::{PostgresStore, bounded, classify, rows};
-use crate::domain::{AdminChanges, AuditEntry, NameFragment, User};
+use crate::domain::{AdminChanges, AuditEntry, LimitChange, NameFragment, User};
 use crate::store::{AdminStore, Result, new_id};
 
 #[async_trait]
@@ -82,14 +82,30 @@ impl AdminStore for PostgresStore {
                 .await
                 .map_err(classify)?;
             let Some(before) = before.as_ref().map(|r| decode(r, rows::user)).transpose()? else { return Ok(None) };
-            let entries = changes.audit(&before);
+            let entries = changes.audit(&before, now);
+            let (limit, own) = match changes.daily_limit {
+                Some(LimitChange::Own(n)) => (Some(i64::from(n)), true),
+                Some(LimitChange::Drop { default }) => (Some(i64::from(default)), false),
+                None => (None, false),
+            };
+            // A new plan starts the user afresh: nothing the last one adapted to.
             let after = sqlx::query(&format!(
-                "update users as u set daily_limit = coalesce($2, u.daily_limit), role = coalesce($3, u.role)
+                "update users as u set daily_limit = coalesce($2, u.daily_limit),
+                     limit_is_own = case when $2::bigint is null then u.limit_is_own else $4 end,
+                     role = coalesce($3, u.role),
+                     plan = case when $5 then $6 else u.plan end,
+                     adapted_limit = case when $5 then null else u.adapted_limit end,
+                     adapted_from = case when $5 then null else u.adapted_from end,
+                     adapted_before = case when $5 then null else u.adapted_before end,
+                     adapt_checked = case when $5 then null else u.adapt_checked end
                  where u.id = $1 returning {USER_COLUMNS}"
             ))
             .bind(target)
-            .bind(changes.daily_limit.map(i64::from))
+            .bind(limit)
             .bind(changes.role.map(|r| r.as_str()))
+            .bind(own)
+            .bind(changes.plan.is_some())
+            .bind(changes.plan.clone().flatten())
             .fetch_one(&mut *tx)
             .await
             .map_err(classify)?;

@@ -8,28 +8,29 @@ use uuid::Uuid;
 
 use super::classify;
 use super::rows::{self, decode, internal, micros};
-use super::tasks::used_on;
-use crate::domain::{DayWindow, IdempotencyKey, QuotaStatus, Task, TimeZoneName, idempotency};
+use super::tasks::{in_force, quota_cte, used_on};
+use crate::domain::limits::LimitInForce;
+use crate::domain::{DayQuota, DayWindow, IdempotencyKey, QuotaStatus, Task, TimeZoneName, idempotency};
 use crate::store::{CreatedBatch, Result, decode_batch, encode_batch};
 
 /// `tasks::consume_and_insert` for a batch: the counter moves by `tasks.len()` only if
 /// that still fits the limit (`domain::admits`, stated here in SQL so that it is
 /// evaluated under the counter's row lock), and the tasks are inserted only if it moved.
-/// `(limit, Some(used))` if created, `(limit, None)` if refused.
+/// `(limit in force, Some(used))` if created, `(limit in force, None)` if refused.
 async fn consume_and_insert<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     user_id: Uuid,
     tasks: &[Task],
     window: &DayWindow,
-) -> Result<(u32, Option<u32>)> {
+) -> Result<(LimitInForce, Option<u32>)> {
     let ids: Vec<Uuid> = tasks.iter().map(|t| t.id).collect();
     let contents: Vec<&str> = tasks.iter().map(|t| t.content.as_str()).collect();
     let created_at = tasks.first().map_or(0, |t| micros(t.created_at));
     let requested = i32::try_from(tasks.len()).map_err(internal)?;
-    let row = sqlx::query(
-        "with quota as (
-             select daily_limit from users where id = $1
-         ), counted as (
+    let row = sqlx::query(concat!(
+        "with ",
+        quota_cte!(),
+        ", counted as (
              insert into usage as g (user_id, day, used)
              select $1, $2::date, $6 from quota where daily_limit >= $6
              on conflict (user_id, day) do update set used = g.used + $6
@@ -40,8 +41,8 @@ async fn consume_and_insert<'c>(
              select t.id, $1, t.content, false, $2::date, $5, $5
              from counted, unnest($3::uuid[], $4::text[]) as t(id, content)
          )
-         select quota.daily_limit, counted.used from quota left join counted on true",
-    )
+         select quota.*, counted.used from quota left join counted on true"
+    ))
     .bind(user_id)
     .bind(window.day.to_string())
     .bind(&ids)
@@ -52,7 +53,7 @@ async fn consume_and_insert<'c>(
     .await
     .map_err(classify)?
     .ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
-    decode(&row, |r| Ok((rows::count(r, "daily_limit")?, rows::optional_count(r, "used")?)))
+    decode(&row, |r| Ok((in_force(r)?, rows::optional_count(r, "used")?)))
 }
 
 /// Creates `tasks` (made with ids, day and instant already) for `user_id`, all or
@@ -114,12 +115,14 @@ pub(super) async fn create(
         }
     };
     match used {
-        Some(used) => Ok(CreatedBatch::Tasks(tasks, QuotaStatus { limit, used, window, timezone })),
+        Some(used) => {
+            Ok(CreatedBatch::Tasks(tasks, QuotaStatus::new(DayQuota { in_force: limit, used }, window, timezone)))
+        }
         None => {
             // Refused: read the counter as committed now (the statement's own snapshot
             // may predate the creates that used the day up).
             let used = used_on(&mut *c, user_id, window.day).await?;
-            Ok(CreatedBatch::OverLimit(QuotaStatus { limit, used, window, timezone }))
+            Ok(CreatedBatch::OverLimit(QuotaStatus::new(DayQuota { in_force: limit, used }, window, timezone)))
         }
     }
 }

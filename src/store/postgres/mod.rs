@@ -11,6 +11,7 @@ mod accounts;
 mod admin;
 mod batch;
 mod jobs;
+mod plans;
 mod pool;
 mod rows;
 mod skeletons;
@@ -54,6 +55,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
     (4, "username_skeletons", include_str!("migrations/0004_username_skeletons.sql")),
     (5, "idempotent_batches", include_str!("migrations/0005_idempotent_batches.sql")),
     (6, "personal_tokens", include_str!("migrations/0006_personal_tokens.sql")),
+    (8, "plans", include_str!("migrations/0008_plans.sql")),
 ];
 
 pub struct PostgresStore {

@@ -7,12 +7,17 @@ use sqlx::error::BoxDynError;
 use sqlx::postgres::PgRow;
 
 use super::classify;
+use crate::domain::limits::{Adapted, LimitSettings};
 use crate::domain::{AuditEntry, Role, Task, TimeZoneName, User, UserZone};
 use crate::store::{Result, StoreError};
 
 /// The user columns, for a query that names `users` as `u`.
-pub(super) const USER_COLUMNS: &str =
-    "u.id, u.username, u.role, u.daily_limit, u.timezone, u.pending_timezone, u.timezone_effective_at, u.created_at";
+/// With the user's plan's limit and whether it adapts, for `limits::base_limit`.
+pub(super) const USER_COLUMNS: &str = "u.id, u.username, u.role, u.daily_limit, u.timezone, u.pending_timezone, \
+     u.timezone_effective_at, u.created_at, u.limit_is_own, u.plan, \
+     (select p.daily_limit from plans p where p.name = u.plan) as plan_limit, \
+     (select p.adapt_step is not null from plans p where p.name = u.plan) as plan_adapts, \
+     u.adapted_limit, to_char(u.adapted_from, 'YYYY-MM-DD') as adapted_from, u.adapted_before";
 /// The task columns; the day as `YYYY-MM-DD` whatever the session's `DateStyle`.
 pub(super) const TASK_COLUMNS: &str = "id, content, done, to_char(day, 'YYYY-MM-DD') as day, created_at, updated_at";
 pub(super) const AUDIT_COLUMNS: &str = "id, actor_id, target_id, field, old_value, new_value, at";
@@ -45,10 +50,29 @@ pub(super) fn user(row: &PgRow) -> Decoded<User> {
         id: row.try_get("id")?,
         username: row.try_get("username")?,
         role: Role::parse(&role).ok_or_else(|| bad(format!("unknown role {role}")))?,
-        daily_limit: count(row, "daily_limit")?,
+        limits: limits(row)?,
         zone: UserZone { current: zone(row.try_get("timezone")?)?, pending },
         created_at: timestamp(row, "created_at")?,
     })
+}
+
+/// The limit settings of `USER_COLUMNS`.
+fn limits(row: &PgRow) -> Decoded<LimitSettings> {
+    let plan = match row.try_get::<Option<String>, _>("plan")? {
+        Some(name) => Some((
+            name.into(),
+            count(row, "plan_limit")?,
+            row.try_get::<Option<bool>, _>("plan_adapts")?.unwrap_or(false),
+        )),
+        None => None,
+    };
+    let adapted = match (optional_count(row, "adapted_limit")?, row.try_get::<Option<String>, _>("adapted_from")?) {
+        (Some(limit), Some(from)) => {
+            Some(Adapted { limit, from: from.parse().map_err(bad)?, before: optional_count(row, "adapted_before")? })
+        }
+        _ => None,
+    };
+    Ok(LimitSettings { stored: count(row, "daily_limit")?, limit_is_own: row.try_get("limit_is_own")?, plan, adapted })
 }
 
 pub(super) fn task(row: &PgRow) -> Decoded<Task> {

@@ -9,13 +9,61 @@ use uuid::Uuid;
 
 use super::rows::{TASK_COLUMNS, decode, internal, micros};
 use super::{PostgresStore, batch, bounded, classify, rows};
+use crate::domain::limits::{LimitInForce, LimitSource};
 use crate::domain::{
-    DayWindow, IdempotencyKey, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, TimeZoneName, User, idempotency,
+    DayQuota, DayWindow, IdempotencyKey, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, TimeZoneName, User,
+    idempotency,
 };
 use crate::store::{Created, CreatedBatch, Result, StoreError, TaskStore, new_id};
 
+/// The CTE `quota`: user $1's limit in force on day $2, as `limits::limit_in_force`
+/// decides it (the user's own limit, else what their adaptive plan adapted to for
+/// them, else their plan's, else their sign-up default; plus the boosts covering the
+/// day), stated in SQL so that a create reads it in its own statement. Its columns:
+/// `base`, `source`, `plan`, `boost`, and their sum `daily_limit`; decoded by `in_force`.
+macro_rules! quota_cte {
+    () => {
+        "quota as (
+             select l.base, l.source, l.plan, l.boost,
+                    least(l.base::bigint + l.boost, 2147483647)::integer as daily_limit
+             from (
+                 select case when u.limit_is_own or p.name is null then u.daily_limit
+                             when a.adapted and $2::date >= u.adapted_from then u.adapted_limit
+                             when a.adapted and u.adapted_before is not null then u.adapted_before
+                             else p.daily_limit end as base,
+                        case when u.limit_is_own then 'user'
+                             when p.name is null then 'default'
+                             when a.adapted and ($2::date >= u.adapted_from or u.adapted_before is not null)
+                                 then 'adapted'
+                             else 'plan' end as source,
+                        p.name as plan,
+                        least(coalesce((select sum(b.extra) from boosts b where b.user_id = u.id
+                                        and b.from_day <= $2::date and b.to_day >= $2::date), 0),
+                              1000000000)::integer as boost
+                 from users u left join plans p on p.name = u.plan,
+                      lateral (select p.adapt_step is not null and u.adapted_from is not null as adapted) a
+                 where u.id = $1
+             ) l
+         )"
+    };
+}
+pub(super) use quota_cte;
+
+/// The limit in force of a row with `quota_cte!()`'s columns.
+pub(super) fn in_force(row: &sqlx::postgres::PgRow) -> Result<LimitInForce, sqlx::Error> {
+    let source: String = row.try_get("source")?;
+    Ok(LimitInForce {
+        base: rows::count(row, "base")?,
+        source: LimitSource::parse(&source)
+            .ok_or_else(|| sqlx::Error::Decode(format!("unknown limit source {source}").into()))?,
+        plan: row.try_get::<Option<String>, _>("plan")?.map(Into::into),
+        boost: rows::count(row, "boost")?,
+    })
+}
+
 /// Checks and consumes a unit of the task's day and inserts the task, in one statement:
-/// `(limit, Some(used))` if created, `(limit, None)` if the limit is reached.
+/// `(limit in force, Some(used))` if created, `(limit in force, None)` if the limit is
+/// reached.
 ///
 /// READ COMMITTED is enough: `on conflict do update` locks the (user, day) row and
 /// evaluates `used < limit` (`domain::admits` for one unit) against its latest committed version, so concurrent creates,
@@ -27,11 +75,11 @@ pub(super) async fn consume_and_insert<'c>(
     executor: impl sqlx::PgExecutor<'c>,
     user_id: Uuid,
     task: &Task,
-) -> Result<(u32, Option<u32>)> {
-    let row = sqlx::query(
-        "with quota as (
-             select daily_limit from users where id = $1
-         ), counted as (
+) -> Result<(LimitInForce, Option<u32>)> {
+    let row = sqlx::query(concat!(
+        "with ",
+        quota_cte!(),
+        ", counted as (
              insert into usage as g (user_id, day, used)
              select $1, $2::date, 1 from quota where daily_limit > 0
              on conflict (user_id, day) do update set used = g.used + 1
@@ -41,8 +89,8 @@ pub(super) async fn consume_and_insert<'c>(
              insert into tasks (id, user_id, content, done, day, created_at, updated_at)
              select $3, $1, $4, false, $2::date, $5, $5 from counted
          )
-         select quota.daily_limit, counted.used from quota left join counted on true",
-    )
+         select quota.*, counted.used from quota left join counted on true"
+    ))
     .bind(user_id)
     .bind(task.day.to_string())
     .bind(task.id)
@@ -52,7 +100,7 @@ pub(super) async fn consume_and_insert<'c>(
     .await
     .map_err(classify)?
     .ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
-    decode(&row, |r| Ok((rows::count(r, "daily_limit")?, rows::optional_count(r, "used")?)))
+    decode(&row, |r| Ok((in_force(r)?, rows::optional_count(r, "used")?)))
 }
 
 /// A create with an idempotency key: look for an earlier use, then create and record
@@ -143,20 +191,37 @@ pub(super) async fn created(
     c: &mut PgConnection,
     user_id: Uuid,
     task: Task,
-    limit: u32,
+    in_force: LimitInForce,
     used: Option<u32>,
     window: DayWindow,
     timezone: TimeZoneName,
 ) -> Result<Created> {
     match used {
-        Some(used) => Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone })),
+        Some(used) => Ok(Created::Task(task, QuotaStatus::new(DayQuota { in_force, used }, window, timezone))),
         None => {
             // Refused: read the counter as committed now (the statement's own
             // snapshot may predate the creates that used the day up).
             let used = used_on(&mut *c, user_id, window.day).await?;
-            Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }))
+            Ok(Created::OverLimit(QuotaStatus::new(DayQuota { in_force, used }, window, timezone)))
         }
     }
+}
+
+/// The user's limit in force on `day` and the units used on it, in one statement.
+pub(super) async fn day_quota(c: &mut PgConnection, user_id: Uuid, day: jiff::civil::Date) -> Result<DayQuota> {
+    let row = sqlx::query(concat!(
+        "with ",
+        quota_cte!(),
+        " select quota.*, coalesce((select g.used from usage g where g.user_id = $1 and g.day = $2::date), 0) as used
+          from quota"
+    ))
+    .bind(user_id)
+    .bind(day.to_string())
+    .fetch_optional(&mut *c)
+    .await
+    .map_err(classify)?
+    .ok_or_else(|| internal(anyhow::anyhow!("no user {user_id}")))?;
+    decode(&row, |r| Ok(DayQuota { in_force: in_force(r)?, used: rows::count(r, "used")? }))
 }
 
 pub(super) async fn used_on(c: &mut PgConnection, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
@@ -227,6 +292,10 @@ impl TaskStore for PostgresStore {
 
     async fn used(&self, user_id: Uuid, day: jiff::civil::Date) -> Result<u32> {
         bounded(self.db.run(async |c| used_on(c, user_id, day).await)).await
+    }
+
+    async fn day_quota(&self, user_id: Uuid, day: jiff::civil::Date) -> Result<DayQuota> {
+        bounded(self.db.run(async |c| day_quota(c, user_id, day).await)).await
     }
 
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {

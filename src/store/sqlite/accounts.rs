@@ -5,7 +5,9 @@ use jiff::Timestamp;
 use rusqlite::{OptionalExtension, params};
 use uuid::Uuid;
 
-use super::rows::{USER_COLUMNS, from_micros, internal, is_unique_violation, micros, user_from_row, uuid_at};
+use super::rows::{
+    USER_COLUMN_COUNT, USER_COLUMNS, from_micros, internal, is_unique_violation, micros, user_from_row, uuid_at,
+};
 use super::{SqliteStore, live_session_user, load_user, save_zone, tokens};
 use crate::domain::{RefreshVerdict, StoredRefreshToken, User, Username};
 use crate::store::{AccountStore, NewUser, Refreshed, Result, StoreError, UserChanges, new_id};
@@ -19,8 +21,9 @@ impl AccountStore for SqliteStore {
                 // A taken skeleton (a look-alike of another user's name) breaks the
                 // unique index as a taken name does, and is answered the same.
                 let inserted = c.execute(
-                    "insert into users (id, username, skeleton, password_hash, role, daily_limit, timezone, created_at)
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    "insert into users
+                         (id, username, skeleton, password_hash, role, daily_limit, limit_is_own, timezone, created_at)
+                     values (?1, ?2, ?3, ?4, ?5, ?6, 0, ?7, ?8)",
                     params![
                         id.to_string(),
                         user.username.as_str(),
@@ -57,7 +60,9 @@ impl AccountStore for SqliteStore {
         self.executor
             .read(move |c| {
                 c.prepare_cached(&format!("select {USER_COLUMNS}, u.password_hash from users u where u.username = ?1"))
-                    .and_then(|mut s| s.query_row([username], |r| Ok((user_from_row(r)?, r.get(8)?))).optional())
+                    .and_then(|mut s| {
+                        s.query_row([username], |r| Ok((user_from_row(r)?, r.get(USER_COLUMN_COUNT)?))).optional()
+                    })
                     .map_err(internal)
             })
             .await

@@ -8,7 +8,7 @@ use uuid::Uuid;
 use super::rows::{USER_COLUMNS, from_micros, internal, micros, user_from_row, uuid_at};
 use super::tasks::used_on;
 use super::{SqliteStore, load_user};
-use crate::domain::{AdminChanges, AuditEntry, NameFragment, User};
+use crate::domain::{AdminChanges, AuditEntry, LimitChange, NameFragment, User};
 use crate::store::{AdminStore, Result, new_id};
 
 #[async_trait]
@@ -56,15 +56,32 @@ impl AdminStore for SqliteStore {
     ) -> Result<Option<User>> {
         self.write_accounts(move |c| {
             let Some(before) = load_user(c, target)? else { return Ok(None) };
-            if let Some(limit) = changes.daily_limit {
-                c.execute("update users set daily_limit = ?2 where id = ?1", params![target.to_string(), limit])
-                    .map_err(internal)?;
+            let (limit, own) = match changes.daily_limit {
+                Some(LimitChange::Own(n)) => (Some(n), true),
+                Some(LimitChange::Drop { default }) => (Some(default), false),
+                None => (None, false),
+            };
+            if let Some(limit) = limit {
+                c.execute(
+                    "update users set daily_limit = ?2, limit_is_own = ?3 where id = ?1",
+                    params![target.to_string(), limit, own],
+                )
+                .map_err(internal)?;
+            }
+            if let Some(plan) = &changes.plan {
+                // A new plan starts the user afresh: nothing the last one adapted to.
+                c.execute(
+                    "update users set plan = ?2, adapted_limit = null, adapted_from = null, adapted_before = null,
+                         adapt_checked = null where id = ?1",
+                    params![target.to_string(), plan],
+                )
+                .map_err(internal)?;
             }
             if let Some(role) = changes.role {
                 c.execute("update users set role = ?2 where id = ?1", params![target.to_string(), role.as_str()])
                     .map_err(internal)?;
             }
-            for change in changes.audit(&before) {
+            for change in changes.audit(&before, now) {
                 c.execute(
                     "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
                      values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",

@@ -7,6 +7,7 @@ mod batching;
 mod checkpointer;
 mod connection;
 mod executor;
+mod plans;
 mod prune;
 mod rows;
 mod sessions;
@@ -27,10 +28,10 @@ use uuid::Uuid;
 use self::executor::Executor;
 use self::rows::{USER_COLUMNS, internal, micros, user_from_row};
 use self::sessions::SessionCache;
-use self::tasks::{QuotaMemo, limit_and_use, used_on};
+use self::tasks::{QuotaMemo, limit_and_use};
 use super::{Result, Store};
 use crate::domain::prune::{Prune, PruneStep};
-use crate::domain::{PersonalToken, User, UserZone};
+use crate::domain::{DayQuota, PersonalToken, User, UserZone};
 
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
@@ -42,6 +43,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_username_skeletons.sql"),
     include_str!("migrations/0008_idempotent_batches.sql"),
     include_str!("migrations/0009_personal_tokens.sql"),
+    include_str!("migrations/0011_plans.sql"),
 ];
 
 pub struct SqliteStore {
@@ -134,14 +136,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn session_usage(&self, session_id: Uuid, user_id: Uuid, now: Timestamp) -> Result<Option<(User, u32)>> {
-        if let Some(mut user) = self.sessions.get(session_id, user_id) {
+    async fn session_usage(&self, session_id: Uuid, user_id: Uuid, now: Timestamp) -> Result<Option<(User, DayQuota)>> {
+        if let Some(user) = self.sessions.get(session_id, user_id) {
             // The limit as it is now, with the day's use: a limit set from the command
             // line shows at once here.
             let day = user.zone.window(now).day;
-            let (limit, used) = self.executor.read(move |c| limit_and_use(c, user_id, day)).await?;
-            user.daily_limit = limit;
-            return Ok(Some((user, used)));
+            let quota = self.executor.read(move |c| limit_and_use(c, user_id, day)).await?;
+            return Ok(Some((user, quota)));
         }
         // Both reads see one snapshot (every read does: see `Executor::read`).
         let generation = self.sessions.generation();
@@ -149,8 +150,8 @@ impl Store for SqliteStore {
             .executor
             .read(move |c| {
                 let Some(user) = live_session_user(c, session_id, user_id)? else { return Ok(None) };
-                let used = used_on(c, user.id, user.zone.window(now).day)?;
-                Ok(Some((user, used)))
+                let quota = limit_and_use(c, user.id, user.zone.window(now).day)?;
+                Ok(Some((user, quota)))
             })
             .await?;
         if let Some((user, _)) = &found {
@@ -159,21 +160,24 @@ impl Store for SqliteStore {
         Ok(found)
     }
 
-    async fn personal_token_usage(&self, hash: [u8; 32], now: Timestamp) -> Result<Option<(User, PersonalToken, u32)>> {
-        if let Some((mut user, token)) = self.sessions.token(&hash) {
+    async fn personal_token_usage(
+        &self,
+        hash: [u8; 32],
+        now: Timestamp,
+    ) -> Result<Option<(User, PersonalToken, DayQuota)>> {
+        if let Some((user, token)) = self.sessions.token(&hash) {
             // As `session_usage`: the limit as it is now, with the day's use.
             let (user_id, day) = (user.id, user.zone.window(now).day);
-            let (limit, used) = self.executor.read(move |c| limit_and_use(c, user_id, day)).await?;
-            user.daily_limit = limit;
-            return Ok(Some((user, token, used)));
+            let quota = self.executor.read(move |c| limit_and_use(c, user_id, day)).await?;
+            return Ok(Some((user, token, quota)));
         }
         let generation = self.sessions.generation();
         let found = self
             .executor
             .read(move |c| {
                 let Some((user, token)) = tokens::by_hash(c, hash)? else { return Ok(None) };
-                let used = used_on(c, user.id, user.zone.window(now).day)?;
-                Ok(Some((user, token, used)))
+                let quota = limit_and_use(c, user.id, user.zone.window(now).day)?;
+                Ok(Some((user, token, quota)))
             })
             .await?;
         if let Some((user, token, _)) = &found {

@@ -118,7 +118,7 @@ mod tests {
             id: Uuid::now_v7(),
             username: "ann".into(),
             role: Role::User,
-            daily_limit: 5,
+            limits: crate::domain::LimitSettings { stored: 5, ..Default::default() },
             zone: UserZone { current: TimeZoneName::utc(), pending: None },
             created_at: jiff::Timestamp::now(),
         }

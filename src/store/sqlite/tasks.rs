@@ -12,10 +12,13 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use super::executor::Mode;
-use super::rows::{TASK_COLUMNS, conversion, from_micros, internal, micros, task_from_row, uuid_at};
+use super::rows::{
+    TASK_COLUMNS, conversion, from_micros, internal, limit_columns, limits_at, micros, task_from_row, uuid_at,
+};
+use crate::domain::limits::{LimitInForce, limit_in_force};
 use crate::domain::{
-    DayWindow, IdempotencyKey, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, TimeZoneName, User, admits,
-    idempotency,
+    DayQuota, DayWindow, IdempotencyKey, QuotaStatus, Task, TaskContent, TaskFilter, TaskPatch, TimeZoneName, User,
+    admits, idempotency,
 };
 use crate::store::{Created, CreatedBatch, Result, TaskStore, decode_batch, encode_batch, new_id};
 
@@ -32,8 +35,8 @@ use crate::store::{Created, CreatedBatch, Result, TaskStore, decode_batch, encod
 #[derive(Default)]
 pub(super) struct QuotaMemo {
     epoch: u64,
-    /// user -> (day, limit, used on that day)
-    users: HashMap<Uuid, (Date, u32, u32)>,
+    /// user -> (day, limit in force on that day, used on that day)
+    users: HashMap<Uuid, (Date, LimitInForce, u32)>,
 }
 
 /// Users the memo records at most; past that it starts over (about 40 bytes each).
@@ -41,19 +44,19 @@ const MEMO_USERS: usize = 100_000;
 
 impl QuotaMemo {
     /// `limit_and_use`, from the record when it holds and else from the database.
-    fn limit_and_use(&mut self, c: &Connection, epoch: u64, user_id: Uuid, day: Date) -> Result<(u32, u32)> {
+    fn limit_and_use(&mut self, c: &Connection, epoch: u64, user_id: Uuid, day: Date) -> Result<DayQuota> {
         if self.epoch != epoch || self.users.len() >= MEMO_USERS {
             self.users.clear();
             self.epoch = epoch;
         }
-        if let Some(&(on, limit, used)) = self.users.get(&user_id)
-            && on == day
+        if let Some((on, in_force, used)) = self.users.get(&user_id)
+            && *on == day
         {
-            return Ok((limit, used));
+            return Ok(DayQuota { in_force: in_force.clone(), used: *used });
         }
-        let (limit, used) = limit_and_use(c, user_id, day)?;
-        self.users.insert(user_id, (day, limit, used));
-        Ok((limit, used))
+        let quota = limit_and_use(c, user_id, day)?;
+        self.users.insert(user_id, (day, quota.in_force.clone(), quota.used));
+        Ok(quota)
     }
 
     /// The memo, for the writer's job that holds it. A create that panicked may have left
@@ -66,8 +69,8 @@ impl QuotaMemo {
         })
     }
 
-    fn record(&mut self, user_id: Uuid, day: Date, limit: u32, used: u32) {
-        self.users.insert(user_id, (day, limit, used));
+    fn record(&mut self, user_id: Uuid, day: Date, quota: &DayQuota) {
+        self.users.insert(user_id, (day, quota.in_force.clone(), quota.used));
     }
 }
 
@@ -95,9 +98,9 @@ pub(super) fn create(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new: NewT
     // The limit and the day's use are read here, inside the write transaction of the
     // one writer, so nothing can change them before the insert below, and a limit
     // changed an instant ago applies (docs/quota.md item 5).
-    let (limit, used) = memo.limit_and_use(c, epoch, user_id, window.day)?;
-    if !admits(limit, used, 1) {
-        return Ok(Created::OverLimit(QuotaStatus { limit, used, window, timezone }));
+    let mut quota = memo.limit_and_use(c, epoch, user_id, window.day)?;
+    if !admits(quota.in_force.total(), quota.used, 1) {
+        return Ok(Created::OverLimit(QuotaStatus::new(quota, window, timezone)));
     }
     // One statement: the insert, and the trigger `tasks_use_quota` counting it.
     let task = Task::new(new_id(now), content.into_string(), window.day, now);
@@ -109,12 +112,12 @@ pub(super) fn create(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new: NewT
         s.execute(params![task.id.to_string(), user_id.to_string(), task.content, task.day.to_string(), micros(now)])
     })
     .map_err(internal)?;
-    let used = used + 1;
+    quota.used += 1;
     if let Some(key) = idempotency {
         remember(c, user_id, key, &task)?;
     }
-    memo.record(user_id, window.day, limit, used);
-    Ok(Created::Task(task, QuotaStatus { limit, used, window, timezone }))
+    memo.record(user_id, window.day, &quota);
+    Ok(Created::Task(task, QuotaStatus::new(quota, window, timezone)))
 }
 
 /// A batch as the writer gets it: as `NewTask`, with several contents.
@@ -136,10 +139,10 @@ pub(super) fn create_batch(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new
     {
         return Ok(earlier);
     }
-    let (limit, used) = memo.limit_and_use(c, epoch, user_id, window.day)?;
+    let mut quota = memo.limit_and_use(c, epoch, user_id, window.day)?;
     let requested = u32::try_from(contents.len()).unwrap_or(u32::MAX);
-    if !admits(limit, used, requested) {
-        return Ok(CreatedBatch::OverLimit(QuotaStatus { limit, used, window, timezone }));
+    if !admits(quota.in_force.total(), quota.used, requested) {
+        return Ok(CreatedBatch::OverLimit(QuotaStatus::new(quota, window, timezone)));
     }
     let mut insert = c
         .prepare_cached(
@@ -157,9 +160,9 @@ pub(super) fn create_batch(c: &Connection, memo: &mut QuotaMemo, epoch: u64, new
     if let Some(key) = &idempotency {
         remember_batch(c, user_id, key, &tasks)?;
     }
-    let used = used + requested;
-    memo.record(user_id, window.day, limit, used);
-    Ok(CreatedBatch::Tasks(tasks, QuotaStatus { limit, used, window, timezone }))
+    quota.used += requested;
+    memo.record(user_id, window.day, &quota);
+    Ok(CreatedBatch::Tasks(tasks, QuotaStatus::new(quota, window, timezone)))
 }
 
 /// `remembered` for a batch: its tasks as first created, from the key's `batch` column.
@@ -216,13 +219,26 @@ fn remember_batch(c: &Connection, user_id: Uuid, key: &IdempotencyKey, tasks: &[
     .map_err(internal)
 }
 
-/// A user's limit and the units used on local `day`.
-pub(super) fn limit_and_use(conn: &Connection, user_id: Uuid, day: Date) -> Result<(u32, u32)> {
-    conn.prepare_cached(
-        "select u.daily_limit, coalesce(g.used, 0) from users u
-             left join usage g on g.user_id = u.id and g.day = ?2 where u.id = ?1",
-    )
-    .and_then(|mut s| s.query_row(params![user_id.to_string(), day.to_string()], |r| Ok((r.get(0)?, r.get(1)?))))
+/// A user's limit in force on local `day` (`limits::limit_in_force`: their settings and
+/// the boosts covering the day) and the units used on it. Inside the writer's
+/// transaction, this is the read the quota decides on.
+pub(super) fn limit_and_use(conn: &Connection, user_id: Uuid, day: Date) -> Result<DayQuota> {
+    conn.prepare_cached(concat!(
+        "select ",
+        limit_columns!(),
+        ", coalesce((select sum(b.extra) from boosts b
+                     where b.user_id = u.id and b.from_day <= ?2 and b.to_day >= ?2), 0),
+           coalesce((select g.used from usage g where g.user_id = u.id and g.day = ?2), 0)
+         from users u where u.id = ?1"
+    ))
+    .and_then(|mut s| {
+        s.query_row(params![user_id.to_string(), day.to_string()], |r| {
+            let settings = limits_at(r, 0)?;
+            let boost: i64 = r.get(8)?;
+            let in_force = limit_in_force(&settings, day, u64::try_from(boost).unwrap_or(0));
+            Ok(DayQuota { in_force, used: r.get(9)? })
+        })
+    })
     .map_err(internal)
 }
 
@@ -353,6 +369,10 @@ impl TaskStore for SqliteStore {
 
     async fn used(&self, user_id: Uuid, day: Date) -> Result<u32> {
         self.executor.read(move |c| used_on(c, user_id, day)).await
+    }
+
+    async fn day_quota(&self, user_id: Uuid, day: Date) -> Result<DayQuota> {
+        self.executor.read(move |c| limit_and_use(c, user_id, day)).await
     }
 
     async fn list_tasks(&self, user_id: Uuid, filter: TaskFilter) -> Result<Vec<Task>> {

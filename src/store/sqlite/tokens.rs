@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::SqliteStore;
 use super::executor::Mode;
-use super::rows::{USER_COLUMNS, conversion, from_micros, internal, micros, user_from_row, uuid_at};
+use super::rows::{USER_COLUMN_COUNT, USER_COLUMNS, conversion, from_micros, internal, micros, user_from_row, uuid_at};
 use crate::domain::{PersonalToken, Scopes, User};
 use crate::store::{NewPersonalToken, Result, TokenStore, new_id};
 
@@ -101,7 +101,7 @@ pub(super) fn by_hash(c: &Connection, hash: [u8; 32]) -> Result<Option<(User, Pe
         "select {USER_COLUMNS}, {TOKEN_COLUMNS} from personal_tokens t join users u on u.id = t.user_id
          where t.hash = ?1"
     ))
-    .and_then(|mut s| s.query_row([hash], |r| Ok((user_from_row(r)?, token_at(r, 8)?))).optional())
+    .and_then(|mut s| s.query_row([hash], |r| Ok((user_from_row(r)?, token_at(r, USER_COLUMN_COUNT)?))).optional())
     .map_err(internal)
 }
 

@@ -1,7 +1,8 @@
 //! Property test of the quota memo (`QuotaMemo`): random runs of creates, single and in
 //! batches, with and without idempotency keys (here and in another process), limit
-//! changes (through the store, another process or any SQLite client), zone changes,
-//! deletes, the clock moving on and restarts. After each step the memo must hold what
+//! changes (through the store, another process or any SQLite client), own limits
+//! dropped, plans given and their limits changed, boosts granted and taken back (here
+//! and in another process), zone changes, deletes, the clock moving on and restarts. After each step the memo must hold what
 //! the database holds, and every create must have been decided as the database's own
 //! counts say. `PROPTEST_CASES=1000 cargo test --lib memo` runs longer.
 
@@ -15,10 +16,19 @@ use uuid::Uuid;
 
 use super::limit_and_use;
 use crate::domain::idempotency::remembered_since;
-use crate::domain::{AdminChanges, IdempotencyKey, Role, TaskContent, TimeZoneName, UserZone, Username};
+use crate::domain::limits::{NewBoost, Plan, PlanChanges};
+use crate::domain::{AdminChanges, IdempotencyKey, LimitChange, Role, TaskContent, TimeZoneName, UserZone, Username};
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite::executor::Mode;
-use crate::store::{AccountStore, AdminStore, Created, CreatedBatch, NewUser, TaskStore, UserChanges};
+use crate::store::{AccountStore, AdminStore, Created, CreatedBatch, NewUser, PlanStore, TaskStore, UserChanges};
+
+/// The limit in force and the day's use, as the database holds them.
+fn counts(c: &Connection, user: Uuid, day: jiff::civil::Date) -> (u32, u32) {
+    let quota = limit_and_use(c, user, day).unwrap();
+    (quota.in_force.total(), quota.used)
+}
+
+const PLANS: &[&str] = &["p0", "p1"];
 
 const USERS: usize = 3;
 const ZONES: &[&str] = &["UTC", "Pacific/Kiritimati", "America/St_Johns", "Pacific/Niue"];
@@ -59,6 +69,33 @@ enum Step {
         user: usize,
         zone: usize,
     },
+    /// An administrator drops the user's own limit (the plan's or the default applies).
+    DropLimit {
+        user: usize,
+    },
+    /// An administrator puts the user on a plan, or off any (here or in another process).
+    SetPlan {
+        user: usize,
+        plan: Option<usize>,
+        elsewhere: bool,
+    },
+    /// A plan's limit changes (here, in another process, or by any SQLite client).
+    SetPlanLimit {
+        plan: usize,
+        limit: u32,
+        how: u8,
+    },
+    /// A boost of the user's current day, or of another day (here or in another process).
+    Boost {
+        user: usize,
+        extra: u32,
+        today: bool,
+        elsewhere: bool,
+    },
+    /// Takes back the user's oldest boost.
+    Unboost {
+        user: usize,
+    },
     /// Deletes the user's newest task (which gives no unit back).
     Delete {
         user: usize,
@@ -81,6 +118,13 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..USERS, limit.clone()).prop_map(|(user, limit)| Step::SetLimitElsewhere { user, limit }),
         1 => (0..USERS, limit).prop_map(|(user, limit)| Step::SetLimitRaw { user, limit }),
         1 => (0..USERS, 0..ZONES.len()).prop_map(|(user, zone)| Step::ChangeZone { user, zone }),
+        1 => (0..USERS).prop_map(|user| Step::DropLimit { user }),
+        1 => (0..USERS, proptest::option::of(0..PLANS.len()), any::<bool>())
+            .prop_map(|(user, plan, elsewhere)| Step::SetPlan { user, plan, elsewhere }),
+        1 => (0..PLANS.len(), 0u32..5, 0u8..3).prop_map(|(plan, limit, how)| Step::SetPlanLimit { plan, limit, how }),
+        1 => (0..USERS, 1u32..3, any::<bool>(), any::<bool>())
+            .prop_map(|(user, extra, today, elsewhere)| Step::Boost { user, extra, today, elsewhere }),
+        1 => (0..USERS).prop_map(|user| Step::Unboost { user }),
         1 => (0..USERS).prop_map(|user| Step::Delete { user }),
         1 => (1i64..36 * 60).prop_map(|minutes| Step::Wait { minutes }),
         1 => Just(Step::Restart),
@@ -120,6 +164,10 @@ impl World {
             };
             users.push(store.create_user(user, now).await.unwrap().id);
         }
+        for (i, name) in PLANS.iter().enumerate() {
+            let plan = Plan { name: (*name).to_owned(), daily_limit: i as u32 + 1, adapt: None, created_at: now };
+            store.create_plan(None, plan).await.unwrap().unwrap();
+        }
         Self { dir, store, other, raw, users, now, keys: HashMap::new(), tasks: HashMap::new() }
     }
 
@@ -142,6 +190,41 @@ impl World {
                 let changes = UserChanges { zone: Some(zone), password: None };
                 self.store.update_user(id(user), changes).await.unwrap();
             }
+            Step::DropLimit { user } => {
+                let changes =
+                    AdminChanges { daily_limit: Some(LimitChange::Drop { default: 2 }), ..AdminChanges::default() };
+                self.store.admin_update_user(None, id(user), changes, self.now).await.unwrap().unwrap();
+            }
+            Step::SetPlan { user, plan, elsewhere } => {
+                let store = if elsewhere { &self.other } else { &self.store };
+                let changes = AdminChanges { plan: Some(plan.map(|p| PLANS[p].to_owned())), ..AdminChanges::default() };
+                store.admin_update_user(None, id(user), changes, self.now).await.unwrap().unwrap();
+            }
+            Step::SetPlanLimit { plan, limit, how } => {
+                let changes = PlanChanges { daily_limit: Some(limit), adapt: None };
+                match how {
+                    0 => drop(self.store.update_plan(None, PLANS[plan], changes, self.now).await.unwrap().unwrap()),
+                    1 => drop(self.other.update_plan(None, PLANS[plan], changes, self.now).await.unwrap().unwrap()),
+                    _ => {
+                        self.raw
+                            .execute("update plans set daily_limit = ?2 where name = ?1", params![PLANS[plan], limit])
+                            .unwrap();
+                    }
+                }
+            }
+            Step::Boost { user, extra, today, elsewhere } => {
+                let store = if elsewhere { &self.other } else { &self.store };
+                let found = store.user(id(user)).await.unwrap().unwrap();
+                let day = found.zone.window(self.now).day;
+                let day = if today { day } else { day.tomorrow().unwrap() };
+                let boost = NewBoost { extra, from: day, to: day, reason: String::new() };
+                store.add_boost(None, id(user), boost, self.now).await.unwrap().unwrap();
+            }
+            Step::Unboost { user } => {
+                if let Some(boost) = self.store.boosts(id(user)).await.unwrap().first() {
+                    assert!(self.store.delete_boost(None, id(user), boost.id, self.now).await.unwrap());
+                }
+            }
             Step::Delete { user } => {
                 if let Some(task) = self.tasks.get_mut(&id(user)).and_then(Vec::pop) {
                     assert!(self.store.delete_task(id(user), task).await.unwrap());
@@ -161,12 +244,12 @@ impl World {
         let since = remembered_since(self.now);
         let remembered =
             key.as_ref().is_some_and(|k| self.keys.get(&(id, k.key.clone())).is_some_and(|&at| at > since));
-        let before = limit_and_use(&self.raw, id, day).unwrap();
+        let before = counts(&self.raw, id, day);
 
         let content = TaskContent::parse("a task".into()).unwrap();
         let created = store.create_task(&user, content, key.clone(), self.now).await.unwrap();
 
-        let after = limit_and_use(&self.raw, id, day).unwrap();
+        let after = counts(&self.raw, id, day);
         let (limit, used) = before;
         match created {
             Created::Task(task, status) => {
@@ -202,12 +285,12 @@ impl World {
         let since = remembered_since(self.now);
         let remembered =
             key.as_ref().is_some_and(|k| self.keys.get(&(id, k.key.clone())).is_some_and(|&at| at > since));
-        let before = limit_and_use(&self.raw, id, day).unwrap();
+        let before = counts(&self.raw, id, day);
 
         let contents = (0..size).map(|i| TaskContent::parse(format!("task {i}")).unwrap()).collect();
         let created = self.store.create_tasks(&user, contents, key.clone(), self.now).await.unwrap();
 
-        let after = limit_and_use(&self.raw, id, day).unwrap();
+        let after = counts(&self.raw, id, day);
         let (limit, used) = before;
         match created {
             CreatedBatch::Tasks(tasks, status) => {
@@ -237,7 +320,7 @@ impl World {
 
     async fn set_limit(&self, elsewhere: bool, id: Uuid, limit: u32) {
         let store = if elsewhere { &self.other } else { &self.store };
-        let changes = AdminChanges { daily_limit: Some(limit), role: None };
+        let changes = AdminChanges { daily_limit: Some(LimitChange::Own(limit)), ..AdminChanges::default() };
         store.admin_update_user(None, id, changes, self.now).await.unwrap().unwrap();
     }
 }
@@ -255,10 +338,10 @@ async fn memo_disagreements(store: &SqliteStore) -> Vec<String> {
                 return Ok(Vec::new());
             }
             let mut wrong = Vec::new();
-            for (user, &(day, limit, used)) in &memo.users {
-                let database = limit_and_use(c, *user, day)?;
-                if database != (limit, used) {
-                    wrong.push(format!("{user} on {day}: memo {:?}, database {database:?}", (limit, used)));
+            for (user, (day, in_force, used)) in &memo.users {
+                let database = limit_and_use(c, *user, *day)?;
+                if (&database.in_force, database.used) != (in_force, *used) {
+                    wrong.push(format!("{user} on {day}: memo {:?}, database {database:?}", (in_force, used)));
                 }
             }
             Ok(wrong)
