@@ -98,6 +98,7 @@ QUOTASK_E2E_BASE_URL="$base_url" \
   QUOTASK_E2E_ADMIN="$admin" \
   QUOTASK_E2E_ADMIN_PASSWORD="$admin_password" \
   QUOTASK_E2E_ADMIN_SCREENSHOT="$out/admin-screenshot.png" \
+  QUOTASK_E2E_EXPECT_PLANS=1 \
   node tests/e2e/admin.spec.mjs || status=$?
 QUOTASK_E2E_BASE_URL="$base_url" \
   QUOTASK_E2E_DAILY_LIMIT="$limit" \
