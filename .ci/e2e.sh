@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# End-to-end test of the web page: builds quotask, starts it on a free port with a
-# fresh database, drives the page in a real headless Chromium (tests/e2e/web.spec.mjs)
-# and always stops the server. The screenshot lands in target/e2e/screenshot.png.
+# End-to-end test of the web page: builds quotask, makes an admin with the command line,
+# starts it on a free port with a fresh database, drives the admin page and then the
+# user's page in a real headless Chromium (tests/e2e/admin.spec.mjs, web.spec.mjs) and
+# always stops the server. The screenshots land in target/e2e/.
 #
 #   QUOTASK_BIN   use this binary instead of building target/release/quotask
 set -euo pipefail
@@ -52,13 +53,24 @@ trap 'exit 130' INT TERM
 port=$(node -e 'const s = require("net").createServer().listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
 base_url="http://127.0.0.1:$port"
 log="$out/server.log"
+: >"$log"
 
-# A fresh SQLite database whatever the caller's environment points at.
-env -u QUOTASK_DATABASE_URL -u QUOTASK_REDIS_URL \
-  QUOTASK_DATA_DIR="$data_dir" \
-  QUOTASK_BIND="127.0.0.1:$port" \
-  QUOTASK_DEFAULT_DAILY_LIMIT="$limit" \
-  "$bin" >"$log" 2>&1 &
+# A fresh SQLite database whatever the caller's environment points at. The admin
+# spec signs up two dozen users from this address, more than the default allows an hour.
+quotask=(env -u QUOTASK_DATABASE_URL -u QUOTASK_REDIS_URL
+  QUOTASK_DATA_DIR="$data_dir"
+  QUOTASK_BIND="127.0.0.1:$port"
+  QUOTASK_DEFAULT_DAILY_LIMIT="$limit"
+  QUOTASK_SIGNUPS_PER_HOUR=100
+  "$bin")
+
+# The first admin is made the way an operator makes one: with the command line.
+admin=root
+admin_password="e2e-admin-$RANDOM-$RANDOM-$RANDOM"
+echo "$admin_password" | "${quotask[@]}" user create "$admin" --admin --timezone Europe/Lisbon >>"$log" 2>&1 ||
+  { echo "e2e: could not make the admin; the log:" >&2; cat "$log" >&2; exit 1; }
+
+"${quotask[@]}" >>"$log" 2>&1 &
 server_pid=$!
 
 ready() {
@@ -80,6 +92,14 @@ done
 ready || { echo "e2e: the server never became ready; its log:" >&2; tail -50 "$log" >&2; exit 1; }
 
 status=0
+# The admin page first, on a database holding only its users (the screenshot shows them).
+QUOTASK_E2E_BASE_URL="$base_url" \
+  QUOTASK_E2E_DAILY_LIMIT="$limit" \
+  QUOTASK_E2E_ADMIN="$admin" \
+  QUOTASK_E2E_ADMIN_PASSWORD="$admin_password" \
+  QUOTASK_E2E_ADMIN_SCREENSHOT="$out/admin-screenshot.png" \
+  QUOTASK_E2E_EXPECT_PLANS=1 \
+  node tests/e2e/admin.spec.mjs || status=$?
 QUOTASK_E2E_BASE_URL="$base_url" \
   QUOTASK_E2E_DAILY_LIMIT="$limit" \
   QUOTASK_E2E_SCREENSHOT="$out/screenshot.png" \

@@ -219,7 +219,7 @@ async fn user(cmd: UserCommand, settings: &Settings) -> anyhow::Result<()> {
             let mut after = None;
             println!("{:<36}  {:<24}  {:<6}  {:>8}  {:>8}  timezone", "id", "username", "role", "limit", "used");
             loop {
-                let page = services.admin.list_users(after, 100, now).await?;
+                let page = services.admin.list_users(after, 100, None, now).await?;
                 for (user, used) in &page {
                     let zone = user.zone.effective(now).as_str();
                     println!(

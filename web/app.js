@@ -1,8 +1,10 @@
 // The quotask web page: sign up or in, then today's tasks and the daily allowance, and
-// the user's personal access tokens.
+// the user's personal access tokens; for admins, the admin page (admin.js) at #admin.
 // Plain DOM, no build step. Anything that came from a user or the server is written
 // with textContent or as an attribute, never parsed as markup.
 'use strict';
+
+import { adminPage } from './admin.js';
 
 (() => {
   const ACCESS = 'quotask.access_token';
@@ -21,6 +23,14 @@
     content: 'Task',
     name: 'Token name',
     scopes: 'Scopes',
+    daily_limit: 'Daily limit',
+    role: 'Role',
+    plan: 'Plan',
+    extra: 'Extra tasks',
+    from: 'From',
+    to: 'To',
+    reason: 'Reason',
+    q: 'Search',
   };
   /** The input a field named in a problem document is typed into, where its id differs. */
   const FIELD_INPUTS = { content: 'new-task', name: 'token-name' };
@@ -35,6 +45,9 @@
   const byId = (id) => document.getElementById(id);
   const ui = {
     account: byId('account'),
+    nav: byId('nav'),
+    navTasks: byId('nav-tasks'),
+    navAdmin: byId('nav-admin'),
     whoName: byId('who-name'),
     signOut: byId('sign-out'),
     message: byId('message'),
@@ -73,7 +86,7 @@
   };
 
   /** What the page currently shows. */
-  const state = { mode: 'signin', day: null, resetTimer: 0, tokensLoaded: false };
+  const state = { mode: 'signin', me: null, day: null, resetTimer: 0, tokensLoaded: false };
 
   /** An answer other than 2xx, with its problem document (or `{}`). */
   class Problem extends Error {
@@ -295,6 +308,10 @@
   function showAuth(mode) {
     clearTimeout(state.resetTimer);
     state.day = null;
+    state.me = null;
+    admin.clear();
+    ui.nav.hidden = true;
+    document.body.classList.remove('wide');
     ui.taskList.replaceChildren();
     ui.limitMessage.hidden = true;
     ui.loading.hidden = true;
@@ -306,11 +323,29 @@
     ui.authView.hidden = false;
   }
 
+  /** Today's tasks, or the admin page for an admin at #admin. */
   function showTasks() {
     ui.loading.hidden = true;
     ui.authView.hidden = true;
     ui.account.hidden = false;
-    ui.tasksView.hidden = false;
+    route();
+  }
+
+  function route() {
+    const isAdmin = state.me !== null && state.me.role === 'admin';
+    const onAdmin = isAdmin && window.location.hash === '#admin';
+    ui.nav.hidden = !isAdmin;
+    ui.tasksView.hidden = onAdmin;
+    document.body.classList.toggle('wide', onAdmin);
+    for (const [link, current] of [
+      [ui.navTasks, !onAdmin],
+      [ui.navAdmin, onAdmin],
+    ]) {
+      if (current) link.setAttribute('aria-current', 'page');
+      else link.removeAttribute('aria-current');
+    }
+    if (onAdmin) admin.show(state.me).catch(fail);
+    else admin.hide();
   }
 
   function setMode(mode) {
@@ -489,6 +524,7 @@
     } while (cursor && tasks.length < 10000);
 
     ui.whoName.textContent = me.username;
+    state.me = me;
     state.day = quota.day;
     ui.todayDate.textContent = dayInWords(quota.day);
     ui.todayDate.dateTime = quota.day;
@@ -689,6 +725,8 @@
 
   // ---- wiring ------------------------------------------------------------------
 
+  const admin = adminPage({ api, fail, clearMessage, busy, when, Problem });
+
   ui.authForm.addEventListener('submit', submitAuth);
   ui.addForm.addEventListener('submit', addTask);
   ui.signOut.addEventListener('click', signOut);
@@ -701,6 +739,13 @@
     clearMessage();
     setMode(state.mode === 'signin' ? 'signup' : 'signin');
     ui.username.focus();
+  });
+
+  window.addEventListener('hashchange', () => {
+    if (!state.me) return;
+    clearMessage();
+    route();
+    (ui.tasksView.hidden ? byId('admin-title') : ui.newTask).focus();
   });
 
   // Back on the page after a while: the day may have turned.

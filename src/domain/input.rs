@@ -90,6 +90,41 @@ impl Username {
     }
 }
 
+/// What an admin types to find users by name, folded as `Username::canonical` folds a
+/// name (NFC, lowercase) so that `Ann` finds `ann`. A name matches when its canonical
+/// form contains the fragment. Nothing but its length is refused: a fragment no name
+/// can contain (a control character, a space inside) simply finds no one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NameFragment(String);
+
+impl NameFragment {
+    /// At most 32 characters as typed; blank (an empty search box) is `None`: everyone.
+    pub fn parse(raw: &str) -> Result<Option<Self>, FieldError> {
+        if raw.chars().count() > 32 {
+            return Err(FieldError::new("q", "must be at most 32 characters"));
+        }
+        let raw = raw.trim();
+        if raw.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Self(raw.nfc().collect::<String>().to_lowercase().nfc().collect())))
+    }
+
+    /// Whether any name could contain it: names hold no control characters (and
+    /// PostgreSQL text cannot even hold NUL), so a fragment with one is not looked for.
+    pub fn can_match(&self) -> bool {
+        !self.0.chars().any(char::is_control)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
 /// The UTS #39 confusable skeleton of a canonical username: each character replaced by
 /// the one it is most easily taken for (`ɑ`, `а` and `α` by `a`; `m` by `rn`; `ı` by
 /// `i`), so that two names a reader could take for each other have the same skeleton.
@@ -293,6 +328,18 @@ mod tests {
         assert_eq!(old.as_str(), "ᴀdmin");
         assert_eq!(old, Username::canonical("ᴀdmin").unwrap());
         assert!(Username::canonical("ad min").is_err());
+    }
+
+    #[test]
+    fn a_name_fragment_is_folded_like_a_name_and_blank_means_everyone() {
+        let fragment = |raw: &str| NameFragment::parse(raw).unwrap().map(|f| f.as_str().to_owned());
+        assert_eq!(fragment(" Ann "), Some("ann".into()));
+        assert_eq!(fragment("JOSE\u{301}"), Some("jos\u{e9}".into()));
+        assert_eq!(fragment("%_"), Some("%_".into()));
+        assert_eq!((fragment(""), fragment("  ")), (None, None));
+        assert_eq!(NameFragment::parse(&"x".repeat(33)).unwrap_err().field, "q");
+        assert!(!NameFragment::parse("a\u{0}").unwrap().unwrap().can_match());
+        assert!(NameFragment::parse("a.b").unwrap().unwrap().can_match());
     }
 
     #[test]

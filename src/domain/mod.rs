@@ -11,7 +11,7 @@ pub mod tokens;
 pub mod webhooks;
 
 pub use idempotency::IdempotencyKey;
-pub use input::{DailyLimit, FieldError, Password, TaskContent, TimeZoneName, Username};
+pub use input::{DailyLimit, FieldError, NameFragment, Password, TaskContent, TimeZoneName, Username};
 pub use limits::{LimitInForce, LimitSettings, LimitSource};
 pub use model::{
     AdminChanges, AuditChange, AuditEntry, LimitChange, MAX_BATCH, RefreshVerdict, Role, StoredRefreshToken, Task,

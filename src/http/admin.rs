@@ -16,7 +16,7 @@ use super::accounts::UserView;
 use super::error::{ApiError, Problem};
 use super::extract::{Admin, JsonBody, nullable, nullable_integer, present, present_integer};
 use crate::domain::limits::{Adapt, Boost, Plan};
-use crate::domain::{AuditEntry, FieldError, Role};
+use crate::domain::{AuditEntry, FieldError, NameFragment, Role};
 use crate::service::admin::{AdaptRule, UserUpdate};
 
 pub fn router() -> Router<AppState> {
@@ -111,16 +111,19 @@ fn page_of<T, V>(mut rows: Vec<T>, limit: u32, id: impl Fn(&T) -> Uuid, view: im
 }
 
 #[utoipa::path(get, path = "/v1/admin/users", tag = "admin", security(("bearer" = [])),
-    params(("cursor" = Option<String>, Query, format = Uuid), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100)),
+    params(("cursor" = Option<String>, Query, format = Uuid), ("limit" = Option<u32>, Query, minimum = 1, maximum = 100),
+           ("q" = Option<String>, Query, max_length = 32,
+            description = "Only users whose name contains this, case aside; blank means everyone")),
     responses((status = 200, description = "Users with today's use", body = Page<AdminUserView>),
               (status = 403, description = "Not an admin", body = Problem, content_type = "application/problem+json")))]
 async fn list_users(
     State(state): State<AppState>,
     Admin(auth): Admin,
-    Query(params): Query<HashMap<String, String>>,
+    Query(mut params): Query<HashMap<String, String>>,
 ) -> Result<Json<Page<AdminUserView>>, ApiError> {
+    let name = params.remove("q").map(|q| NameFragment::parse(&q)).transpose()?.flatten();
     let (after, limit) = paging(&params)?;
-    let rows = state.services.admin.list_users(after, limit + 1, auth.now).await?;
+    let rows = state.services.admin.list_users(after, limit + 1, name, auth.now).await?;
     Ok(Json(page_of(rows, limit, |(u, _)| u.id, |(u, used)| AdminUserView { user: UserView::new(&u, auth.now), used })))
 }
 

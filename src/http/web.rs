@@ -1,5 +1,6 @@
 //! The web page at `/`: plain HTML, CSS and JavaScript compiled into the binary, so the
 //! service needs no static-file directory, no build step and no network to show it.
+//! `app.js` is the page; `admin.js`, a module it imports, is the admin page at `/#admin`.
 
 use axum::Router;
 use axum::http::header;
@@ -10,6 +11,7 @@ use super::AppState;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
+const ADMIN_JS: &str = include_str!("../../web/admin.js");
 const STYLE_CSS: &str = include_str!("../../web/style.css");
 
 /// Everything the page loads or talks to comes from this origin: no inline script or
@@ -26,6 +28,7 @@ fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
         .route("/app.js", get(|| async { asset("text/javascript; charset=utf-8", APP_JS) }))
+        .route("/admin.js", get(|| async { asset("text/javascript; charset=utf-8", ADMIN_JS) }))
         .route("/style.css", get(|| async { asset("text/css; charset=utf-8", STYLE_CSS) }))
 }
 
@@ -63,6 +66,7 @@ mod tests {
         for (path, mime, marker) in [
             ("/", "text/html", "<!doctype html>"),
             ("/app.js", "text/javascript", "'use strict'"),
+            ("/admin.js", "text/javascript", "export function adminPage"),
             ("/style.css", "text/css", ":root"),
         ] {
             let (status, headers, body) = get_path(path).await;
@@ -79,11 +83,13 @@ mod tests {
     #[test]
     fn the_page_loads_only_its_own_files_and_never_writes_markup_from_data() {
         assert!(INDEX_HTML.contains(r#"src="/app.js""#) && INDEX_HTML.contains(r#"href="/style.css""#));
-        for text in [INDEX_HTML, APP_JS, STYLE_CSS] {
+        assert!(APP_JS.contains("from './admin.js'"));
+        for text in [INDEX_HTML, APP_JS, ADMIN_JS, STYLE_CSS] {
             assert!(!text.contains("http://") && !text.contains("https://"), "no other origin");
         }
-        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for sink in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"] {
             assert!(!APP_JS.contains(sink), "app.js uses {sink}");
+            assert!(!ADMIN_JS.contains(sink), "admin.js uses {sink}");
         }
         assert!(!INDEX_HTML.contains("<script>") && !INDEX_HTML.contains("style="), "nothing inline");
     }

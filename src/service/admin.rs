@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::Error;
 use crate::domain::limits::{Adapt, Boost, NewBoost, Plan, PlanChanges, PlanName};
 use crate::domain::{
-    AdminChanges, AuditEntry, DailyLimit, FieldError, LimitChange, Role, User, Username, check_role_change,
+    AdminChanges, AuditEntry, DailyLimit, FieldError, LimitChange, NameFragment, Role, User, Username,
+    check_role_change,
 };
 use crate::events::{Events, Kind};
 use crate::store::Store;
@@ -55,9 +56,19 @@ impl AdminService {
         AdminService { store, events, default_limit }
     }
 
-    /// Users after `after` in id order, each with the units used on their current day.
-    pub async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>, Error> {
-        Ok(self.store.list_users(after, limit, now).await?)
+    /// Users after `after` in id order, each with the units used on their current day;
+    /// with `name`, only those whose username contains it.
+    pub async fn list_users(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+        name: Option<NameFragment>,
+        now: Timestamp,
+    ) -> Result<Vec<(User, u32)>, Error> {
+        if name.as_ref().is_some_and(|n| !n.can_match()) {
+            return Ok(Vec::new());
+        }
+        Ok(self.store.list_users(after, limit, name, now).await?)
     }
 
     pub async fn user_named(&self, name: &str) -> Result<User, Error> {

@@ -15,8 +15,8 @@ use crate::domain::limits::{Boost, NewBoost, Plan, PlanChanges};
 use crate::domain::prune::{Prune, PruneStep};
 use crate::domain::webhooks::{Delivery, DueEvent, EventTypes, Next, Webhook};
 use crate::domain::{
-    AdminChanges, AuditEntry, DayQuota, IdempotencyKey, PersonalToken, QuotaStatus, Role, Scopes, Task, TaskContent,
-    TaskFilter, TaskPatch, TokenName, User, UserZone, Username,
+    AdminChanges, AuditEntry, DayQuota, IdempotencyKey, NameFragment, PersonalToken, QuotaStatus, Role, Scopes, Task,
+    TaskContent, TaskFilter, TaskPatch, TokenName, User, UserZone, Username,
 };
 
 /// Why a store call failed. Callers map these onto answers; none carries client detail.
@@ -194,8 +194,15 @@ pub trait AccountStore: Send + Sync {
 /// What administrators read and change, with the audit trail.
 #[async_trait]
 pub trait AdminStore: Send + Sync {
-    /// Users after `after` in id order, each with the quota used on their current day.
-    async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>>;
+    /// Users after `after` in id order, each with the quota used on their current day;
+    /// with `name`, only those whose username contains it.
+    async fn list_users(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+        name: Option<NameFragment>,
+        now: Timestamp,
+    ) -> Result<Vec<(User, u32)>>;
     async fn admin_update_user(
         &self,
         actor: Option<Uuid>,

@@ -134,3 +134,50 @@ async fn an_admin_limit_outside_zero_to_a_million_is_refused() {
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.json::<Value>().await.unwrap()["daily_limit"], 20);
 }
+
+on_both_stores!(the_user_list_finds_users_whose_name_contains_the_search_case_aside);
+async fn the_user_list_finds_users_whose_name_contains_the_search_case_aside() {
+    let app = TestApp::spawn().await;
+    let root = app.admin("root").await;
+    let anna = app.user("anna").await;
+    for name in ["bob", "joanna", "an_na", "hannah"] {
+        app.sign_up(name).await;
+    }
+    app.create_task(&anna, "x").await;
+    let names = |page: &Value| -> Vec<String> {
+        page["items"].as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap().to_owned()).collect()
+    };
+
+    let first: Value = app.get("/v1/admin/users?q=ANN&limit=2", &root.access).await.json().await.unwrap();
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest: Value =
+        app.get(&format!("/v1/admin/users?q=ANN&limit=2&cursor={cursor}"), &root.access).await.json().await.unwrap();
+
+    assert_eq!(names(&first), ["anna", "joanna"]);
+    assert_eq!(first["items"][0]["used"], 1);
+    assert_eq!(names(&rest), ["hannah"]);
+    assert_eq!(rest["next_cursor"], Value::Null);
+    // Matched as typed: `_` and `%` are no wildcards.
+    let underscore: Value = app.get("/v1/admin/users?q=_", &root.access).await.json().await.unwrap();
+    assert_eq!(names(&underscore), ["an_na"]);
+    let percent: Value = app.get("/v1/admin/users?q=%25", &root.access).await.json().await.unwrap();
+    assert_eq!(names(&percent), Vec::<String>::new());
+    // A blank search is everyone; one no name can hold finds no one.
+    let blank: Value = app.get("/v1/admin/users?q=%20", &root.access).await.json().await.unwrap();
+    assert_eq!(names(&blank).len(), 6);
+    let nul = app.get("/v1/admin/users?q=a%00", &root.access).await;
+    assert_eq!(nul.status(), StatusCode::OK);
+    assert_eq!(names(&nul.json().await.unwrap()), Vec::<String>::new());
+}
+
+on_both_stores!(a_user_search_over_32_characters_is_refused_naming_q);
+async fn a_user_search_over_32_characters_is_refused_naming_q() {
+    let app = TestApp::spawn().await;
+    let root = app.admin("root").await;
+
+    let res = app.get(&format!("/v1/admin/users?q={}", "a".repeat(33)), &root.access).await;
+
+    assert_eq!(res.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["errors"][0]["field"], "q");
+}

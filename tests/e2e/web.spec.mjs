@@ -9,17 +9,24 @@
 // Exits 0 when every step passed, 1 otherwise; .ci/e2e.sh starts a server and runs it.
 
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
-import { chromium } from 'playwright-core';
+import {
+  TIMEOUT,
+  answerTo,
+  escape,
+  expectCount,
+  expectText,
+  expectVisible,
+  launch,
+  runMain,
+  runSteps,
+  watchErrors,
+} from './lib.mjs';
 
 const BASE_URL = process.env.QUOTASK_E2E_BASE_URL;
 const LIMIT = Number(process.env.QUOTASK_E2E_DAILY_LIMIT || 3);
 const SCREENSHOT = process.env.QUOTASK_E2E_SCREENSHOT || 'screenshot.png';
-const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 /** Far from UTC, so that a page using the browser's or the server's date would show. */
 const ZONE = 'Pacific/Kiritimati';
-const TIMEOUT = 10_000;
 const DESKTOP = { width: 900, height: 900 };
 
 if (!BASE_URL) {
@@ -36,76 +43,17 @@ const password = 'correct horse battery';
 /** Markup that must be shown as text, never parsed. */
 const MARKUP = '<b>Bold</b> & <img src=x alt=injected>';
 const contents = ['Water the plants', MARKUP, 'Buy bread', ...Array.from({ length: LIMIT - 3 }, (_, i) => `Task ${i + 4}`)];
-const escape = (s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 const quotaLine = (left) =>
   new RegExp(`^${left} of ${LIMIT} left today, resets at \\d\\d:\\d\\d \\(${escape(ZONE)}\\)$`);
 
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** Waits until `read()` satisfies `ok`, failing with what was last read. */
-async function eventually(what, read, ok, timeout = TIMEOUT) {
-  const deadline = Date.now() + timeout;
-  let last;
-  for (;;) {
-    last = await read();
-    if (ok(last)) return last;
-    if (Date.now() > deadline) throw new Error(`${what}: still ${JSON.stringify(last)} after ${timeout} ms`);
-    await sleep(100);
-  }
-}
-
-const textOf = (locator) => async () => ((await locator.count()) ? (await locator.first().textContent()).trim() : null);
-
-async function expectText(locator, pattern, what = String(pattern)) {
-  return eventually(`text ${what}`, textOf(locator), (t) => t !== null && pattern.test(t));
-}
-
-async function expectCount(locator, n, what) {
-  return eventually(`count of ${what}`, () => locator.count(), (c) => c === n);
-}
-
-async function expectVisible(locator, visible = true) {
-  await locator.waitFor({ state: visible ? 'visible' : 'hidden', timeout: TIMEOUT });
-}
-
-/** Runs `act` and returns the API answer to `method path` that it caused. */
-async function answerTo(page, method, path, act) {
-  const [response] = await Promise.all([
-    page.waitForResponse(
-      (r) => r.request().method() === method && new URL(r.url()).pathname.startsWith(path),
-      { timeout: TIMEOUT },
-    ),
-    act(),
-  ]);
-  return response;
-}
-
 async function main() {
-  await mkdir(dirname(SCREENSHOT), { recursive: true });
-  const browser = await chromium.launch({
-    executablePath: CHROMIUM,
-    headless: true,
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  const browser = await launch(SCREENSHOT);
   const context = await browser.newContext({ viewport: DESKTOP, timezoneId: ZONE, locale: 'en-GB' });
   const page = await context.newPage();
   page.setDefaultTimeout(TIMEOUT);
 
   const browserErrors = [];
-  page.on('pageerror', (e) => browserErrors.push(`uncaught: ${e.message}`));
-  page.on('console', (m) => {
-    // A refused request (401, 429) is logged by Chromium itself; those are expected here.
-    if (m.type() === 'error' && !m.text().startsWith('Failed to load resource')) browserErrors.push(m.text());
-  });
+  watchErrors(page, browserErrors);
 
   const ui = {
     authHeading: page.getByRole('heading', { name: /^(Sign in|Create an account)$/ }),
@@ -380,47 +328,11 @@ async function main() {
     }],
   ];
 
-  let passed = 0;
-  let failed = 0;
   try {
-    for (const [name, run] of steps) {
-      try {
-        await run();
-        passed += 1;
-        console.log(`ok ${passed} - ${name}`);
-      } catch (err) {
-        failed += 1;
-        console.log(`not ok ${passed + 1} - ${name}`);
-        console.log(`  ${String(err.stack || err).replaceAll('\n', '\n  ')}`);
-        const message = await textOf(ui.message)().catch(() => null);
-        if (message) console.log(`  the page says: ${message}`);
-        const failureShot = SCREENSHOT.replace(/(\.png)?$/, '-failure.png');
-        await page.screenshot({ path: failureShot, fullPage: true }).catch(() => {});
-        console.log(`  screenshot of the failure: ${failureShot}`);
-        break; // every later step builds on this one
-      }
-    }
+    return await runSteps('e2e', steps, { page, message: ui.message, screenshot: SCREENSHOT });
   } finally {
     await browser.close();
   }
-  const skipped = steps.length - passed - failed;
-  console.log(`e2e: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
-  return failed === 0 && skipped === 0;
 }
 
-// A hung browser must not hang CI.
-const watchdog = setTimeout(() => {
-  console.error('e2e: gave up after 180 s');
-  process.exit(1);
-}, 180_000);
-watchdog.unref();
-
-main().then(
-  (ok) => {
-    process.exitCode = ok ? 0 : 1;
-  },
-  (err) => {
-    console.error(err);
-    process.exitCode = 1;
-  },
-);
+runMain('e2e', main);

@@ -9,18 +9,30 @@ use uuid::Uuid;
 
 use super::rows::{AUDIT_COLUMNS, USER_COLUMNS, decode, micros};
 use super::{PostgresStore, bounded, classify, rows};
-use crate::domain::{AdminChanges, AuditEntry, LimitChange, User};
+use crate::domain::{AdminChanges, AuditEntry, LimitChange, NameFragment, User};
 use crate::store::{AdminStore, Result, new_id};
 
 #[async_trait]
 impl AdminStore for PostgresStore {
-    async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>> {
+    async fn list_users(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+        name: Option<NameFragment>,
+        now: Timestamp,
+    ) -> Result<Vec<(User, u32)>> {
+        let name = name.map(NameFragment::into_string);
         bounded(self.db.run(async |c| {
+            // `strpos`, not `like`: the fragment is matched as typed, `%` and `_` included.
+            // Usernames are stored canonical, as the fragment is folded.
             let users = sqlx::query(&format!(
-                "select {USER_COLUMNS} from users u where $1::uuid is null or u.id > $1 order by u.id limit $2"
+                "select {USER_COLUMNS} from users u
+                 where ($1::uuid is null or u.id > $1) and ($3::text is null or strpos(u.username, $3) > 0)
+                 order by u.id limit $2"
             ))
             .bind(after)
             .bind(i64::from(limit))
+            .bind(name.as_deref())
             .fetch_all(&mut *c)
             .await
             .map_err(classify)?

@@ -8,20 +8,31 @@ use uuid::Uuid;
 use super::rows::{USER_COLUMNS, from_micros, internal, micros, user_from_row, uuid_at};
 use super::tasks::used_on;
 use super::{SqliteStore, load_user};
-use crate::domain::{AdminChanges, AuditEntry, LimitChange, User};
+use crate::domain::{AdminChanges, AuditEntry, LimitChange, NameFragment, User};
 use crate::store::{AdminStore, Result, new_id};
 
 #[async_trait]
 impl AdminStore for SqliteStore {
-    async fn list_users(&self, after: Option<Uuid>, limit: u32, now: Timestamp) -> Result<Vec<(User, u32)>> {
+    async fn list_users(
+        &self,
+        after: Option<Uuid>,
+        limit: u32,
+        name: Option<NameFragment>,
+        now: Timestamp,
+    ) -> Result<Vec<(User, u32)>> {
         self.executor
             .read(move |c| {
+                // `instr`, not `like`: the fragment is matched as typed, `%` and `_` included.
+                // Usernames are stored canonical, as the fragment is folded.
                 let users = c
                     .prepare_cached(&format!(
-                        "select {USER_COLUMNS} from users u where ?1 is null or u.id > ?1 order by u.id limit ?2"
+                        "select {USER_COLUMNS} from users u
+                         where (?1 is null or u.id > ?1) and (?3 is null or instr(u.username, ?3) > 0)
+                         order by u.id limit ?2"
                     ))
                     .and_then(|mut s| {
-                        s.query_map(params![after.map(|a| a.to_string()), limit], user_from_row)?
+                        let name = name.map(NameFragment::into_string);
+                        s.query_map(params![after.map(|a| a.to_string()), limit, name], user_from_row)?
                             .collect::<Result<Vec<_>, _>>()
                     })
                     .map_err(internal)?;
