@@ -15,6 +15,7 @@ use std::sync::Arc;
 use sqlx::Row as _;
 use sqlx::postgres::PgConnection;
 use tokio::sync::{Mutex, mpsc, oneshot};
+use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::pool::Pool;
@@ -44,7 +45,8 @@ pub(super) trait Statement: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Result<Self::Out>>>> + Send + 'a;
 }
 
-type Waiting<S> = (<S as Statement>::In, oneshot::Sender<Result<<S as Statement>::Out>>);
+/// A call waiting for its group: its input, where its answer goes, and since when it waits.
+type Waiting<S> = (<S as Statement>::In, oneshot::Sender<Result<<S as Statement>::Out>>, Instant);
 
 pub(super) struct Group<S: Statement> {
     queue: mpsc::UnboundedSender<Waiting<S>>,
@@ -63,7 +65,9 @@ impl<S: Statement> Group<S> {
     /// `input`'s answer, from the next group's statement.
     pub(super) async fn call(&self, input: S::In) -> Result<S::Out> {
         let (answer, answered) = oneshot::channel();
-        self.queue.send((input, answer)).map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
+        self.queue
+            .send((input, answer, Instant::now()))
+            .map_err(|_| StoreError::Unavailable("the store is closing".into()))?;
         bounded(async {
             answered.await.unwrap_or_else(|_| Err(StoreError::Unavailable("the call's group was abandoned".into())))
         })
@@ -88,8 +92,13 @@ async fn work<S: Statement>(db: Arc<Pool>, arrivals: Arc<Mutex<mpsc::UnboundedRe
         if S::COMMITS {
             metrics::histogram!(crate::metrics::DB_GROUP_COMMIT_SIZE).record(group.len() as f64);
         }
-        let (inputs, answers): (Vec<S::In>, Vec<_>) = group.into_iter().unzip();
-        match bounded(db.run(async |c| S::run(c, &inputs).await)).await {
+        // The oldest call's wait counts against the pool's bound on getting a connection,
+        // so a call queued behind a group that waited for a dead server is not made to
+        // wait as long again (an outage answers 503 within that bound).
+        let since = group.iter().map(|(_, _, since)| *since).min().unwrap_or_else(Instant::now);
+        let (inputs, answers): (Vec<S::In>, Vec<_>) =
+            group.into_iter().map(|(input, answer, _)| (input, answer)).unzip();
+        match bounded(db.run_waiting_since(since, async |c| S::run(c, &inputs).await)).await {
             Ok(results) => {
                 for (answer, result) in answers.into_iter().zip(results) {
                     let _ = answer.send(result);

@@ -77,7 +77,18 @@ impl Pool {
     /// Runs `work` on a connection of its own. If `work` is cancelled (its request
     /// dropped, or past its deadline), the connection is closed with it.
     pub(super) async fn run<T>(&self, work: impl AsyncFnOnce(&mut PgConnection) -> Result<T>) -> Result<T> {
-        let mut lease = self.lease().await?;
+        self.run_waiting_since(Instant::now(), work).await
+    }
+
+    /// `run` for a call that began waiting at `since` (a group's oldest call): it gets a
+    /// connection by `since + ACQUIRE_TIMEOUT` or answers unavailable, so time spent
+    /// queued for the group counts against the same bound.
+    pub(super) async fn run_waiting_since<T>(
+        &self,
+        since: Instant,
+        work: impl AsyncFnOnce(&mut PgConnection) -> Result<T>,
+    ) -> Result<T> {
+        let mut lease = self.lease(since + ACQUIRE_TIMEOUT).await?;
         let result = work(&mut lease.conn).await;
         match &result {
             Ok(_) => self.put_back(lease),
@@ -92,8 +103,7 @@ impl Pool {
         result
     }
 
-    async fn lease(&self) -> Result<Lease<'_>> {
-        let deadline = Instant::now() + ACQUIRE_TIMEOUT;
+    async fn lease(&self, deadline: Instant) -> Result<Lease<'_>> {
         let permit = tokio::time::timeout_at(deadline, self.permits.acquire())
             .await
             .map_err(|_| StoreError::Unavailable("every database connection is busy".into()))?
