@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use jiff::Timestamp;
+use sqlx::postgres::PgConnection;
 use sqlx::{Connection as _, Row as _};
 use uuid::Uuid;
 
@@ -11,6 +12,33 @@ use super::rows::{AUDIT_COLUMNS, USER_COLUMNS, decode, micros};
 use super::{PostgresStore, bounded, classify, rows};
 use crate::domain::{AdminChanges, AuditEntry, LimitChange, NameFragment, User};
 use crate::store::{AdminStore, Result, new_id};
+
+/// Adds an entry to a user's audit trail.
+pub(super) async fn audit_user(
+    c: &mut PgConnection,
+    actor: Option<Uuid>,
+    target: Uuid,
+    field: &str,
+    old: &str,
+    new: &str,
+    now: Timestamp,
+) -> Result<()> {
+    sqlx::query(
+        "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
+         values ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(new_id(now))
+    .bind(actor)
+    .bind(target)
+    .bind(field)
+    .bind(old)
+    .bind(new)
+    .bind(micros(now))
+    .execute(&mut *c)
+    .await
+    .map(drop)
+    .map_err(classify)
+}
 
 #[async_trait]
 impl AdminStore for PostgresStore {
@@ -110,20 +138,7 @@ impl AdminStore for PostgresStore {
             .await
             .map_err(classify)?;
             for change in entries {
-                sqlx::query(
-                    "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
-                     values ($1, $2, $3, $4, $5, $6, $7)",
-                )
-                .bind(new_id(now))
-                .bind(actor)
-                .bind(target)
-                .bind(change.field)
-                .bind(change.old_value)
-                .bind(change.new_value)
-                .bind(micros(now))
-                .execute(&mut *tx)
-                .await
-                .map_err(classify)?;
+                audit_user(&mut tx, actor, target, change.field, &change.old_value, &change.new_value, now).await?;
             }
             tx.commit().await.map_err(classify)?;
             decode(&after, rows::user).map(Some)

@@ -11,6 +11,7 @@ use sqlx::postgres::{PgConnection, PgRow};
 use sqlx::{Connection as _, Row as _};
 use uuid::Uuid;
 
+use super::admin::audit_user;
 use super::rows::{USER_COLUMNS, decode, micros};
 use super::{PostgresStore, bounded, classify, rows};
 use crate::domain::limits::{
@@ -76,32 +77,6 @@ async fn load_plan(c: &mut PgConnection, name: &str) -> Result<Option<Plan>> {
         .await
         .map_err(classify)?;
     row.as_ref().map(|r| decode(r, plan)).transpose()
-}
-
-async fn audit_user(
-    c: &mut PgConnection,
-    actor: Option<Uuid>,
-    target: Uuid,
-    field: &str,
-    old: &str,
-    new: &str,
-    now: Timestamp,
-) -> Result<()> {
-    sqlx::query(
-        "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
-         values ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(new_id(now))
-    .bind(actor)
-    .bind(target)
-    .bind(field)
-    .bind(old)
-    .bind(new)
-    .bind(micros(now))
-    .execute(&mut *c)
-    .await
-    .map(drop)
-    .map_err(classify)
 }
 
 async fn audit_plan(

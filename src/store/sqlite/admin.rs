@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use jiff::Timestamp;
-use rusqlite::params;
+use rusqlite::{Connection, params};
 use uuid::Uuid;
 
 use super::rows::{USER_COLUMNS, from_micros, internal, micros, user_from_row, uuid_at};
@@ -10,6 +10,33 @@ use super::tasks::used_on;
 use super::{SqliteStore, load_user};
 use crate::domain::{AdminChanges, AuditEntry, LimitChange, NameFragment, User};
 use crate::store::{AdminStore, Result, new_id};
+
+/// Adds an entry to a user's audit trail.
+pub(super) fn audit_user(
+    c: &Connection,
+    actor: Option<Uuid>,
+    target: Uuid,
+    field: &str,
+    old: &str,
+    new: &str,
+    now: Timestamp,
+) -> Result<()> {
+    c.execute(
+        "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
+         values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            new_id(now).to_string(),
+            actor.map(|a| a.to_string()),
+            target.to_string(),
+            field,
+            old,
+            new,
+            micros(now)
+        ],
+    )
+    .map(drop)
+    .map_err(internal)
+}
 
 #[async_trait]
 impl AdminStore for SqliteStore {
@@ -82,20 +109,7 @@ impl AdminStore for SqliteStore {
                     .map_err(internal)?;
             }
             for change in changes.audit(&before, now) {
-                c.execute(
-                    "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
-                     values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
-                        new_id(now).to_string(),
-                        actor.map(|a| a.to_string()),
-                        target.to_string(),
-                        change.field,
-                        change.old_value,
-                        change.new_value,
-                        micros(now)
-                    ],
-                )
-                .map_err(internal)?;
+                audit_user(c, actor, target, change.field, &change.old_value, &change.new_value, now)?;
             }
             load_user(c, target)
         })

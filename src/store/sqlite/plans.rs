@@ -10,6 +10,7 @@ use jiff::civil::Date;
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use uuid::Uuid;
 
+use super::admin::audit_user;
 use super::rows::{USER_COLUMN_COUNT, USER_COLUMNS, conversion, from_micros, internal, micros, user_from_row, uuid_at};
 use super::{SqliteStore, load_user};
 use crate::domain::limits::{
@@ -59,33 +60,6 @@ fn load_plan(c: &Connection, name: &str) -> Result<Option<Plan>> {
     c.prepare_cached(&format!("select {PLAN_COLUMNS} from plans where name = ?1"))
         .and_then(|mut s| s.query_row([name], plan_from_row).optional())
         .map_err(internal)
-}
-
-/// Adds an entry to a user's audit trail.
-fn audit_user(
-    c: &Connection,
-    actor: Option<Uuid>,
-    target: Uuid,
-    field: &str,
-    old: &str,
-    new: &str,
-    now: Timestamp,
-) -> Result<()> {
-    c.execute(
-        "insert into audit (id, actor_id, target_id, field, old_value, new_value, at)
-         values (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![
-            new_id(now).to_string(),
-            actor.map(|a| a.to_string()),
-            target.to_string(),
-            field,
-            old,
-            new,
-            micros(now)
-        ],
-    )
-    .map(drop)
-    .map_err(internal)
 }
 
 fn audit_plan(
