@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::accounts::UserView;
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, Problem, path_id};
 use super::extract::{Admin, JsonBody, nullable, nullable_integer, present, present_integer};
 use crate::domain::limits::{Adapt, Boost, Plan};
 use crate::domain::{AuditEntry, FieldError, NameFragment, Role};
@@ -140,7 +140,7 @@ async fn update_user(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<AdminChanges>,
 ) -> Result<Json<UserView>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = path_id(&id)?;
     let role = body.role.map(|r| match r {
         RoleName::User => Role::User,
         RoleName::Admin => Role::Admin,
@@ -161,7 +161,7 @@ async fn audit(
     Path(id): Path<String>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Result<Json<Page<AuditView>>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = path_id(&id)?;
     let (after, limit) = paging(&params)?;
     let rows = state.services.admin.audit_trail(id, after, limit + 1).await?;
     Ok(Json(page_of(rows, limit, |e| e.id, AuditView::from)))
@@ -399,7 +399,7 @@ async fn list_boosts(
     Admin(_): Admin,
     Path(id): Path<String>,
 ) -> Result<Json<BoostList>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = path_id(&id)?;
     let boosts = state.services.admin.boosts(id).await?;
     Ok(Json(BoostList { items: boosts.into_iter().map(BoostView::from).collect() }))
 }
@@ -416,7 +416,7 @@ async fn add_boost(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<NewBoostBody>,
 ) -> Result<(StatusCode, Json<BoostView>), ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = path_id(&id)?;
     let reason = body.reason.unwrap_or_default();
     let boost = state
         .services

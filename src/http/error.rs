@@ -143,6 +143,11 @@ impl From<AuthError> for ApiError {
 }
 
 /// The `RateLimit-Policy` and `RateLimit` headers of a quota status at `now`.
+/// An id from the path; an id that cannot exist answers 404 like a missing one.
+pub fn path_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
+    uuid::Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
+}
+
 pub fn quota_headers(status: &QuotaStatus, now: Timestamp) -> [(HeaderName, HeaderValue); 2] {
     let policy = format!("\"daily\";q={};w=86400", status.limit);
     let current = format!("\"daily\";r={};t={}", status.remaining(), status.window.seconds_until_reset(now));

@@ -12,7 +12,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, Problem, quota_headers};
+use super::error::{ApiError, Problem, path_id, quota_headers};
 use super::extract::{JsonBody, KeyHeader, Scoped, present, scope};
 use crate::domain::{FieldError, TaskContent, TaskFilter, TaskPatch};
 use crate::service::tasks::Outcome;
@@ -171,11 +171,6 @@ fn parse_filter(params: &HashMap<String, String>) -> Result<TaskFilter, ApiError
     if errors.is_empty() { Ok(filter) } else { Err(ApiError::Validation(errors)) }
 }
 
-/// A task id from the path; an id that cannot exist answers 404 like a missing one.
-fn task_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::NotFound)
-}
-
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = ["tasks:read"])), params(("id" = String, Path)),
     responses((status = 200, description = "The task", body = TaskView),
               (status = 404, description = "No such task of this user", body = Problem, content_type = "application/problem+json")))]
@@ -184,7 +179,7 @@ async fn read(
     auth: Scoped<scope::TasksRead>,
     Path(id): Path<String>,
 ) -> Result<Json<TaskView>, ApiError> {
-    Ok(Json(state.services.tasks.get(auth.user.id, task_id(&id)?).await?.into()))
+    Ok(Json(state.services.tasks.get(auth.user.id, path_id(&id)?).await?.into()))
 }
 
 #[utoipa::path(patch, path = "/v1/tasks/{id}", tag = "tasks", security(("bearer" = ["tasks:write"])), params(("id" = String, Path)),
@@ -197,7 +192,7 @@ async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<TaskChanges>,
 ) -> Result<Json<TaskView>, ApiError> {
-    let id = task_id(&id)?;
+    let id = path_id(&id)?;
     let patch = TaskPatch { content: body.content.map(TaskContent::parse).transpose()?, done: body.done };
     Ok(Json(state.services.tasks.update(auth.user.id, id, patch, auth.now).await?.into()))
 }
@@ -210,6 +205,6 @@ async fn remove(
     auth: Scoped<scope::TasksWrite>,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    state.services.tasks.delete(auth.user.id, task_id(&id)?, auth.now).await?;
+    state.services.tasks.delete(auth.user.id, path_id(&id)?, auth.now).await?;
     Ok(StatusCode::NO_CONTENT)
 }

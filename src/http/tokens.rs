@@ -9,10 +9,9 @@ use axum::routing::{delete, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, Problem, path_id};
 use super::extract::{JsonBody, SessionOnly, present};
 use crate::domain::{PersonalToken, Scope};
 
@@ -154,8 +153,7 @@ async fn remove(
     auth: SessionOnly,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    // An id that cannot exist answers 404 like a missing one.
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = path_id(&id)?;
     state.services.tokens.delete(auth.user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -10,10 +10,9 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
-use uuid::Uuid;
 
 use super::AppState;
-use super::error::{ApiError, Problem};
+use super::error::{ApiError, Problem, path_id};
 use super::extract::{JsonBody, SessionOnly};
 use crate::domain::webhooks::{Attempt, Delivery, EventType, Webhook};
 
@@ -207,8 +206,7 @@ async fn remove(
     auth: SessionOnly,
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    // An id that cannot exist answers 404 like a missing one.
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = path_id(&id)?;
     state.services.webhooks.delete(auth.user.id, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -222,7 +220,7 @@ async fn deliveries(
     auth: SessionOnly,
     Path(id): Path<String>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    let id = Uuid::parse_str(&id).map_err(|_| ApiError::NotFound)?;
+    let id = path_id(&id)?;
     let log = state.services.webhooks.deliveries(auth.user.id, id).await?;
     Ok(Json(DeliveryList { items: log.iter().map(DeliveryView::from).collect() }))
 }
