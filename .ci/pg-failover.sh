@@ -139,53 +139,13 @@ QUOTASK_DATABASE_URL="$database_url" QUOTASK_DATA_DIR="$work/data-1" "$QUOTASK_B
 
 # The storm: 4 clients a user, 2 on each instance, each creating back to back and
 # writing one JSON line per answer.
-cat >"$work/load.py" <<'EOF'
-import json, os, sys, threading, time, urllib.error, urllib.request
-
-out, stop_file = sys.argv[1:3]
-clients = [arg.split("|") for arg in sys.argv[3:]]  # user|base|token
-lock = threading.Lock()
-log = open(out, "w")
-
-def worker(user, base, token, n):
-    i = 0
-    while not os.path.exists(stop_file):
-        i += 1
-        req = urllib.request.Request(
-            base + "/v1/tasks", method="POST",
-            data=json.dumps({"content": f"{user} client {n} task {i}"}).encode(),
-            headers={"content-type": "application/json", "authorization": "Bearer " + token})
-        start = time.time()
-        try:
-            with urllib.request.urlopen(req, timeout=10) as res:
-                status, headers, body = res.status, res.headers, res.read()
-        except urllib.error.HTTPError as e:
-            status, headers, body = e.code, e.headers, e.read()
-        except Exception as e:  # no answer at all: a hang or a reset
-            status, headers, body = 0, {}, str(e).encode()
-        end = time.time()
-        record = {"user": user, "base": base, "start": start, "end": end, "status": status,
-                  "retry_after": headers.get("retry-after"),
-                  "id": json.loads(body)["id"] if status == 201 else None}
-        with lock:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        if status not in (201,):
-            time.sleep(0.05)
-
-threads = [threading.Thread(target=worker, args=(u, b, t, n)) for n, (u, b, t) in enumerate(clients)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-EOF
 clients=()
 for base in "${bases[@]}"; do
   for _ in 1 2; do
     clients+=("unlimited|$base|${tokens[0]}" "limited|$base|${tokens[1]}")
   done
 done
-python3 "$work/load.py" "$work/answers.jsonl" "$work/stop" "${clients[@]}" &
+python3 .ci/create_load.py "$work/answers.jsonl" "$work/stop" "${clients[@]}" &
 pids+=($!)
 load_pid=$!
 sleep 3

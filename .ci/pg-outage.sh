@@ -101,45 +101,9 @@ token=$(post -d '{"username": "outage", "password": "a long outage password"}' "
   python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')
 
 # The load: 8 clients creating tasks back to back, one JSON line per answer.
-cat >"$work/load.py" <<'EOF'
-import json, os, sys, threading, time, urllib.error, urllib.request
-
-base, token, out, stop_file = sys.argv[1:5]
-lock = threading.Lock()
-log = open(out, "w")
-
-def worker(n):
-    i = 0
-    while not os.path.exists(stop_file):
-        i += 1
-        req = urllib.request.Request(
-            base + "/v1/tasks", method="POST",
-            data=json.dumps({"content": f"client {n} task {i}"}).encode(),
-            headers={"content-type": "application/json", "authorization": "Bearer " + token})
-        start = time.time()
-        try:
-            with urllib.request.urlopen(req, timeout=10) as res:
-                status, headers, body = res.status, res.headers, res.read()
-        except urllib.error.HTTPError as e:
-            status, headers, body = e.code, e.headers, e.read()
-        except Exception as e:  # no answer at all: a hang or a reset
-            status, headers, body = 0, {}, str(e).encode()
-        end = time.time()
-        record = {"start": start, "end": end, "status": status, "retry_after": headers.get("retry-after"),
-                  "id": json.loads(body)["id"] if status == 201 else None}
-        with lock:
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-        if status != 201:
-            time.sleep(0.05)
-
-threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-EOF
-python3 "$work/load.py" "$base" "$token" "$work/answers.jsonl" "$work/stop" &
+clients=()
+for _ in $(seq 8); do clients+=("outage|$base|$token"); done
+python3 .ci/create_load.py "$work/answers.jsonl" "$work/stop" "${clients[@]}" &
 load_pid=$!
 sleep 3
 say "load running: $(wc -l <"$work/answers.jsonl") answers so far"
