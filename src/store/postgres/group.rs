@@ -185,8 +185,9 @@ async fn sessions(c: &mut PgConnection, group: &[(Uuid, Uuid)]) -> Result<Vec<Re
 /// As for a single create (`tasks::consume_and_insert`): READ COMMITTED, the upsert
 /// locks each `(user, day)` row and compares against its latest committed version, so
 /// creates on every instance queue on it and no limit is passed; the limit is read in
-/// the statement. Rows are locked in `(user, day)` order, so two groups never wait for
-/// each other in a circle.
+/// the statement. The upsert's input is sorted by `(user, day)`, so groups take their
+/// row locks in one order and should not wait for each other in a circle; a deadlock
+/// PostgreSQL detected anyway (40P01) is answered 503, worth a retry.
 async fn create(c: &mut PgConnection, creates: &[(Uuid, Task)]) -> Result<Vec<Result<(LimitInForce, Option<u32>)>>> {
     let rows = sqlx::query(concat!(
         "with input as (
